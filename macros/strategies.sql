@@ -1,0 +1,74 @@
+{# Shared plumbing of the strategy models: one place for what every signal carries. #}
+
+{% macro strategy_cfg(strategy_id) %}
+  {% set all = var('strategies') %}
+  {% if strategy_id not in all %}
+    {{ exceptions.raise_compiler_error("strategy '" ~ strategy_id ~ "' has no entry in the `strategies` var of dbt_project.yml") }}
+  {% endif %}
+  {{ return(all[strategy_id]) }}
+{% endmacro %}
+
+{# Final bars of the strategy's timeframe with their indicators. #}
+{% macro strategy_bars(strategy_id) -%}
+  {%- set cfg = strategy_cfg(strategy_id) -%}
+  select * from {{ ref('indicator_history') }}
+  where timeframe = '{{ cfg["timeframe"] }}' and final
+{%- endmacro %}
+
+{#
+  Turns a relation of candidate rows (symbol, timeframe, bar_ts, action,
+  confidence, reason; action NULL = no signal) into signal rows.
+#}
+{% macro emit_signals(strategy_id, candidates) -%}
+  {%- set cfg = strategy_cfg(strategy_id) -%}
+  {%- set params_json = tojson(cfg['params'], sort_keys=True) -%}
+  select
+      '{{ strategy_id }}' || ':' || symbol || ':' || timeframe || ':'
+          || cast(cast(extract(epoch from bar_ts) as bigint) as text) as signal_id,
+      '{{ strategy_id }}' as strategy_id,
+      symbol,
+      timeframe,
+      bar_ts as signal_ts,
+      action,
+      1.0::float8 as size_hint,
+      least(greatest(confidence, 0.0), 1.0)::float8 as confidence,
+      reason,
+      {{ cfg['version'] }} as strategy_version,
+      '{{ local_md5(params_json)[:16] }}' as params_hash,
+      '{{ var("run_id") }}' as run_id
+  from {{ candidates }}
+  where action is not null
+  {%- if not cfg['enabled'] %} and false{% endif %}
+{%- endmacro %}
+
+{# Fast/slow moving-average crossover on columns of indicator_history. #}
+{% macro crossover_candidates(strategy_id, fast_col, slow_col) -%}
+with bars as (
+    {{ strategy_bars(strategy_id) }}
+),
+
+spreads as (
+    select
+        symbol, timeframe, bar_ts, atr_14,
+        {{ fast_col }} - {{ slow_col }} as spread,
+        lag({{ fast_col }} - {{ slow_col }}, 1) over (partition by symbol, timeframe order by bar_ts) as prev_spread
+    from bars
+),
+
+candidates as (
+    select
+        symbol, timeframe, bar_ts,
+        case
+            when prev_spread <= 0 and spread > 0 then 'BUY'
+            when prev_spread >= 0 and spread < 0 then 'SELL'
+        end as action,
+        coalesce(abs(spread) / nullif(atr_14, 0), 0.5) as confidence,
+        case
+            when spread > 0 then '{{ fast_col }} crossed above {{ slow_col }}'
+            else '{{ fast_col }} crossed below {{ slow_col }}'
+        end as reason
+    from spreads
+)
+
+{{ emit_signals(strategy_id, 'candidates') }}
+{%- endmacro %}

@@ -1,0 +1,34 @@
+-- Rate of change over `lookback` bars: BUY when it rises through +threshold,
+-- SELL when it falls through -threshold.
+{% set p = strategy_cfg('momentum')['params'] %}
+with bars as (
+    {{ strategy_bars('momentum') }}
+),
+
+rates as (
+    select
+        symbol, timeframe, bar_ts,
+        close / lag(close, {{ p['lookback'] }}) over (partition by symbol, timeframe order by bar_ts) - 1 as roc
+    from bars
+),
+
+crossings as (
+    select
+        rates.*,
+        lag(roc, 1) over (partition by symbol, timeframe order by bar_ts) as prev_roc
+    from rates
+),
+
+candidates as (
+    select
+        symbol, timeframe, bar_ts,
+        case
+            when prev_roc <= {{ p['threshold'] }} and roc > {{ p['threshold'] }} then 'BUY'
+            when prev_roc >= -{{ p['threshold'] }} and roc < -{{ p['threshold'] }} then 'SELL'
+        end as action,
+        abs(roc) / ({{ p['threshold'] }} * 4) as confidence,
+        'roc_{{ p["lookback"] }} = ' || cast(round(cast(roc * 100 as numeric), 2) as text) || '%' as reason
+    from crossings
+)
+
+{{ emit_signals('momentum', 'candidates') }}

@@ -1,0 +1,1 @@
+"""tradeflow core: configuration, engine connection, the embedded server and the CLI."""

@@ -1,0 +1,57 @@
+"""Connections to the configured target: the embedded server (started on
+demand) or a RisingWave / Materialize endpoint from the environment."""
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import psycopg
+
+from tradeflow.config import Settings, remote_conninfo
+
+with warnings.catch_warnings():
+    # platformdirs warns about XDG_RUNTIME_DIR on import; irrelevant here
+    warnings.simplefilter("ignore")
+    from tradeflow.embedded import EmbeddedEngine, EngineInfo
+
+
+def embedded(settings: Settings) -> EmbeddedEngine:
+    return EmbeddedEngine(settings)
+
+
+def conninfo(settings: Settings) -> dict[str, Any]:
+    """Connection parameters for the target; starts the embedded engine if it is down."""
+    if settings.target == "embedded":
+        return embedded(settings).start().conninfo()
+    return remote_conninfo(settings.target)
+
+
+def connect(settings: Settings, *, autocommit: bool = True) -> psycopg.Connection:
+    conn = psycopg.connect(**conninfo(settings), autocommit=autocommit)
+    conn.execute(f'SET search_path TO "{settings.schema}", public')
+    return conn
+
+
+def dbt_env(settings: Settings) -> dict[str, str]:
+    """Environment under which profiles.yml resolves to this target."""
+    env = {
+        "TRADEFLOW_TARGET": settings.target,
+        "TRADEFLOW_SCHEMA": settings.schema,
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+        "DO_NOT_TRACK": "1",
+    }
+    if settings.target == "embedded":
+        info: EngineInfo = embedded(settings).start()
+        env.update(TRADEFLOW_PG_HOST="127.0.0.1", TRADEFLOW_PG_PORT=str(info.port))
+    return env
+
+
+def relation_exists(conn: psycopg.Connection, schema: str, name: str) -> bool:
+    row = conn.execute(
+        "SELECT 1 FROM information_schema.tables WHERE table_schema = %s AND table_name = %s",
+        (schema, name),
+    ).fetchone()
+    return row is not None
+
+
+__all__ = ["conninfo", "connect", "dbt_env", "embedded", "relation_exists", "EngineInfo"]
