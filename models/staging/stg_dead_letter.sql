@@ -1,6 +1,9 @@
--- Dead-letter records not yet replayed successfully.
+-- Dead-letter records not yet replayed successfully, one row per dlq_id
+-- (ids are content hashes: the same bad record sent twice is listed once).
 with letters as (
-    select * from {{ source('raw', 'dead_letter') }}
+    select distinct on (dlq_id) *
+    from {{ source('raw', 'dead_letter') }}
+    order by dlq_id, received_at
 ),
 
 resolved as (

@@ -1,0 +1,1 @@
+"""Ports to the outside world: execution adapter, brokers and change feeds."""

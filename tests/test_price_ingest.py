@@ -1,0 +1,111 @@
+"""Price ingest against the embedded engine: validation, dead letters,
+idempotent re-ingest, conflicting duplicates, replay."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pandas as pd
+import pytest
+
+from ingest.dlq import pending
+from ingest.prices import PriceIngester
+from ingest.replay import replay
+from tradeflow.reasons import ReasonCode
+
+NOW = datetime(2024, 3, 1, 21, 0, tzinfo=timezone.utc)
+
+
+def bar(ts: str = "2024-03-01T14:30:00Z", symbol: str = "AAA", open_: str = "10.0", high: str = "10.5",
+        low: str = "9.5", close: str = "10.2", volume: str = "1000") -> dict[str, str]:
+    return {"symbol": symbol, "ts": ts, "open": open_, "high": high, "low": low, "close": close, "volume": volume}
+
+
+def minute_bars(n: int, symbol: str = "AAA") -> list[dict[str, str]]:
+    start = datetime(2024, 3, 1, 14, 30, tzinfo=timezone.utc)
+    return [bar(ts=(start + timedelta(minutes=i)).isoformat(), symbol=symbol, close=f"{10 + (i % 5) / 10:.2f}")
+            for i in range(n)]
+
+
+def ingest(conn, settings, records):
+    ingester = PriceIngester(conn, settings, source="test", clock=lambda: NOW)
+    return ingester.ingest([pd.DataFrame(records, dtype=object)])
+
+
+def count(conn, relation: str) -> int:
+    return conn.execute(f"SELECT count(*) FROM {relation}").fetchone()[0]
+
+
+def test_valid_bars_are_counted_and_stored(conn, embedded_settings):
+    report = ingest(conn, embedded_settings, minute_bars(30))
+    assert report.as_dict() == {"read": 30, "inserted": 30, "duplicates": 0, "rejected": 0, "rejected_by_reason": {}}
+    assert count(conn, "stg_prices") == 30
+
+
+@pytest.mark.parametrize(("record", "field", "code"), [
+    (bar(symbol=""), "symbol", ReasonCode.MISSING_FIELD),
+    ({k: v for k, v in bar().items() if k != "volume"}, "volume", ReasonCode.MISSING_FIELD),
+    (bar(ts="yesterday-ish"), "ts", ReasonCode.UNPARSEABLE_TIMESTAMP),
+    (bar(ts="2024-03-01T14:30:30Z"), "ts", ReasonCode.NOT_ON_MINUTE),
+    (bar(ts="2024-03-02T14:30:00Z"), "ts", ReasonCode.FUTURE_TIMESTAMP),
+    (bar(close="ten"), "close", ReasonCode.NOT_A_NUMBER),
+    (bar(high="inf"), "high", ReasonCode.NON_FINITE),
+    (bar(open_="NaN"), "open", ReasonCode.NON_FINITE),
+    (bar(low="-1", open_="0", close="0.5", high="1"), "open", ReasonCode.NON_POSITIVE_PRICE),
+    (bar(volume="-5"), "volume", ReasonCode.NEGATIVE_VOLUME),
+    (bar(high="9.0", low="9.5", open_="9.2", close="9.2"), "high", ReasonCode.HIGH_BELOW_LOW),
+    (bar(open_="11.0"), "open", ReasonCode.OPEN_OUTSIDE_RANGE),
+    (bar(close="9.0"), "close", ReasonCode.CLOSE_OUTSIDE_RANGE),
+])
+def test_bad_record_goes_to_dead_letter_with_payload_field_and_reason(conn, embedded_settings, record, field, code):
+    good = minute_bars(3, symbol="BBB")
+    report = ingest(conn, embedded_settings, good + [record])
+    assert (report.read, report.inserted, report.rejected) == (4, 3, 1)
+    assert report.reasons == {str(code): 1}
+    [letter] = pending(conn, kind="price")
+    assert (letter.field, letter.reason_code) == (field, str(code))
+    assert letter.payload == {**{k: None for k in ("symbol", "ts", "open", "high", "low", "close", "volume")}, **record}
+    assert field in letter.reason
+    assert count(conn, "stg_prices") == 3
+
+
+def test_reingesting_the_same_records_changes_nothing(conn, embedded_settings):
+    records = minute_bars(60)
+    ingest(conn, embedded_settings, records)
+    before = conn.execute("SELECT * FROM indicator_history ORDER BY symbol, timeframe, bar_ts").fetchall()
+    report = ingest(conn, embedded_settings, records)
+    assert (report.inserted, report.duplicates, report.rejected) == (0, 60, 0)
+    assert count(conn, "price_1m_history") == 60
+    assert conn.execute("SELECT * FROM indicator_history ORDER BY symbol, timeframe, bar_ts").fetchall() == before
+
+
+def test_duplicates_within_one_chunk_are_collapsed(conn, embedded_settings):
+    records = minute_bars(5)
+    report = ingest(conn, embedded_settings, records + records[:2])
+    assert (report.inserted, report.duplicates) == (5, 2)
+
+
+def test_conflicting_duplicate_is_rejected_not_overwritten(conn, embedded_settings):
+    ingest(conn, embedded_settings, [bar(close="10.2")])
+    report = ingest(conn, embedded_settings, [bar(close="10.4")])
+    assert (report.inserted, report.rejected) == (0, 1)
+    assert report.reasons == {"CONFLICTING_DUPLICATE": 1}
+    assert conn.execute("SELECT close FROM stg_prices").fetchone()[0] == pytest.approx(10.2)
+
+
+def test_same_bad_file_twice_lists_each_dead_letter_once(conn, embedded_settings):
+    ingest(conn, embedded_settings, [bar(close="ten")])
+    ingest(conn, embedded_settings, [bar(close="ten")])
+    assert len(pending(conn, kind="price")) == 1
+
+
+def test_replay_after_fix_inserts_and_clears_the_dead_letter(conn, embedded_settings):
+    ingest(conn, embedded_settings, [bar(close="ten"), bar(ts="2024-03-01T14:31:00Z", volume="-1")])
+    [first, second] = sorted(pending(conn, kind="price"), key=lambda letter: letter.field)
+    outcome = replay(conn, embedded_settings, kind="price", ids=[first.dlq_id], overrides={"close": "10.1"})
+    assert outcome["inserted"] == 1
+    assert [letter.dlq_id for letter in pending(conn, kind="price")] == [second.dlq_id]
+    assert conn.execute("SELECT close FROM stg_prices").fetchone()[0] == pytest.approx(10.1)
+    # replaying the still-broken one keeps it pending and says why
+    outcome = replay(conn, embedded_settings, kind="price")
+    assert outcome["rejected"] == 1 and "NEGATIVE_VOLUME" in outcome["still_rejected"][0]["reason"]
+    assert len(pending(conn, kind="price")) == 1

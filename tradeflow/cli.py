@@ -1,0 +1,255 @@
+"""The `tradeflow` command."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from tradeflow.config import Settings
+from tradeflow import engine as engine_mod
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="SQL-first streaming trading engine.")
+engine_app = typer.Typer(no_args_is_help=True, help="The embedded PostgreSQL engine.")
+ingest_app = typer.Typer(no_args_is_help=True, help="Load market data into price_1m_history.")
+dlq_app = typer.Typer(no_args_is_help=True, help="Inspect and replay rejected records.")
+show_app = typer.Typer(no_args_is_help=True, help="Print views as tables.")
+app.add_typer(engine_app, name="engine")
+app.add_typer(ingest_app, name="ingest")
+app.add_typer(dlq_app, name="dlq")
+app.add_typer(show_app, name="show")
+console = Console()
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+# -- engine ------------------------------------------------------------------
+@engine_app.command("start")
+def engine_start() -> None:
+    """Start the embedded server (harmless if it is running)."""
+    info = engine_mod.embedded(_settings()).start()
+    console.print(f"running pid={info.pid} url={info.url()}")
+
+
+@engine_app.command("stop")
+def engine_stop() -> None:
+    stopped = engine_mod.embedded(_settings()).stop()
+    console.print("stopped" if stopped else "not running")
+
+
+@engine_app.command("status")
+def engine_status() -> None:
+    info = engine_mod.embedded(_settings()).status()
+    if info is None:
+        console.print("not running")
+        raise typer.Exit(3)
+    console.print(f"running pid={info.pid} port={info.port} socket={info.socket_dir}")
+
+
+@engine_app.command("url")
+def engine_url() -> None:
+    """Print the connection URL for psql and BI tools (starts the engine if needed)."""
+    print(engine_mod.embedded(_settings()).start().url())
+
+
+@engine_app.command("env")
+def engine_env() -> None:
+    """Print `export` lines so plain `dbt` and `psql` reach the embedded engine."""
+    settings = _settings()
+    for key, value in engine_mod.dbt_env(settings).items():
+        print(f"export {key}={value}")
+    info = engine_mod.embedded(settings).start()
+    print(f"export PGHOST=127.0.0.1 PGPORT={info.port} PGUSER=postgres PGDATABASE={info.database}")
+
+
+# -- deploy ------------------------------------------------------------------
+@app.command()
+def deploy(full_refresh: bool = typer.Option(False, help="Rebuild materialized views (streaming targets).")) -> None:
+    """Create raw tables and UDFs, then build every dbt model on the target."""
+    from tradeflow.dbt import run_dbt
+
+    args = ["run"] + (["--full-refresh"] if full_refresh else [])
+    run_dbt(_settings(), args)
+    console.print(f"deployed to {_settings().target}")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def dbt(ctx: typer.Context) -> None:
+    """Run any dbt command against the configured target, e.g. `tradeflow dbt test`."""
+    from tradeflow.dbt import DbtError, run_dbt
+
+    try:
+        run_dbt(_settings(), list(ctx.args), quiet=False)
+    except DbtError as err:
+        console.print(str(err))
+        raise typer.Exit(1)
+
+
+# -- ingest ------------------------------------------------------------------
+def _ensure_deployed(settings: Settings) -> None:
+    from tradeflow.dbt import deploy as dbt_deploy
+
+    with engine_mod.connect(settings) as conn:
+        if engine_mod.relation_exists(conn, settings.schema, "stg_prices"):
+            return
+    console.print("first use of this engine: deploying models")
+    dbt_deploy(settings)
+
+
+def _run_price_ingest(feed_batches, source: str, total: Optional[int], replay_speed: float) -> None:
+    from ingest.feeds import paced
+    from ingest.prices import PriceIngester
+
+    settings = _settings()
+    _ensure_deployed(settings)
+    with engine_mod.connect(settings) as conn, Progress(
+        TextColumn("[bold]ingest[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("bars"),
+        TimeElapsedColumn(), console=console, transient=False,
+    ) as progress:
+        task = progress.add_task("bars", total=total)
+        ingester = PriceIngester(conn, settings, source=source)
+        report = ingester.ingest(paced(feed_batches, replay_speed), on_progress=lambda n: progress.advance(task, n))
+    console.print_json(json.dumps(report.as_dict()))
+    if report.rejected:
+        console.print(f"[yellow]{report.rejected} record(s) rejected: see `tradeflow dlq list`[/]")
+
+
+@ingest_app.command("prices")
+def ingest_prices(
+    paths: list[Path] = typer.Argument(..., exists=True, dir_okay=False, help="CSV or Parquet files."),
+    map_: list[str] = typer.Option([], "--map", help="Column mapping canonical=source, e.g. --map ts=Date."),
+    replay_speed: float = typer.Option(0.0, help="Pace as a live feed: 60 = one minute of bars per second."),
+) -> None:
+    """Ingest 1-minute bars from files (column aliases: see ingest/feeds.py)."""
+    from ingest.feeds import FileFeed
+
+    column_map = dict(item.split("=", 1) for item in map_)
+    for path in paths:
+        feed = FileFeed(path, column_map=column_map or None)
+        _run_price_ingest(feed.batches(), source=str(path), total=None, replay_speed=replay_speed)
+
+
+@ingest_app.command("synthetic")
+def ingest_synthetic(
+    symbols: int = typer.Option(8, min=1), days: int = typer.Option(1, min=1), seed: int = typer.Option(7),
+    replay_speed: float = typer.Option(0.0, help="Pace as a live feed: 60 = one minute of bars per second."),
+) -> None:
+    """Generate deterministic synthetic sessions and ingest them."""
+    from ingest.feeds import SyntheticFeed
+
+    feed = SyntheticFeed(symbols=symbols, days=days, seed=seed)
+    _run_price_ingest(feed.batches(), source=feed.name, total=symbols * days * 390, replay_speed=replay_speed)
+
+
+# -- dead letters ------------------------------------------------------------
+@dlq_app.command("list")
+def dlq_list(kind: Optional[str] = typer.Option(None), limit: int = typer.Option(50)) -> None:
+    """Rejected records not yet replayed, with field and reason."""
+    from ingest.dlq import pending
+
+    with engine_mod.connect(_settings()) as conn:
+        letters = pending(conn, kind=kind, limit=limit)
+    table = Table("dlq_id", "kind", "field", "reason_code", "reason", "payload", title="dead letters")
+    for letter in letters:
+        table.add_row(letter.dlq_id, letter.kind, letter.field, letter.reason_code, letter.reason,
+                      json.dumps(letter.payload, sort_keys=True))
+    console.print(table)
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    ids: list[str] = typer.Argument(None, help="dlq ids (default: all pending of --kind)."),
+    kind: str = typer.Option("price"),
+    set_: list[str] = typer.Option([], "--set", help="Fix a field before replay: field=value."),
+) -> None:
+    """Re-validate pending records (optionally fixed with --set) and ingest those that now pass."""
+    from ingest.replay import replay
+
+    overrides = dict(item.split("=", 1) for item in set_)
+    settings = _settings()
+    with engine_mod.connect(settings) as conn:
+        outcome = replay(conn, settings, kind=kind, ids=ids or [], overrides=overrides)
+    console.print_json(json.dumps(outcome))
+
+
+# -- views -------------------------------------------------------------------
+def _print_query(title: str, query: str, params: tuple = ()) -> None:
+    with engine_mod.connect(_settings()) as conn:
+        cur = conn.execute(query, params)
+        table = Table(*[c.name for c in cur.description], title=title)
+        for row in cur.fetchall():
+            table.add_row(*[_fmt(v) for v in row])
+    console.print(table)
+
+
+def _fmt(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:,.4f}"
+    return str(value)
+
+
+@show_app.command("indicators")
+def show_indicators(timeframe: str = typer.Option("1m"), symbol: Optional[str] = typer.Option(None)) -> None:
+    """indicator_latest for one timeframe."""
+    _print_query(
+        f"indicator_latest ({timeframe})",
+        "SELECT symbol, bar_ts, close, sma_5, sma_21, ema_12, macd, rsi_14, bb_upper, bb_lower, atr_14, vwap"
+        " FROM indicator_latest WHERE timeframe = %s AND (%s::text IS NULL OR symbol = %s) ORDER BY symbol",
+        (timeframe, symbol, symbol),
+    )
+
+
+@show_app.command("signals")
+def show_signals(limit: int = typer.Option(20)) -> None:
+    """The most recent strategy signals, and counts per strategy."""
+    _print_query(
+        "signals per strategy",
+        "SELECT strategy_id, count(*) FILTER (WHERE action = 'BUY') AS buys,"
+        " count(*) FILTER (WHERE action = 'SELL') AS sells FROM strategy_signal_history"
+        " GROUP BY strategy_id ORDER BY strategy_id",
+    )
+    _print_query(
+        f"latest {limit} signals",
+        "SELECT signal_ts, strategy_id, symbol, timeframe, action, confidence, reason"
+        " FROM strategy_signal_history ORDER BY signal_ts DESC, strategy_id, symbol LIMIT %s",
+        (limit,),
+    )
+
+
+@app.command()
+def reasons() -> None:
+    """Print every reason code with its meaning (Markdown)."""
+    from tradeflow.reasons import ReasonCode
+
+    print("| code | meaning |\n| --- | --- |")
+    for code in ReasonCode:
+        print(f"| `{code}` | {code.description} |")
+
+
+@app.command()
+def demo(symbols: int = typer.Option(8), days: int = typer.Option(1), seed: int = typer.Option(7)) -> None:
+    """Start the engine, deploy, ingest a synthetic session, print indicators and signals."""
+    from tradeflow.dbt import deploy as dbt_deploy
+
+    settings = _settings()
+    info = engine_mod.embedded(settings).start() if settings.target == "embedded" else None
+    if info:
+        console.print(f"engine: {info.url()}")
+    console.print("deploying models (dbt run)")
+    dbt_deploy(settings)
+    ingest_synthetic(symbols=symbols, days=days, seed=seed, replay_speed=0.0)
+    show_indicators(timeframe="1m", symbol=None)
+    show_indicators(timeframe="1h", symbol=None)
+    show_signals(limit=15)
+
+
+if __name__ == "__main__":
+    app()
