@@ -30,6 +30,7 @@ with no match raises ``FeedError``.
 """
 from __future__ import annotations
 
+import datetime as dt
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -84,24 +85,29 @@ class SyntheticFeed:
         return generate_bars(self.symbols, self.days, self.seed, self.start)
 
 
-def resolve_columns(found: Iterable[str], column_map: dict[str, str] | None = None) -> dict[str, str]:
+def _fold(column: str) -> str:
+    return column.strip().lower()
+
+
+def _resolve_columns(found: list[str], column_map: dict[str, str] | None) -> dict[str, str]:
     """Source column name -> canonical name, for renaming."""
-    found = list(found)
-    by_lower: dict[str, str] = {}
-    for column in found:
-        by_lower.setdefault(column.strip().lower(), column)
     overrides = column_map or {}
     unknown = sorted(set(overrides) - set(CANONICAL_COLUMNS))
     if unknown:
-        raise FeedError(f"column_map has non-canonical keys {unknown}; expected {list(CANONICAL_COLUMNS)}")
+        raise FeedError(f"column_map keys {unknown} are not canonical columns {list(CANONICAL_COLUMNS)}")
+    by_folded: dict[str, str] = {}
+    for column in found:
+        by_folded.setdefault(_fold(column), column)
 
     renames: dict[str, str] = {}
     missing: list[str] = []
     for canonical in CANONICAL_COLUMNS:
-        candidates = (overrides[canonical],) if canonical in overrides else DEFAULT_ALIASES[canonical]
-        source = next((by_lower[c.strip().lower()] for c in candidates if c.strip().lower() in by_lower), None)
+        candidates = [overrides[canonical]] if canonical in overrides else DEFAULT_ALIASES[canonical]
+        source = next((by_folded[_fold(c)] for c in candidates if _fold(c) in by_folded), None)
         if source is None:
-            missing.append(canonical if canonical not in overrides else f"{canonical} (mapped to {overrides[canonical]!r})")
+            missing.append(f"{canonical} (mapped to {overrides[canonical]!r})" if canonical in overrides else canonical)
+        elif source in renames:
+            raise FeedError(f"column {source!r} matches both {renames[source]} and {canonical}; set column_map")
         else:
             renames[source] = canonical
     if missing:
@@ -119,19 +125,23 @@ class FileFeed:
         lower = self.path.name.lower()
         if lower.endswith(_CSV_SUFFIXES):
             self._parquet = False
-            found = pd.read_csv(self.path, nrows=0).columns
+            try:
+                found = list(pd.read_csv(self.path, nrows=0).columns)
+            except pd.errors.EmptyDataError:
+                found = []
         elif lower.endswith(_PARQUET_SUFFIXES):
             self._parquet = True
             found = pq.ParquetFile(self.path).schema_arrow.names
         else:
-            raise FeedError(f"{self.path}: unsupported file type; expected one of {_CSV_SUFFIXES + _PARQUET_SUFFIXES}")
+            raise FeedError(f"{self.path}: not a {' / '.join(_CSV_SUFFIXES + _PARQUET_SUFFIXES)} file")
         # Resolved up front so a bad file fails when the feed is built, not mid-ingest.
-        self._renames = resolve_columns(found, column_map)
+        self._renames = _resolve_columns(found, column_map)
 
     def batches(self) -> Iterator[pd.DataFrame]:
         columns = list(self._renames)
         if self._parquet:
-            chunks = (b.to_pandas() for b in pq.ParquetFile(self.path).iter_batches(self.chunk_rows, columns=columns))
+            parquet = pq.ParquetFile(self.path)
+            chunks = (b.to_pandas() for b in parquet.iter_batches(batch_size=self.chunk_rows, columns=columns))
         else:
             chunks = pd.read_csv(
                 self.path, dtype=str, keep_default_na=False, usecols=columns, chunksize=self.chunk_rows
@@ -147,29 +157,29 @@ def _ts_groups(batches: Iterable[pd.DataFrame]) -> Iterator[tuple[np.datetime64,
     it. A row whose ts does not parse joins the group of the row before it (the
     first group if it leads the feed)."""
     held: pd.DataFrame | None = None
-    held_key: pd.Series | None = None
+    held_stamps = np.array([], dtype="datetime64[us]")
     for chunk in batches:
+        if chunk.empty:
+            continue
         with warnings.catch_warnings():
-            # A leading unparseable value makes pandas warn that it falls back to per-element parsing.
+            # A leading unparseable value makes pandas warn that it parses element by element.
             warnings.simplefilter("ignore", UserWarning)
-            key = pd.to_datetime(chunk["ts"], utc=True, errors="coerce").reset_index(drop=True)
-        chunk = chunk.reset_index(drop=True)
+            parsed = pd.to_datetime(chunk["ts"], utc=True, errors="coerce").to_numpy(dtype="datetime64[us]")
         if held is not None:
             chunk = pd.concat([held, chunk], ignore_index=True)
-            key = pd.concat([held_key, key], ignore_index=True)
-        key = key.ffill().bfill()
-        if key.isna().all():  # nothing parseable yet: wait for a ts to attach these rows to
-            held, held_key = chunk, key
+            parsed = np.concatenate([held_stamps, parsed])
+        stamps = pd.Series(parsed).ffill().bfill().to_numpy()
+        if np.isnat(stamps).all():  # nothing parseable yet: hold the rows until a ts turns up
+            held, held_stamps = chunk, stamps
             continue
-        order = np.argsort(key.to_numpy(dtype="datetime64[ns]"), kind="stable")
-        chunk, key = chunk.take(order).reset_index(drop=True), key.take(order).reset_index(drop=True)
-        stamps = key.to_numpy(dtype="datetime64[ns]")
+        order = np.argsort(stamps, kind="stable")
+        chunk, stamps = chunk.take(order), stamps[order]
         starts = np.flatnonzero(np.r_[True, stamps[1:] != stamps[:-1]])
         for begin, end in zip(starts[:-1], starts[1:]):
             yield stamps[begin], chunk.iloc[begin:end].reset_index(drop=True)
-        held, held_key = chunk.iloc[starts[-1]:], key.iloc[starts[-1]:]
+        held, held_stamps = chunk.iloc[starts[-1]:], stamps[starts[-1]:]
     if held is not None:
-        yield held_key.to_numpy(dtype="datetime64[ns]")[0], held.reset_index(drop=True)
+        yield held_stamps[0], held.reset_index(drop=True)
 
 
 def paced(
@@ -187,7 +197,7 @@ def paced(
     than one already released is yielded at once. Gaps (overnight, weekends) are
     waited out at the same rate.
     """
-    if not speed or speed <= 0:
+    if speed is None or speed <= 0:
         yield from feed_batches
         return
     origin: tuple[np.datetime64, float] | None = None
@@ -196,7 +206,7 @@ def paced(
             yield group
             continue
         if origin is None:
-            # Scheduled against the first bar, not the previous one, so time the consumer spends does not accumulate as drift.
+            # Every bar is due relative to the first, so time the consumer spends between bars does not add up as drift.
             origin = (stamp, clock())
         else:
             delay = origin[1] + (stamp - origin[0]) / np.timedelta64(1, "s") / speed - clock()

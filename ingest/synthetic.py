@@ -81,26 +81,27 @@ def generate_bars(
     minute_vol = annual_vol / np.sqrt(_MINUTES_PER_YEAR)
     minute_drift = (rng.uniform(-0.05, 0.15, symbols) - annual_vol**2 / 2) / _MINUTES_PER_YEAR
     gap_vol = 0.4 * annual_vol / np.sqrt(252)  # overnight moves are smaller than a session's
-    minute_volume = np.exp(rng.uniform(np.log(2e5), np.log(2e7), symbols)) / BARS_PER_DAY
+    daily_volume = np.exp(rng.uniform(np.log(2e5), np.log(2e7), symbols))  # shares
 
-    bar_vol = _VOL_SHAPE[:, None] * minute_vol  # (minute, symbol)
+    shape = (BARS_PER_DAY, symbols)
+    bar_vol = _VOL_SHAPE[:, None] * minute_vol
+    bar_volume = _VOLUME_SHAPE[:, None] * daily_volume / BARS_PER_DAY
     t_scale = np.sqrt((_T_DOF - 2) / _T_DOF)
     offsets = np.arange(BARS_PER_DAY) * np.timedelta64(60, "s")
 
     for day in trading_days(start or DEFAULT_START, days):
-        shape = (BARS_PER_DAY, symbols)
         gap = gap_vol * (loading * rng.standard_normal() + idio * rng.standard_normal(symbols))
         shocks = loading * rng.standard_normal((BARS_PER_DAY, 1)) + idio * t_scale * rng.standard_t(_T_DOF, shape)
         log_close = log_price + gap + np.cumsum(minute_drift + bar_vol * shocks, axis=0)
         log_open = np.vstack([log_price + gap, log_close[:-1]])
         log_price = log_close[-1]  # carried unrounded so ticks do not bias the walk
 
-        # Wicks beyond the body; rounding is monotone, so high >= max(open, close) and low <= min(open, close).
-        high = _to_tick(np.exp(np.maximum(log_open, log_close) + 0.5 * bar_vol * np.abs(rng.standard_normal(shape))))
-        low = _to_tick(np.exp(np.minimum(log_open, log_close) - 0.5 * bar_vol * np.abs(rng.standard_normal(shape))))
-        day_activity = rng.lognormal(0, 0.3, symbols)
-        noise = rng.lognormal(-0.125, 0.5, shape)  # mean 1
-        volume = minute_volume * day_activity * _VOLUME_SHAPE[:, None] * noise * (0.5 + 0.625 * np.abs(shocks))
+        # Wicks beyond the body. Rounding is monotone, so high >= max(open, close) and low <= min(open, close).
+        upper = np.maximum(log_open, log_close) + 0.5 * bar_vol * np.abs(rng.standard_normal(shape))
+        lower = np.minimum(log_open, log_close) - 0.5 * bar_vol * np.abs(rng.standard_normal(shape))
+        # Busy days, noise and bigger moves trade more; each factor has mean ~1.
+        activity = rng.lognormal(-0.045, 0.3, symbols) * rng.lognormal(-0.125, 0.5, shape)
+        volume = bar_volume * activity * (0.5 + 0.625 * np.abs(shocks))
 
         session_open = np.datetime64(dt.datetime.combine(day, SESSION_OPEN), "ns")
         yield pd.DataFrame(
@@ -108,8 +109,8 @@ def generate_bars(
                 "symbol": np.tile(names, BARS_PER_DAY),
                 "ts": pd.DatetimeIndex(np.repeat(session_open + offsets, symbols), tz="UTC"),
                 "open": _to_tick(np.exp(log_open)).ravel(),
-                "high": high.ravel(),
-                "low": low.ravel(),
+                "high": _to_tick(np.exp(upper)).ravel(),
+                "low": _to_tick(np.exp(lower)).ravel(),
                 "close": _to_tick(np.exp(log_close)).ravel(),
                 "volume": np.maximum(np.rint(volume), 1).ravel(),
             }
