@@ -5,6 +5,9 @@ Views compute on read, so emptying the raw tables gives each test a clean book.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Iterator
 
 import psycopg
@@ -18,8 +21,10 @@ RAW_TABLES = ("price_1m_history", "dead_letter", "dead_letter_replay")
 
 
 @pytest.fixture(scope="session")
-def engine_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    data_dir = tmp_path_factory.mktemp("tradeflow")
+def engine_settings() -> Iterator[Settings]:
+    # Not under pytest's basetemp: pytest re-tightens its permissions to 0700,
+    # which locks out the unprivileged user the server runs as under root.
+    data_dir = Path(tempfile.mkdtemp(prefix="tradeflow-test-"))
     # The CLI builds its own Settings from the environment: point it here too.
     os.environ.update(TRADEFLOW_DATA_DIR=str(data_dir), TRADEFLOW_EMBEDDED_DURABLE="false",
                       DBT_SEND_ANONYMOUS_USAGE_STATS="false")
@@ -29,6 +34,7 @@ def engine_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settin
     deploy(settings)
     yield settings
     server.stop()
+    shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture
