@@ -150,16 +150,22 @@ class EmbeddedEngine:
     def _is_our_postmaster(self, pid: int) -> bool:
         try:
             proc = psutil.Process(pid)
-            return proc.name() == "postgres" and str(self.pgdata) in " ".join(proc.cmdline())
+            # a killed postmaster nobody reaped is a zombie: dead for our purposes
+            return (proc.status() != psutil.STATUS_ZOMBIE and proc.name() == "postgres"
+                    and str(self.pgdata) in " ".join(proc.cmdline()))
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             return False
 
     def _clear_stale_pidfile(self) -> None:
-        """After a crash postmaster.pid survives; if its pid now belongs to
-        another process PostgreSQL would refuse to start, so remove it."""
+        """After a crash postmaster.pid and the socket lock file survive; if
+        their pid now belongs to another process (or to an unreaped zombie)
+        PostgreSQL would refuse to start, so remove them."""
         pid = self._postmaster_pid()
-        if pid is not None and not self._is_our_postmaster(pid):
-            (self.pgdata / "postmaster.pid").unlink(missing_ok=True)
+        if pid is None or self._is_our_postmaster(pid):
+            return
+        (self.pgdata / "postmaster.pid").unlink(missing_ok=True)
+        for lock in self.pgdata.glob(".s.PGSQL.*.lock"):
+            lock.unlink(missing_ok=True)
 
     def _running_info(self) -> EngineInfo | None:
         pid = self._postmaster_pid()

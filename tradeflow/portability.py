@@ -196,6 +196,13 @@ def _is_equi_key(cond: exp.Expression, left: set[str], right: set[str]) -> bool:
     return (a <= left and b <= right) or (a <= right and b <= left)
 
 
+def _conjuncts(cond: exp.Expression) -> list[exp.Expression]:
+    cond = cond.unnest()
+    if isinstance(cond, exp.And):
+        return _conjuncts(cond.this) + _conjuncts(cond.expression)
+    return [cond]
+
+
 def _lint_select_joins(select: exp.Select, dialect: str) -> list[Violation]:
     out: list[Violation] = []
     from_ = select.args.get("from_") or select.args.get("from")
@@ -212,9 +219,7 @@ def _lint_select_joins(select: exp.Select, dialect: str) -> list[Violation]:
             what = "CROSS JOIN" if str(kind or "").upper() == "CROSS" else "comma join / JOIN without ON"
             out.append(Violation("join-equality", f"{what}: no equality key", snip))
         else:
-            conjuncts = [c.unnest() for c in on.flatten()] if isinstance(on, exp.And) else [on.unnest()]
-            conjuncts = [x for c in conjuncts for x in (c.flatten() if isinstance(c, exp.And) else [c])]
-            if not any(_is_equi_key(c.unnest(), left, right) for c in conjuncts):
+            if not any(_is_equi_key(c, left, right) for c in _conjuncts(on)):
                 out.append(Violation("join-equality", "ON has no column = column equality between the two sides", snip))
         left |= right
     return out
