@@ -28,7 +28,6 @@ from tradeflow.reasons import ReasonCode
 BAR_FIELDS = ("symbol", "ts", "open", "high", "low", "close", "volume")
 PRICE_FIELDS = ("open", "high", "low", "close")
 NUMERIC_FIELDS = PRICE_FIELDS + ("volume",)
-RAW_COLUMNS = BAR_FIELDS + ("source", "batch_id", "received_at")
 KIND = "price"
 
 
@@ -58,7 +57,9 @@ def utc_now() -> datetime:
 
 
 def _is_missing(values: pd.Series) -> pd.Series:
-    return values.isna() | values.astype(str).str.strip().eq("")
+    if values.dtype != object:
+        return values.isna()
+    return values.isna() | values.str.strip().eq("").fillna(False).astype(bool)
 
 
 def validate_bars(raw: pd.DataFrame, *, now: datetime, settings: Settings) -> tuple[pd.DataFrame, list[Rejection]]:
@@ -88,9 +89,10 @@ def validate_bars(raw: pd.DataFrame, *, now: datetime, settings: Settings) -> tu
     for name in NUMERIC_FIELDS:
         parsed = pd.to_numeric(raw[name], errors="coerce").astype("float64")
         numbers[name] = parsed
-        spelled_non_finite = raw[name].astype(str).str.strip().str.lower().isin(
+        unparsed = parsed.isna()
+        spelled_non_finite = raw.loc[unparsed, name].astype(str).str.strip().str.lower().isin(
             {"nan", "inf", "-inf", "+inf", "infinity", "-infinity"})
-        flag(parsed.isna() & spelled_non_finite, name, ReasonCode.NON_FINITE)
+        flag(spelled_non_finite.reindex(raw.index, fill_value=False), name, ReasonCode.NON_FINITE)
         flag(parsed.isna(), name, ReasonCode.NOT_A_NUMBER)
         flag(np.isinf(parsed), name, ReasonCode.NON_FINITE)
     for name in PRICE_FIELDS:
@@ -164,10 +166,11 @@ class PriceIngester:
         rejections += conflicts
         report.duplicates = duplicates
         if len(fresh):
-            rows = zip(fresh["symbol"], fresh["ts"].dt.to_pydatetime(), fresh["open"], fresh["high"], fresh["low"],
-                       fresh["close"], fresh["volume"], _repeat(self.source), _repeat(self.batch_id), _repeat(now))
-            report.inserted = insert_rows(self.conn, "price_1m_history", RAW_COLUMNS, rows,
-                                          self.settings.ingest_batch_rows)
+            rows = zip(fresh["symbol"].tolist(), fresh["ts"].dt.to_pydatetime().tolist(),
+                       *(fresh[name].tolist() for name in NUMERIC_FIELDS))
+            report.inserted = insert_rows(
+                self.conn, "price_1m_history", BAR_FIELDS, rows, self.settings.ingest_batch_rows,
+                constants={"source": self.source, "batch_id": self.batch_id, "received_at": now})
         if rejections and dead_letters:
             write_rejections(self.conn, KIND, rejections, source=self.source, batch_id=self.batch_id,
                              received_at=now, batch_rows=self.settings.ingest_batch_rows)
@@ -211,7 +214,3 @@ class PriceIngester:
         stored["ts"] = pd.to_datetime(stored["ts"], utc=True)
         return stored
 
-
-def _repeat(value: object) -> Iterable[object]:
-    while True:
-        yield value

@@ -3,36 +3,48 @@ three engines accept (RisingWave has no COPY FROM STDIN, Materialize allows
 one table per write transaction)."""
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from functools import lru_cache
+from typing import Iterable, Mapping, Sequence
 
 import psycopg
-from psycopg import sql
 
 
 def insert_rows(conn: psycopg.Connection, table: str, columns: Sequence[str],
-                rows: Iterable[Sequence[object]], batch_rows: int) -> int:
-    """Insert rows in statements of at most batch_rows rows; returns the count."""
+                rows: Iterable[Sequence[object]], batch_rows: int,
+                constants: Mapping[str, object] | None = None) -> int:
+    """Insert rows in statements of at most batch_rows rows; returns the count.
+
+    `constants` are columns with one value for every row (ingest metadata):
+    sent once per statement instead of once per row.
+    """
+    constants = dict(constants or {})
+    # RawCursor takes $n placeholders as they are: psycopg would otherwise
+    # re-parse the long statement text on every batch.
+    cursor = psycopg.RawCursor(conn)
+    shape = (table, tuple(columns), tuple(constants))
     total = 0
-    batch: list[Sequence[object]] = []
-    for row in rows:
-        batch.append(row)
-        if len(batch) == batch_rows:
-            total += _insert_batch(conn, table, columns, batch)
-            batch = []
-    if batch:
-        total += _insert_batch(conn, table, columns, batch)
+    batch: list[object] = list(constants.values())
+    full = len(batch) + batch_rows * len(columns)
+    # Pipeline mode: the server inserts one batch while we build the next.
+    with conn.pipeline():
+        for row in rows:
+            batch.extend(row)
+            if len(batch) == full:
+                cursor.execute(_statement(*shape, batch_rows), batch, prepare=True, binary=False)
+                total += batch_rows
+                batch = list(constants.values())
+        count = (len(batch) - len(constants)) // len(columns)
+        if count:
+            cursor.execute(_statement(*shape, count), batch, binary=False)
+            total += count
     return total
 
 
-def _insert_batch(conn: psycopg.Connection, table: str, columns: Sequence[str],
-                  batch: list[Sequence[object]]) -> int:
-    row_sql = sql.SQL("({})").format(sql.SQL(", ").join(sql.Placeholder() * len(columns)))
-    stmt = sql.SQL("INSERT INTO {} ({}) VALUES {}").format(
-        sql.Identifier(table),
-        sql.SQL(", ").join(map(sql.Identifier, columns)),
-        sql.SQL(", ").join([row_sql] * len(batch)),
+@lru_cache(maxsize=64)
+def _statement(table: str, columns: tuple[str, ...], constants: tuple[str, ...], rows: int) -> str:
+    shared = [f"${i + 1}" for i in range(len(constants))]
+    first, width = len(constants) + 1, len(columns)
+    values = ", ".join(
+        "(" + ", ".join([f"${first + r * width + c}" for c in range(width)] + shared) + ")" for r in range(rows)
     )
-    params = [value for row in batch for value in row]
-    # Full-size batches share one statement text: prepare it once per connection.
-    conn.execute(stmt, params, prepare=True)
-    return len(batch)
+    return f'INSERT INTO "{table}" ({", ".join(columns + constants)}) VALUES {values}'

@@ -29,7 +29,7 @@ class Settings:
     database: str = "tradeflow"
     # Embedded engine durability: tests and benchmarks turn fsync off for speed.
     embedded_durable: bool = field(default_factory=lambda: _env_bool("TRADEFLOW_EMBEDDED_DURABLE", True))
-    ingest_batch_rows: int = field(default_factory=lambda: int(os.environ.get("TRADEFLOW_INGEST_BATCH_ROWS", "1000")))
+    ingest_batch_rows: int = field(default_factory=lambda: int(os.environ.get("TRADEFLOW_INGEST_BATCH_ROWS", "5000")))
     # A bar stamped further ahead of the wall clock than this is rejected.
     max_future_skew: timedelta = field(
         default_factory=lambda: timedelta(seconds=int(os.environ.get("TRADEFLOW_MAX_FUTURE_SECONDS", "300")))

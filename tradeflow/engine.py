@@ -22,7 +22,10 @@ def embedded(settings: Settings) -> EmbeddedEngine:
 def conninfo(settings: Settings) -> dict[str, Any]:
     """Connection parameters for the target; starts the embedded engine if it is down."""
     if settings.target == "embedded":
-        return embedded(settings).start().conninfo()
+        # Our prepared statements are the ingesters' multi-row INSERTs: a
+        # custom plan per execution of a 5000-row VALUES list costs more than
+        # the insert itself.
+        return {**embedded(settings).start().conninfo(), "options": "-c plan_cache_mode=force_generic_plan"}
     return remote_conninfo(settings.target)
 
 
