@@ -34,18 +34,20 @@ smoothed as (
     select
         moves.*,
         {% for n in sma_periods %}
-        case when bar_number >= {{ n }} then avg(close) over (
+        case when bar_number >= {{ n }} then (avg(close) over (
             partition by {{ series }} order by {{ by_time }}
-            rows between {{ n - 1 }} preceding and current row) end as sma_{{ n }},
+            rows between {{ n - 1 }} preceding and current row))::float8 end as sma_{{ n }},
         {% endfor %}
-        case when bar_number >= 20 then stddev_pop(close) over (
+        case when bar_number >= 20 then (stddev_pop(close) over (
             partition by {{ series }} order by {{ by_time }}
-            rows between 19 preceding and current row) end as stddev_20,
-        {{ ema('close', 12, series, by_time) }} as ema_12,
-        {{ ema('close', 26, series, by_time) }} as ema_26,
-        {{ wilder('gain', 14, series, by_time) }} as avg_gain_14,
-        {{ wilder('loss', 14, series, by_time) }} as avg_loss_14,
-        {{ wilder('true_range', 14, series, by_time) }} as atr_14,
+            rows between 19 preceding and current row))::float8 end as stddev_20,
+        {{ smoothed_columns([
+            ema_spec('ema_12', 'close', 12),
+            ema_spec('ema_26', 'close', 26),
+            wilder_spec('avg_gain_14', 'gain', 14),
+            wilder_spec('avg_loss_14', 'loss', 14),
+            wilder_spec('atr_14', 'true_range', 14),
+        ], series, by_time) }},
         sum((high + low + close) / 3 * volume) over (
             partition by symbol, timeframe, date_trunc('day', bar_ts) order by {{ by_time }}
             rows between unbounded preceding and current row) as session_pv,
@@ -66,7 +68,7 @@ macd as (
 macd_signal as (
     select
         macd.*,
-        {{ ema('macd', 9, series, by_time) }} as macd_signal
+        {{ smoothed_columns([ema_spec('macd_signal', 'macd', 9)], series, by_time) }}
     from macd
 )
 
@@ -96,6 +98,6 @@ select
     sma_20 + 2 * stddev_20 as bb_upper,
     sma_20 - 2 * stddev_20 as bb_lower,
     atr_14,
-    case when session_volume > 0 then session_pv / session_volume end as vwap,
+    case when session_volume > 0 then (session_pv / session_volume)::float8 end as vwap,
     {{ var('indicator_version') }} as indicator_version
 from macd_signal

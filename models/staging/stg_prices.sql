@@ -1,6 +1,6 @@
 -- One row per (symbol, ts): the first-received copy wins, so a re-sent bar
--- changes nothing downstream. Prices become float8 for indicator math;
--- price_1m_history keeps the exact values as received.
+-- changes nothing downstream. Prices stay NUMERIC (exact as received):
+-- moving sums over NUMERIC are exact and, on PostgreSQL, slide in O(1).
 with source as (
     select * from {{ source('raw', 'price_1m_history') }}
     where {{ within_retention('ts') }}
@@ -16,9 +16,9 @@ deduplicated as (
 select
     symbol,
     ts as bar_ts,
-    open::float8 as open,
-    high::float8 as high,
-    low::float8 as low,
-    close::float8 as close,
-    volume::float8 as volume
+    open,
+    high,
+    low,
+    close,
+    volume
 from deduplicated

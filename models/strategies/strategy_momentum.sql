@@ -27,7 +27,8 @@ candidates as (
             when prev_roc >= -{{ p['threshold'] }} and roc < -{{ p['threshold'] }} then 'SELL'
         end as action,
         abs(roc) / ({{ p['threshold'] }} * 4) as confidence,
-        'roc_{{ p["lookback"] }} = ' || cast(round(cast(roc * 100 as numeric), 2) as text) || '%' as reason
+        case when roc > 0 then 'roc_{{ p["lookback"] }} rose above {{ p["threshold"] }}'
+            else 'roc_{{ p["lookback"] }} fell below -{{ p["threshold"] }}' end as reason
     from crossings
 )
 
