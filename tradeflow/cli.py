@@ -149,12 +149,20 @@ def ingest_synthetic(
 
 # -- dead letters ------------------------------------------------------------
 @dlq_app.command("list")
-def dlq_list(kind: Optional[str] = typer.Option(None), limit: int = typer.Option(50)) -> None:
+def dlq_list(kind: Optional[str] = typer.Option(None), limit: int = typer.Option(50),
+             as_json: bool = typer.Option(False, "--json", help="One JSON object per line.")) -> None:
     """Rejected records not yet replayed, with field and reason."""
     from ingest.dlq import pending
 
     with engine_mod.connect(_settings()) as conn:
         letters = pending(conn, kind=kind, limit=limit)
+    if as_json:
+        for letter in letters:
+            print(json.dumps({"dlq_id": letter.dlq_id, "kind": letter.kind, "field": letter.field,
+                              "reason_code": letter.reason_code, "reason": letter.reason,
+                              "payload": letter.payload, "source": letter.source,
+                              "received_at": letter.received_at.isoformat()}, sort_keys=True))
+        return
     table = Table("dlq_id", "kind", "field", "reason_code", "reason", "payload", title="dead letters")
     for letter in letters:
         table.add_row(letter.dlq_id, letter.kind, letter.field, letter.reason_code, letter.reason,
@@ -182,7 +190,9 @@ def dlq_replay(
 def _print_query(title: str, query: str, params: tuple = ()) -> None:
     with engine_mod.connect(_settings()) as conn:
         cur = conn.execute(query, params)
-        table = Table(*[c.name for c in cur.description], title=title)
+        table = Table(title=title)
+        for column in cur.description:
+            table.add_column(column.name, no_wrap=True)
         for row in cur.fetchall():
             table.add_row(*[_fmt(v) for v in row])
     console.print(table)
@@ -201,7 +211,7 @@ def show_indicators(timeframe: str = typer.Option("1m"), symbol: Optional[str] =
     """indicator_latest for one timeframe."""
     _print_query(
         f"indicator_latest ({timeframe})",
-        "SELECT symbol, bar_ts, close, sma_5, sma_21, ema_12, macd, rsi_14, bb_upper, bb_lower, atr_14, vwap"
+        "SELECT symbol, bar_ts, close, sma_21, ema_12, macd, rsi_14, atr_14, vwap"
         " FROM indicator_latest WHERE timeframe = %s AND (%s::text IS NULL OR symbol = %s) ORDER BY symbol",
         (timeframe, symbol, symbol),
     )

@@ -1,0 +1,76 @@
+"""The `tradeflow` command end to end, in-process, against the test engine."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from typer.testing import CliRunner
+
+from tradeflow.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    result = runner.invoke(app, list(args), catch_exceptions=False, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def counts(output: str) -> dict:
+    return json.loads(re.search(r"\{.*?\"rejected_by_reason\".*?\}\s*\}", output, re.S)[0])
+
+
+@pytest.fixture
+def prices_csv(tmp_path):
+    path = tmp_path / "bars.csv"
+    path.write_text(
+        "Date,Ticker,O,H,L,C,Vol\n"
+        "2024-01-02T14:30:00Z,ACME,10,11,9.5,10.5,100\n"
+        "2024-01-02T14:31:00Z,ACME,10.5,11,10,10.8,120\n"
+        "2024-01-02T14:32:00Z,ACME,10.8,10.0,10.9,10.8,80\n"  # high below low
+    )
+    return path
+
+
+def test_engine_url_and_status(embedded_settings):
+    url = invoke("engine", "url").strip()
+    assert re.fullmatch(r"postgresql://postgres@127\.0\.0\.1:\d+/tradeflow", url)
+    assert "running" in invoke("engine", "status")
+
+
+def test_ingest_file_reports_counts_and_dead_letters(embedded_settings, prices_csv):
+    report = counts(invoke("ingest", "prices", str(prices_csv), "--map", "symbol=Ticker"))
+    assert report == {"read": 3, "inserted": 2, "duplicates": 0, "rejected": 1,
+                      "rejected_by_reason": {"HIGH_BELOW_LOW": 1}}
+    assert counts(invoke("ingest", "prices", str(prices_csv)))["duplicates"] == 2
+    [letter] = [json.loads(line) for line in invoke("dlq", "list", "--json").splitlines()]
+    assert (letter["reason_code"], letter["field"]) == ("HIGH_BELOW_LOW", "high")
+    assert letter["payload"] == {"symbol": "ACME", "ts": "2024-01-02T14:32:00Z", "open": "10.8", "high": "10.0",
+                                 "low": "10.9", "close": "10.8", "volume": "80"}
+
+
+def test_dlq_replay_with_a_fix(embedded_settings, prices_csv):
+    invoke("ingest", "prices", str(prices_csv))
+    outcome = json.loads(invoke("dlq", "replay", "--set", "high=11", "--set", "low=10.5"))
+    assert outcome["inserted"] == 1
+    assert invoke("dlq", "list", "--json").strip() == ""
+
+
+def test_show_indicators_and_signals_after_synthetic_ingest(embedded_settings):
+    report = counts(invoke("ingest", "synthetic", "--symbols", "2", "--days", "1", "--seed", "3"))
+    assert report["inserted"] == 2 * 390
+    table = invoke("show", "indicators", "--timeframe", "5m")
+    assert "SYM0000" in table and "SYM0001" in table
+    assert "signals per strategy" in invoke("show", "signals")
+
+
+def test_reason_codes_are_documented_from_the_enum():
+    output = invoke("reasons")
+    assert "| `CONFLICTING_DUPLICATE` |" in output
+
+
+def test_demo_runs_end_to_end(embedded_settings):
+    output = invoke("demo", "--symbols", "3")
+    assert "indicator_latest (1m)" in output and "latest 15 signals" in output
