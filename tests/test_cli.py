@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -66,9 +67,11 @@ def test_show_indicators_and_signals_after_synthetic_ingest(embedded_settings):
     assert "signals per strategy" in invoke("show", "signals")
 
 
-def test_reason_codes_are_documented_from_the_enum():
-    output = invoke("reasons")
-    assert "| `CONFLICTING_DUPLICATE` |" in output
+def test_reason_code_doc_is_generated_from_the_enum():
+    table = invoke("reasons")
+    doc = (Path(__file__).parents[1] / "docs" / "reason-codes.md").read_text()
+    assert "| `CONFLICTING_DUPLICATE` |" in table
+    assert doc.endswith(table), "docs/reason-codes.md is stale: regenerate it with `tradeflow reasons`"
 
 
 def test_demo_runs_end_to_end(embedded_settings):

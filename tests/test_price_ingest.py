@@ -89,7 +89,7 @@ def test_conflicting_duplicate_is_rejected_not_overwritten(conn, embedded_settin
     report = ingest(conn, embedded_settings, [bar(close="10.4")])
     assert (report.inserted, report.rejected) == (0, 1)
     assert report.reasons == {"CONFLICTING_DUPLICATE": 1}
-    assert conn.execute("SELECT close FROM stg_prices").fetchone()[0] == pytest.approx(10.2)
+    assert float(conn.execute("SELECT close FROM stg_prices").fetchone()[0]) == pytest.approx(10.2)
 
 
 def test_same_bad_file_twice_lists_each_dead_letter_once(conn, embedded_settings):
@@ -104,7 +104,7 @@ def test_replay_after_fix_inserts_and_clears_the_dead_letter(conn, embedded_sett
     outcome = replay(conn, embedded_settings, kind="price", ids=[first.dlq_id], overrides={"close": "10.1"})
     assert outcome["inserted"] == 1
     assert [letter.dlq_id for letter in pending(conn, kind="price")] == [second.dlq_id]
-    assert conn.execute("SELECT close FROM stg_prices").fetchone()[0] == pytest.approx(10.1)
+    assert float(conn.execute("SELECT close FROM stg_prices").fetchone()[0]) == pytest.approx(10.1)
     # replaying the still-broken one keeps it pending and says why
     outcome = replay(conn, embedded_settings, kind="price")
     assert outcome["rejected"] == 1 and "NEGATIVE_VOLUME" in outcome["still_rejected"][0]["reason"]

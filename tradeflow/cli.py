@@ -70,12 +70,15 @@ def engine_env() -> None:
 
 # -- deploy ------------------------------------------------------------------
 @app.command()
-def deploy(full_refresh: bool = typer.Option(False, help="Rebuild materialized views (streaming targets).")) -> None:
+def deploy(
+    full_refresh: bool = typer.Option(False, help="Rebuild materialized views (streaming targets)."),
+    replay: bool = typer.Option(False, help="Historical data: no wall-clock temporal filters on the views."),
+) -> None:
     """Create raw tables and UDFs, then build every dbt model on the target."""
     from tradeflow.dbt import run_dbt
 
     args = ["run"] + (["--full-refresh"] if full_refresh else [])
-    run_dbt(_settings(), args)
+    run_dbt(_settings(), args, vars={"temporal_filter": False} if replay else None)
     console.print(f"deployed to {_settings().target}")
 
 
