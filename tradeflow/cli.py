@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import Optional
 
@@ -22,7 +24,8 @@ app.add_typer(engine_app, name="engine")
 app.add_typer(ingest_app, name="ingest")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(show_app, name="show")
-console = Console()
+# Tables are wider than the 80 columns rich assumes when output is not a terminal.
+console = Console(width=None if Console().is_terminal else 140)
 
 
 def _settings() -> Settings:
@@ -204,8 +207,10 @@ def _print_query(title: str, query: str, params: tuple = ()) -> None:
 def _fmt(value: object) -> str:
     if value is None:
         return ""
-    if isinstance(value, float):
-        return f"{value:,.4f}"
+    if isinstance(value, datetime):
+        return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M")
+    if isinstance(value, (float, Decimal)):
+        return f"{value:,.2f}" if abs(value) >= 1 else f"{value:.4f}"
     return str(value)
 
 
@@ -214,7 +219,7 @@ def show_indicators(timeframe: str = typer.Option("1m"), symbol: Optional[str] =
     """indicator_latest for one timeframe."""
     _print_query(
         f"indicator_latest ({timeframe})",
-        "SELECT symbol, bar_ts, close, sma_21, ema_12, macd, rsi_14, atr_14, vwap"
+        "SELECT symbol, bar_ts, close, sma_21, ema_12, rsi_14, macd, atr_14, vwap"
         " FROM indicator_latest WHERE timeframe = %s AND (%s::text IS NULL OR symbol = %s) ORDER BY symbol",
         (timeframe, symbol, symbol),
     )
@@ -231,7 +236,7 @@ def show_signals(limit: int = typer.Option(20)) -> None:
     )
     _print_query(
         f"latest {limit} signals",
-        "SELECT signal_ts, strategy_id, symbol, timeframe, action, confidence, reason"
+        "SELECT signal_ts, strategy_id, symbol, timeframe AS tf, action, confidence, reason"
         " FROM strategy_signal_history ORDER BY signal_ts DESC, strategy_id, symbol LIMIT %s",
         (limit,),
     )
@@ -260,7 +265,7 @@ def demo(symbols: int = typer.Option(8), days: int = typer.Option(1), seed: int 
     dbt_deploy(settings)
     ingest_synthetic(symbols=symbols, days=days, seed=seed, replay_speed=0.0)
     show_indicators(timeframe="1m", symbol=None)
-    show_indicators(timeframe="1h", symbol=None)
+    show_indicators(timeframe="15m", symbol=None)
     show_signals(limit=15)
 
 
