@@ -15,6 +15,17 @@
       ('source', 'TEXT'), ('batch_id', 'TEXT'), ('received_at', 'TIMESTAMPTZ')],
     'dead_letter_replay': [
       ('dlq_id', 'TEXT'), ('outcome', 'TEXT'), ('detail', 'TEXT'), ('replayed_at', 'TIMESTAMPTZ')],
+    'exec_report_history': [
+      ('account_id', 'TEXT'), ('strategy_id', 'TEXT'), ('order_id', 'TEXT'), ('fill_id', 'TEXT'),
+      ('symbol', 'TEXT'), ('side', 'TEXT'), ('fill_qty', 'NUMERIC'), ('fill_price', 'NUMERIC'),
+      ('fee', 'NUMERIC'), ('venue', 'TEXT'), ('exec_ts', 'TIMESTAMPTZ'),
+      ('source', 'TEXT'), ('batch_id', 'TEXT'), ('received_at', 'TIMESTAMPTZ')],
+    'accounts': [
+      ('account_id', 'TEXT'), ('base_currency', 'TEXT'), ('initial_capital', 'NUMERIC'), ('status', 'TEXT'),
+      ('max_leverage', 'NUMERIC'), ('updated_at', 'TIMESTAMPTZ'), ('updated_by', 'TEXT')],
+    'risk_events': [
+      ('event_id', 'TEXT'), ('account_id', 'TEXT'), ('symbol', 'TEXT'), ('rule', 'TEXT'), ('severity', 'TEXT'),
+      ('message', 'TEXT'), ('ts', 'TIMESTAMPTZ'), ('source', 'TEXT')],
   }) }}
 {% endmacro %}
 
@@ -40,6 +51,10 @@
   create index if not exists price_1m_history_symbol_ts on {{ target.schema }}.price_1m_history (symbol, ts);
   create index if not exists dead_letter_kind on {{ target.schema }}.dead_letter (kind, received_at);
   create index if not exists dead_letter_replay_id on {{ target.schema }}.dead_letter_replay (dlq_id);
+  create index if not exists exec_report_history_key on {{ target.schema }}.exec_report_history
+    (account_id, strategy_id, symbol, exec_ts);
+  create index if not exists exec_report_history_fill on {{ target.schema }}.exec_report_history (order_id, fill_id);
+  create index if not exists risk_events_account_ts on {{ target.schema }}.risk_events (account_id, ts);
 {% endmacro %}
 
 {% macro risingwave__create_raw_tables() %}

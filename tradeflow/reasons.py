@@ -23,6 +23,10 @@ class ReasonCode(StrEnum):
     NOT_ON_MINUTE = "NOT_ON_MINUTE"
     FUTURE_TIMESTAMP = "FUTURE_TIMESTAMP"
     CONFLICTING_DUPLICATE = "CONFLICTING_DUPLICATE"
+    NON_POSITIVE_QUANTITY = "NON_POSITIVE_QUANTITY"
+    NEGATIVE_FEE = "NEGATIVE_FEE"
+    UNKNOWN_SIDE = "UNKNOWN_SIDE"
+    UNKNOWN_ACCOUNT = "UNKNOWN_ACCOUNT"
 
     @property
     def description(self) -> str:
@@ -42,4 +46,8 @@ _DESCRIPTIONS: dict[ReasonCode, str] = {
     ReasonCode.NOT_ON_MINUTE: "A 1-minute bar's timestamp is not on a whole minute.",
     ReasonCode.FUTURE_TIMESTAMP: "The timestamp lies further in the future than TRADEFLOW_MAX_FUTURE_SECONDS.",
     ReasonCode.CONFLICTING_DUPLICATE: "Same natural key as a stored record, but different values.",
+    ReasonCode.NON_POSITIVE_QUANTITY: "A fill quantity is zero or negative.",
+    ReasonCode.NEGATIVE_FEE: "A fee is negative.",
+    ReasonCode.UNKNOWN_SIDE: "Side is not BUY or SELL.",
+    ReasonCode.UNKNOWN_ACCOUNT: "The account_id is not in the accounts table.",
 }

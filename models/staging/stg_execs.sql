@@ -1,0 +1,30 @@
+-- One row per fill (order_id, fill_id), first-received copy wins, with the
+-- signed quantity and a per-key sequence: fills are applied in
+-- (exec_ts, order_id, fill_id) order whatever order they arrived in.
+with source as (
+    select * from {{ source('raw', 'exec_report_history') }}
+),
+
+deduplicated as (
+    select distinct on (order_id, fill_id) *
+    from source
+    order by order_id, fill_id, received_at, batch_id
+)
+
+select
+    account_id,
+    strategy_id,
+    symbol,
+    order_id,
+    fill_id,
+    side,
+    fill_qty,
+    fill_price,
+    fee,
+    venue,
+    exec_ts,
+    case when side = 'BUY' then fill_qty else -fill_qty end as signed_qty,
+    row_number() over (
+        partition by account_id, strategy_id, symbol
+        order by exec_ts, order_id, fill_id) as fill_seq
+from deduplicated
