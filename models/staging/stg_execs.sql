@@ -1,6 +1,6 @@
 -- One row per fill (order_id, fill_id), first-received copy wins, with the
--- signed quantity and a per-key sequence: fills are applied in
--- (exec_ts, order_id, fill_id) order whatever order they arrived in.
+-- signed quantity. Fills are applied per (account_id, strategy_id, symbol) in
+-- (exec_ts, order_id, fill_id) order, whatever order they arrived in.
 with source as (
     select * from {{ source('raw', 'exec_report_history') }}
 ),
@@ -23,8 +23,5 @@ select
     fee,
     venue,
     exec_ts,
-    case when side = 'BUY' then fill_qty else -fill_qty end as signed_qty,
-    row_number() over (
-        partition by account_id, strategy_id, symbol
-        order by exec_ts, order_id, fill_id) as fill_seq
+    case when side = 'BUY' then fill_qty else -fill_qty end as signed_qty
 from deduplicated

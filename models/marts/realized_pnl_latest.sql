@@ -1,0 +1,60 @@
+-- Realized P&L per (account_id, strategy_id, symbol) under the configured
+-- method (var pnl_method: fifo | average_cost), gross, fees and net.
+-- FIFO totals come from cash flows and the open lots (what is not open has
+-- been realized), which reads each fill once; trade_match_history has the
+-- same totals segment by segment (checked by assert_realized_pnl_recomputes).
+{% set method = pnl_method() %}
+
+with keys as (
+    select
+        account_id, strategy_id, symbol,
+        max(exec_ts) as last_fill_ts,
+        sum(-signed_qty * fill_price) as trade_cash,
+        sum(fee) as fees
+    from {{ ref('stg_execs') }}
+    group by account_id, strategy_id, symbol
+),
+
+realized as (
+{% if method == 'fifo' %}
+    select
+        keys.account_id, keys.strategy_id, keys.symbol,
+        keys.trade_cash + coalesce(open_lots.open_cost, 0) as realized_pnl_gross,
+        keys.fees - coalesce(open_lots.open_fees, 0) as fees
+    from keys
+    left join (
+        select
+            account_id, strategy_id, symbol,
+            sum(case when side = 'LONG' then qty_rem * avg_price else -qty_rem * avg_price end) as open_cost,
+            sum(fee_rem) as open_fees
+        from {{ ref('open_positions_lots') }}
+        group by account_id, strategy_id, symbol
+    ) as open_lots
+        on open_lots.account_id = keys.account_id
+        and open_lots.strategy_id = keys.strategy_id
+        and open_lots.symbol = keys.symbol
+{% else %}
+    select
+        account_id, strategy_id, symbol,
+        sum(realized_pnl_gross) as realized_pnl_gross,
+        sum(fee_share) as fees
+    from {{ ref('int_average_cost_parts') }}
+    where kind = 'CLOSE'
+    group by account_id, strategy_id, symbol
+{% endif %}
+)
+
+select
+    keys.account_id,
+    keys.strategy_id,
+    keys.symbol,
+    '{{ method }}' as method,
+    coalesce(realized.realized_pnl_gross, 0) as realized_pnl_gross,
+    coalesce(realized.fees, 0) as fees,
+    coalesce(realized.realized_pnl_gross, 0) - coalesce(realized.fees, 0) as realized_pnl,
+    keys.last_fill_ts as ts
+from keys
+left join realized
+    on realized.account_id = keys.account_id
+    and realized.strategy_id = keys.strategy_id
+    and realized.symbol = keys.symbol

@@ -1,0 +1,41 @@
+-- Unrealized P&L per open key: (mark - avg_price) * net_qty, with the mark's
+-- timestamp so a stale price is visible. avg_price follows pnl_method.
+{% set method = pnl_method() %}
+
+with positions as (
+    select * from {{ ref('open_positions_rollup') }}
+),
+
+{% if method == 'average_cost' %}
+average_cost as (
+    select distinct on (account_id, strategy_id, symbol)
+        account_id, strategy_id, symbol, avg_price_after
+    from {{ ref('int_average_cost_parts') }}
+    order by account_id, strategy_id, symbol, fill_seq desc, part_no desc
+),
+{% endif %}
+
+marks as (
+    {{ marks('positions') }}
+)
+
+select
+    positions.account_id,
+    positions.strategy_id,
+    positions.symbol,
+    positions.side,
+    positions.net_qty,
+    {% if method == 'average_cost' %}average_cost.avg_price_after{% else %}positions.avg_price{% endif %} as avg_price,
+    marks.mark as current_price,
+    marks.mark_ts,
+    (marks.mark - {% if method == 'average_cost' %}average_cost.avg_price_after{% else %}positions.avg_price{% endif %})
+        * positions.net_qty as unrealized_pnl,
+    '{{ method }}' as method
+from positions
+left join marks on marks.symbol = positions.symbol
+{% if method == 'average_cost' %}
+inner join average_cost
+    on average_cost.account_id = positions.account_id
+    and average_cost.strategy_id = positions.strategy_id
+    and average_cost.symbol = positions.symbol
+{% endif %}
