@@ -1,4 +1,5 @@
-"""Bar feeds: the interface every price source implements, and the file reader.
+"""Feeds: the interface every price source implements, the bar file reader and
+the execution-report file reader.
 
 A feed yields DataFrame chunks with the canonical columns
 ``symbol, ts, open, high, low, close, volume``. Values are passed on as the
@@ -27,10 +28,20 @@ volume     volume, vol, v
 ``column_map`` (canonical name -> source column name) overrides the aliases
 for the columns it names. Other source columns are dropped; a canonical column
 with no match raises ``FeedError``.
+
+Execution files (``ExecFileFeed``)
+----------------------------------
+CSV, Parquet and JSON lines (``.jsonl``, ``.ndjson``) with columns (keys)
+named as the ``ingest.execs.Fill`` fields; other columns are dropped. A CSV or
+Parquet file without a required column raises ``FeedError``; a JSON record
+without a key is refused by the validator like any record with a missing
+field. JSON numbers are passed on as their text, so quantities and prices
+parse exactly as Decimals.
 """
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -42,6 +53,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from ingest.execs import EXEC_FIELDS, REQUIRED as REQUIRED_EXEC_FIELDS
 from ingest.synthetic import generate_bars
 
 CANONICAL_COLUMNS = ("symbol", "ts", "open", "high", "low", "close", "volume")
@@ -58,6 +70,7 @@ DEFAULT_ALIASES: dict[str, tuple[str, ...]] = {
 
 _CSV_SUFFIXES = (".csv", ".csv.gz")
 _PARQUET_SUFFIXES = (".parquet", ".pq")
+_JSONL_SUFFIXES = (".jsonl", ".ndjson")
 
 
 class FeedError(Exception):
@@ -149,6 +162,68 @@ class FileFeed:
         for chunk in chunks:
             if not chunk.empty:
                 yield chunk.rename(columns=self._renames)[list(CANONICAL_COLUMNS)]
+
+
+class ExecFileFeed:
+    """Execution reports from a CSV, Parquet or JSON-lines file, values as received."""
+
+    def __init__(self, path: str | Path, chunk_rows: int = 50_000):
+        self.path = Path(path)
+        self.chunk_rows = chunk_rows
+        self.name = f"file:{self.path.name}"
+        lower = self.path.name.lower()
+        if lower.endswith(_JSONL_SUFFIXES):
+            self._format = "jsonl"
+            return
+        if lower.endswith(_CSV_SUFFIXES):
+            self._format = "csv"
+            try:
+                found = list(pd.read_csv(self.path, nrows=0).columns)
+            except pd.errors.EmptyDataError:
+                found = []
+        elif lower.endswith(_PARQUET_SUFFIXES):
+            self._format = "parquet"
+            found = pq.ParquetFile(self.path).schema_arrow.names
+        else:
+            suffixes = _CSV_SUFFIXES + _PARQUET_SUFFIXES + _JSONL_SUFFIXES
+            raise FeedError(f"{self.path}: not a {' / '.join(suffixes)} file")
+        missing = [name for name in REQUIRED_EXEC_FIELDS if name not in found]
+        if missing:
+            raise FeedError(f"{self.path}: missing required columns: {', '.join(missing)}; columns found: {found}")
+        self._columns = [name for name in EXEC_FIELDS if name in found]
+
+    def batches(self) -> Iterator[pd.DataFrame]:
+        if self._format == "jsonl":
+            chunks = self._json_chunks()
+        elif self._format == "parquet":
+            parquet = pq.ParquetFile(self.path)
+            chunks = (b.to_pandas() for b in parquet.iter_batches(batch_size=self.chunk_rows, columns=self._columns))
+        else:
+            chunks = pd.read_csv(self.path, dtype=str, keep_default_na=False, usecols=self._columns,
+                                 chunksize=self.chunk_rows)
+        for chunk in chunks:
+            if not chunk.empty:
+                yield chunk[[name for name in EXEC_FIELDS if name in chunk.columns]]
+
+    def _json_chunks(self) -> Iterator[pd.DataFrame]:
+        records: list[dict] = []
+        with self.path.open(encoding="utf-8") as lines:
+            for number, line in enumerate(lines, 1):
+                if not line.strip():
+                    continue
+                try:
+                    # Numbers (and NaN/Infinity) as their text: Decimal parsing stays exact.
+                    record = json.loads(line, parse_float=str, parse_int=str, parse_constant=str)
+                except json.JSONDecodeError as err:
+                    raise FeedError(f"{self.path}:{number}: not JSON ({err.msg})") from None
+                if not isinstance(record, dict):
+                    raise FeedError(f"{self.path}:{number}: not a JSON object")
+                records.append(record)
+                if len(records) == self.chunk_rows:
+                    yield pd.DataFrame(records, dtype=object)
+                    records = []
+        if records:
+            yield pd.DataFrame(records, dtype=object)
 
 
 def _ts_groups(batches: Iterable[pd.DataFrame]) -> Iterator[tuple[np.datetime64, pd.DataFrame]]:

@@ -9,18 +9,14 @@ open or close outside [low, high].
 """
 from __future__ import annotations
 
-import math
-import uuid
-from collections import Counter
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Callable, Iterable
+from datetime import datetime
 
 import numpy as np
 import pandas as pd
-import psycopg
 
-from ingest.dlq import Rejection, write_rejections
+from ingest.dlq import Rejection
+from ingest.validation import (FirstFailure, IngestReport, Ingester, explain, is_missing, parse_timestamps,
+                               payload, with_fields)
 from ingest.writer import insert_rows
 from tradeflow.config import Settings
 from tradeflow.reasons import ReasonCode
@@ -31,56 +27,16 @@ NUMERIC_FIELDS = PRICE_FIELDS + ("volume",)
 KIND = "price"
 
 
-@dataclass
-class IngestReport:
-    read: int = 0
-    inserted: int = 0
-    duplicates: int = 0
-    rejected: int = 0
-    reasons: Counter = field(default_factory=Counter)
-    rejections: list[Rejection] = field(default_factory=list, repr=False)
-
-    def add(self, other: "IngestReport") -> None:
-        self.read += other.read
-        self.inserted += other.inserted
-        self.duplicates += other.duplicates
-        self.rejected += other.rejected
-        self.reasons.update(other.reasons)
-
-    def as_dict(self) -> dict[str, object]:
-        return {"read": self.read, "inserted": self.inserted, "duplicates": self.duplicates,
-                "rejected": self.rejected, "rejected_by_reason": dict(self.reasons)}
-
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _is_missing(values: pd.Series) -> pd.Series:
-    if values.dtype != object:
-        return values.isna()
-    return values.isna() | values.str.strip().eq("").fillna(False).astype(bool)
-
-
 def validate_bars(raw: pd.DataFrame, *, now: datetime, settings: Settings) -> tuple[pd.DataFrame, list[Rejection]]:
     """Split a chunk into typed valid bars and rejections (first failing rule wins)."""
-    raw = raw.reset_index(drop=True)
-    for name in BAR_FIELDS:
-        if name not in raw.columns:
-            raw[name] = None
-    code = pd.Series(None, index=raw.index, dtype=object)
-    bad_field = pd.Series(None, index=raw.index, dtype=object)
-
-    def flag(mask: pd.Series, name: str, reason: ReasonCode) -> None:
-        hit = mask & code.isna()
-        code[hit] = reason
-        bad_field[hit] = name
+    raw = with_fields(raw, BAR_FIELDS)
+    checks = FirstFailure(raw.index)
+    flag = checks.flag
 
     for name in BAR_FIELDS:
-        flag(_is_missing(raw[name]), name, ReasonCode.MISSING_FIELD)
+        flag(is_missing(raw[name]), name, ReasonCode.MISSING_FIELD)
 
-    ts = pd.to_datetime(raw["ts"], utc=True, errors="coerce", format="ISO8601") \
-        if raw["ts"].dtype == object else pd.to_datetime(raw["ts"], utc=True, errors="coerce")
+    ts = parse_timestamps(raw["ts"])
     flag(ts.isna(), "ts", ReasonCode.UNPARSEABLE_TIMESTAMP)
     flag(ts.notna() & (ts != ts.dt.floor("min")), "ts", ReasonCode.NOT_ON_MINUTE)
     flag(ts > pd.Timestamp(now + settings.max_future_skew), "ts", ReasonCode.FUTURE_TIMESTAMP)
@@ -102,13 +58,8 @@ def validate_bars(raw: pd.DataFrame, *, now: datetime, settings: Settings) -> tu
     for name, reason in (("open", ReasonCode.OPEN_OUTSIDE_RANGE), ("close", ReasonCode.CLOSE_OUTSIDE_RANGE)):
         flag((numbers[name] < numbers["low"]) | (numbers[name] > numbers["high"]), name, reason)
 
-    rejected = code.notna()
-    rejections = [
-        Rejection(payload=_payload(raw.loc[i]), field=bad_field[i], code=code[i],
-                  reason=_explain(code[i], bad_field[i], raw.loc[i], settings))
-        for i in np.flatnonzero(rejected.to_numpy())
-    ]
-    ok = ~rejected
+    rejections = checks.rejections(raw, lambda code, name, row: _explain(code, name, row, settings))
+    ok = ~checks.failed
     valid = pd.DataFrame({
         "symbol": raw.loc[ok, "symbol"].astype(str).str.strip(),
         "ts": ts[ok],
@@ -118,47 +69,20 @@ def validate_bars(raw: pd.DataFrame, *, now: datetime, settings: Settings) -> tu
     return valid, rejections
 
 
-def _payload(row: pd.Series) -> dict[str, object]:
-    return {k: (None if v is None or (isinstance(v, float) and math.isnan(v)) else
-                v.isoformat() if isinstance(v, (pd.Timestamp, datetime)) else v)
-            for k, v in row.items()}
-
-
 def _explain(code: ReasonCode, name: str, row: pd.Series, settings: Settings) -> str:
-    value = row.get(name)
     if code is ReasonCode.HIGH_BELOW_LOW:
         return f"high {row['high']} is below low {row['low']}"
     if code in (ReasonCode.OPEN_OUTSIDE_RANGE, ReasonCode.CLOSE_OUTSIDE_RANGE):
-        return f"{name} {value} is outside [low {row['low']}, high {row['high']}]"
-    if code is ReasonCode.FUTURE_TIMESTAMP:
-        return f"ts {value} is more than {int(settings.max_future_skew.total_seconds())} s ahead of the clock"
-    if code is ReasonCode.MISSING_FIELD:
-        return f"{name} is missing"
-    return f"{name} {value!r}: {code.description}"
+        return f"{name} {row[name]} is outside [low {row['low']}, high {row['high']}]"
+    return explain(code, name, row.get(name), settings)
 
 
-class PriceIngester:
-    """Writes validated bars; one instance per source (file, synthetic feed, connector)."""
+class PriceIngester(Ingester):
+    """Writes validated bars to price_1m_history."""
 
-    def __init__(self, conn: psycopg.Connection, settings: Settings, *, source: str,
-                 clock: Callable[[], datetime] = utc_now) -> None:
-        self.conn = conn
-        self.settings = settings
-        self.source = source
-        self.clock = clock
-        self.batch_id = uuid.uuid4().hex[:16]
-
-    def ingest(self, batches: Iterable[pd.DataFrame], on_progress: Callable[[int], None] | None = None) -> IngestReport:
-        total = IngestReport()
-        for raw in batches:
-            total.add(self.ingest_frame(raw))
-            if on_progress:
-                on_progress(len(raw))
-        return total
+    kind = KIND
 
     def ingest_frame(self, raw: pd.DataFrame, *, dead_letters: bool = True) -> IngestReport:
-        """Ingest one chunk. With dead_letters=False (replays) rejections are
-        only reported, in report.rejections, not written again."""
         now = self.clock()
         report = IngestReport(read=len(raw))
         valid, rejections = validate_bars(raw, now=now, settings=self.settings)
@@ -171,13 +95,7 @@ class PriceIngester:
             report.inserted = insert_rows(
                 self.conn, "price_1m_history", BAR_FIELDS, rows, self.settings.ingest_batch_rows,
                 constants={"source": self.source, "batch_id": self.batch_id, "received_at": now})
-        if rejections and dead_letters:
-            write_rejections(self.conn, KIND, rejections, source=self.source, batch_id=self.batch_id,
-                             received_at=now, batch_rows=self.settings.ingest_batch_rows)
-        report.rejected = len(rejections)
-        report.reasons.update(str(r.code) for r in rejections)
-        report.rejections = rejections
-        return report
+        return self._reject(report, rejections, now=now, dead_letters=dead_letters)
 
     def _split_known(self, valid: pd.DataFrame, raw: pd.DataFrame) -> tuple[pd.DataFrame, int, list[Rejection]]:
         """Drop exact re-sends (within the chunk and against stored bars);
@@ -197,7 +115,7 @@ class PriceIngester:
         duplicates = int((same & ~is_first_copy).sum())
         conflicting = valid[~same]
         conflicts = [
-            Rejection(payload=_payload(raw.loc[int(row.payload_index)]), field="ts",
+            Rejection(payload=payload(raw.loc[int(row.payload_index)]), field="ts",
                       code=ReasonCode.CONFLICTING_DUPLICATE,
                       reason=f"{row.symbol} {row.ts.isoformat()} already stored with different values")
             for row in conflicting.itertuples()

@@ -8,8 +8,12 @@ import pandas as pd
 import psycopg
 
 from ingest.dlq import pending, record_replay
-from ingest.prices import KIND as PRICE_KIND, PriceIngester, utc_now
+from ingest.execs import ExecIngester
+from ingest.prices import PriceIngester
+from ingest.validation import Ingester, utc_now
 from tradeflow.config import Settings
+
+INGESTERS: dict[str, type[Ingester]] = {cls.kind: cls for cls in (PriceIngester, ExecIngester)}
 
 
 def replay(conn: psycopg.Connection, settings: Settings, *, kind: str, ids: Iterable[str] = (),
@@ -17,10 +21,10 @@ def replay(conn: psycopg.Connection, settings: Settings, *, kind: str, ids: Iter
     """Re-run each pending record of `kind` through its ingester, one at a time
     so every dead letter gets its own outcome: INSERTED, DUPLICATE or REJECTED
     (it then stays pending, with the new reason in dead_letter_replay.detail)."""
-    if kind != PRICE_KIND:
-        raise ValueError(f"kind {kind!r}: no replay handler (known: {PRICE_KIND})")
+    if kind not in INGESTERS:
+        raise ValueError(f"kind {kind!r}: no replay handler (known: {', '.join(INGESTERS)})")
     letters = pending(conn, kind=kind, ids=ids)
-    ingester = PriceIngester(conn, settings, source="dlq-replay")
+    ingester = INGESTERS[kind](conn, settings, source="dlq-replay")
     outcomes: list[tuple[str, str, str]] = []
     for letter in letters:
         payload = {**letter.payload, **(overrides or {})}
@@ -28,7 +32,7 @@ def replay(conn: psycopg.Connection, settings: Settings, *, kind: str, ids: Iter
         if report.inserted:
             outcomes.append((letter.dlq_id, "INSERTED", ""))
         elif report.duplicates:
-            outcomes.append((letter.dlq_id, "DUPLICATE", "identical bar already stored"))
+            outcomes.append((letter.dlq_id, "DUPLICATE", "identical record already stored"))
         else:
             outcomes.append((letter.dlq_id, "REJECTED", report.rejections[0].describe()))
     record_replay(conn, outcomes, replayed_at=utc_now(), batch_rows=settings.ingest_batch_rows)

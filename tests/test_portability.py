@@ -1,6 +1,8 @@
 """Portable SQL rules (tradeflow.portability) and the compiled project against them."""
 from __future__ import annotations
 
+import re
+
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -186,7 +188,8 @@ def test_models_follow_portable_rules(compiled, target):
 def test_raw_tables_and_udfs_follow_portable_rules(compiled, target):
     ddl = compiled["inline"][(target, "raw_tables")]
     udfs = compiled["inline"][(target, "udfs")]
-    assert ddl.lower().count("create table") == 3
+    declared = re.findall(r"^\s+'(\w+)': \[", (PROJECT_DIR / "macros" / "raw_tables.sql").read_text(), re.M)
+    assert ddl.lower().count("create table") == len(declared) > 0
     found = {"create_raw_tables": lint_sql(ddl, target), "create_udfs": lint_sql(udfs, target)}
     report = "\n".join(f"{name}:\n{_fmt(vs)}" for name, vs in found.items() if vs)
     assert not report, f"portable SQL rule violations on {target}:\n{report}"

@@ -17,7 +17,7 @@ from tradeflow import engine as engine_mod
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="SQL-first streaming trading engine.")
 engine_app = typer.Typer(no_args_is_help=True, help="The embedded PostgreSQL engine.")
-ingest_app = typer.Typer(no_args_is_help=True, help="Load market data into price_1m_history.")
+ingest_app = typer.Typer(no_args_is_help=True, help="Load market data and execution reports into the raw tables.")
 dlq_app = typer.Typer(no_args_is_help=True, help="Inspect and replay rejected records.")
 show_app = typer.Typer(no_args_is_help=True, help="Print views as tables.")
 app.add_typer(engine_app, name="engine")
@@ -151,6 +151,76 @@ def ingest_synthetic(
 
     feed = SyntheticFeed(symbols=symbols, days=days, seed=seed)
     _run_price_ingest(feed.batches(), source=feed.name, total=symbols * days * 390, replay_speed=replay_speed)
+
+
+@ingest_app.command("execs")
+def ingest_execs(
+    paths: list[Path] = typer.Argument(..., exists=True, dir_okay=False, help="CSV, Parquet or JSON-lines files."),
+) -> None:
+    """Ingest execution reports (fills) into exec_report_history (columns: see ingest/execs.py)."""
+    from ingest.execs import ExecIngester
+    from ingest.feeds import ExecFileFeed
+
+    settings = _settings()
+    _ensure_deployed(settings)
+    for path in paths:
+        feed = ExecFileFeed(path)
+        with engine_mod.connect(settings) as conn:
+            report = ExecIngester(conn, settings, source=str(path)).ingest(feed.batches())
+        console.print_json(json.dumps(report.as_dict()))
+        if report.rejected:
+            console.print(f"[yellow]{report.rejected} record(s) rejected: see `tradeflow dlq list --kind exec`[/]")
+
+
+# -- accounts ----------------------------------------------------------------
+accounts_app = typer.Typer(no_args_is_help=True, help="Trading accounts (append-only versions).")
+app.add_typer(accounts_app, name="accounts")
+
+
+def _account_change(change, *args, **kwargs) -> None:
+    """Run an accounts.* change and print the account's new current version."""
+    from tradeflow.accounts import AccountError
+
+    settings = _settings()
+    _ensure_deployed(settings)
+    with engine_mod.connect(settings) as conn:
+        try:
+            account = change(conn, *args, **kwargs)
+        except AccountError as err:
+            raise typer.BadParameter(str(err))
+    console.print(f"{account.account_id}: {account.status}, capital {account.initial_capital:f} "
+                  f"{account.base_currency}, max leverage {account.max_leverage:f} (by {account.updated_by})")
+
+
+@accounts_app.command("add")
+def accounts_add(
+    account_id: str = typer.Argument(...),
+    capital: str = typer.Option(..., help="Initial capital, > 0."),
+    currency: str = typer.Option("USD", help="Base currency (three letters)."),
+    max_leverage: str = typer.Option("2", help="Maximum leverage, > 0."),
+    status: str = typer.Option("ACTIVE", help="ACTIVE or BLOCKED."),
+) -> None:
+    """Create an account (updated_by: $TRADEFLOW_OPERATOR or the OS user)."""
+    from tradeflow import accounts
+
+    _account_change(accounts.add, account_id, capital=capital, currency=currency, max_leverage=max_leverage,
+                    status=status)
+
+
+@accounts_app.command("set-status")
+def accounts_set_status(account_id: str = typer.Argument(...),
+                        status: str = typer.Argument(..., help="ACTIVE or BLOCKED.")) -> None:
+    """Block or re-activate an account (a new version row)."""
+    from tradeflow import accounts
+
+    _account_change(accounts.set_status, account_id, status)
+
+
+@accounts_app.command("list")
+def accounts_list() -> None:
+    """The current version of every account."""
+    _print_query("accounts", "SELECT account_id, status, base_currency AS currency, initial_capital AS capital,"
+                 " max_leverage, updated_at, updated_by FROM stg_accounts ORDER BY account_id")
 
 
 # -- dead letters ------------------------------------------------------------

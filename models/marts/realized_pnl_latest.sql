@@ -5,7 +5,7 @@
 -- same totals segment by segment (checked by assert_realized_pnl_recomputes).
 {% set method = pnl_method() %}
 
-with keys as (
+with fills as (
     select
         account_id, strategy_id, symbol,
         max(exec_ts) as last_fill_ts,
@@ -15,25 +15,27 @@ with keys as (
     group by account_id, strategy_id, symbol
 ),
 
-realized as (
 {% if method == 'fifo' %}
+realized as (
     select
-        keys.account_id, keys.strategy_id, keys.symbol,
-        keys.trade_cash + coalesce(open_lots.open_cost, 0) as realized_pnl_gross,
-        keys.fees - coalesce(open_lots.open_fees, 0) as fees
-    from keys
-    left join (
-        select
-            account_id, strategy_id, symbol,
-            sum(case when side = 'LONG' then qty_rem * avg_price else -qty_rem * avg_price end) as open_cost,
-            sum(fee_rem) as open_fees
-        from {{ ref('open_positions_lots') }}
-        group by account_id, strategy_id, symbol
-    ) as open_lots
-        on open_lots.account_id = keys.account_id
-        and open_lots.strategy_id = keys.strategy_id
-        and open_lots.symbol = keys.symbol
+        account_id, strategy_id, symbol,
+        sum(case when side = 'LONG' then qty_rem * avg_price else -qty_rem * avg_price end) as open_cost,
+        sum(fee_rem) as open_fees
+    from {{ ref('open_positions_lots') }}
+    group by account_id, strategy_id, symbol
+)
+
+select
+    fills.account_id,
+    fills.strategy_id,
+    fills.symbol,
+    'fifo' as method,
+    fills.trade_cash + coalesce(realized.open_cost, 0) as realized_pnl_gross,
+    fills.fees - coalesce(realized.open_fees, 0) as fees,
+    fills.trade_cash + coalesce(realized.open_cost, 0) - (fills.fees - coalesce(realized.open_fees, 0)) as realized_pnl,
+    fills.last_fill_ts as ts
 {% else %}
+realized as (
     select
         account_id, strategy_id, symbol,
         sum(realized_pnl_gross) as realized_pnl_gross,
@@ -41,20 +43,20 @@ realized as (
     from {{ ref('int_average_cost_parts') }}
     where kind = 'CLOSE'
     group by account_id, strategy_id, symbol
-{% endif %}
 )
 
 select
-    keys.account_id,
-    keys.strategy_id,
-    keys.symbol,
-    '{{ method }}' as method,
+    fills.account_id,
+    fills.strategy_id,
+    fills.symbol,
+    'average_cost' as method,
     coalesce(realized.realized_pnl_gross, 0) as realized_pnl_gross,
     coalesce(realized.fees, 0) as fees,
     coalesce(realized.realized_pnl_gross, 0) - coalesce(realized.fees, 0) as realized_pnl,
-    keys.last_fill_ts as ts
-from keys
+    fills.last_fill_ts as ts
+{% endif %}
+from fills
 left join realized
-    on realized.account_id = keys.account_id
-    and realized.strategy_id = keys.strategy_id
-    and realized.symbol = keys.symbol
+    on realized.account_id = fills.account_id
+    and realized.strategy_id = fills.strategy_id
+    and realized.symbol = fills.symbol

@@ -6,9 +6,12 @@ with source as (
 ),
 
 deduplicated as (
-    select distinct on (order_id, fill_id) *
+    -- the key columns lead the DISTINCT ON so a read of one key's fills can
+    -- use the (account_id, strategy_id, symbol, exec_ts) index; the ingester
+    -- already refuses a fill id that reappears with other values
+    select distinct on (account_id, strategy_id, symbol, order_id, fill_id) *
     from source
-    order by order_id, fill_id, received_at, batch_id
+    order by account_id, strategy_id, symbol, order_id, fill_id, received_at, batch_id
 )
 
 select
