@@ -130,3 +130,29 @@ def test_pnl_timeseries_marks_equity_at_each_bar(book):
     series = rows(book, "SELECT bar_ts, cash, market_value, equity FROM pnl_timeseries ORDER BY bar_ts")
     assert [r["equity"] for r in series] == [100000, 100010, 99990]
     assert all(r["cash"] == 99000 for r in series)
+
+
+@pytest.fixture(scope="module")
+def average_cost_book(engine_settings):
+    """The same models deployed with pnl_method=average_cost into a schema of their own."""
+    from dataclasses import replace
+
+    from tradeflow import engine
+    from tradeflow.dbt import run_dbt
+
+    settings = replace(engine_settings, schema="tradeflow_average_cost")
+    run_dbt(settings, ["run"], vars={"pnl_method": "average_cost"})
+    with engine.connect(settings) as conn:
+        yield conn
+
+
+def test_average_cost_method_is_selectable(average_cost_book):
+    conn = average_cost_book
+    conn.execute("TRUNCATE exec_report_history, accounts, price_1m_history")
+    add_account(conn)
+    add_fills(conn, [("BUY", 10, 100), ("BUY", 10, 120), ("SELL", 10, 130)])
+    add_price(conn, "XYZ", "125")
+    [real] = rows(conn, "SELECT method, realized_pnl FROM realized_pnl_latest")
+    assert real["method"] == "average_cost" and real["realized_pnl"] == pytest.approx(200)  # FIFO says 300
+    [unreal] = rows(conn, "SELECT avg_price, unrealized_pnl FROM unrealized_pnl_latest")
+    assert unreal["avg_price"] == pytest.approx(110) and unreal["unrealized_pnl"] == pytest.approx(150)  # FIFO: 50

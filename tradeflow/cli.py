@@ -313,6 +313,37 @@ def show_signals(limit: int = typer.Option(20)) -> None:
 
 
 @app.command()
+def positions(account: Optional[str] = typer.Option(None, help="Only this account.")) -> None:
+    """Open positions with cost basis, mark and unrealized P&L."""
+    _print_query(
+        "open positions",
+        "SELECT account_id, strategy_id, symbol, side, net_qty, avg_price, current_price AS mark, mark_ts,"
+        " unrealized_pnl FROM unrealized_pnl_latest WHERE (%s::text IS NULL OR account_id = %s)"
+        " ORDER BY account_id, strategy_id, symbol",
+        (account, account),
+    )
+
+
+@app.command()
+def pnl(account: Optional[str] = typer.Option(None, help="Only this account.")) -> None:
+    """Realized P&L per account and strategy, and each account's portfolio state."""
+    _print_query(
+        "realized P&L by account and strategy",
+        "SELECT account_id, strategy_id, max(method) AS method, sum(realized_pnl_gross) AS gross, sum(fees) AS fees,"
+        " sum(realized_pnl) AS net FROM realized_pnl_latest WHERE (%s::text IS NULL OR account_id = %s)"
+        " GROUP BY account_id, strategy_id ORDER BY account_id, strategy_id",
+        (account, account),
+    )
+    _print_query(
+        "portfolio",
+        "SELECT account_id, status, cash, market_value, equity, realized_pnl, unrealized_pnl, fees_paid,"
+        " gross_exposure, margin_used FROM portfolio_state WHERE (%s::text IS NULL OR account_id = %s)"
+        " ORDER BY account_id",
+        (account, account),
+    )
+
+
+@app.command()
 def reasons() -> None:
     """Print every reason code with its meaning (Markdown)."""
     from tradeflow.reasons import ReasonCode

@@ -6,12 +6,13 @@ with source as (
 ),
 
 deduplicated as (
-    -- the key columns lead the DISTINCT ON so a read of one key's fills can
-    -- use the (account_id, strategy_id, symbol, exec_ts) index; the ingester
-    -- already refuses a fill id that reappears with other values
-    select distinct on (account_id, strategy_id, symbol, order_id, fill_id) *
+    -- DISTINCT ON leads with the key and FIFO order, so a read of one key's
+    -- fills uses the (account_id, strategy_id, symbol, exec_ts) index and one
+    -- sort serves both this and the FIFO windows downstream. The ingester
+    -- already refuses a fill id that reappears with other values.
+    select distinct on (account_id, strategy_id, symbol, exec_ts, order_id, fill_id) *
     from source
-    order by account_id, strategy_id, symbol, order_id, fill_id, received_at, batch_id
+    order by account_id, strategy_id, symbol, exec_ts, order_id, fill_id, received_at, batch_id
 )
 
 select
