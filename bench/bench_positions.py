@@ -16,22 +16,15 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import shutil
 import statistics
-import sys
-import tempfile
 import time
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from scratch import scratch_engine  # also puts the project on sys.path
 
 from ingest.execs import ExecIngester, Fill  # noqa: E402
-from tradeflow import engine  # noqa: E402
 from tradeflow import accounts  # noqa: E402
-from tradeflow.config import Settings  # noqa: E402
-from tradeflow.dbt import deploy  # noqa: E402
 
 T0 = datetime(2024, 1, 2, 14, 30, tzinfo=timezone.utc)
 KEY_READS = (
@@ -99,25 +92,16 @@ def main() -> None:
     parser.add_argument("--histories", default="1000,10000,100000")
     parser.add_argument("--throughput-fills", type=int, default=20_000)
     args = parser.parse_args()
-    data_dir = Path(tempfile.mkdtemp(prefix="tradeflow-bench-"))
-    settings = Settings(data_dir=data_dir, embedded_durable=False)
-    server = engine.embedded(settings)
-    try:
-        server.start()
-        deploy(settings)
-        with engine.connect(settings) as conn:
-            accounts.add(conn, "ACC1", capital=Decimal("1000000000"))
-            result = {"engine": "embedded (PostgreSQL 18, fsync off)",
-                      "throughput": bench_throughput(conn, settings, args.throughput_fills),
-                      "new_fill_cost": [bench_new_fill(conn, settings, h) for h in map(int, args.histories.split(","))]}
-        base = result["new_fill_cost"][0]
-        for row in result["new_fill_cost"]:
-            row["cost_ratio_vs_smallest"] = round(row["new_fill_ms_median"] / base["new_fill_ms_median"], 2)
-            row["history_ratio_vs_smallest"] = round(row["history_fills"] / base["history_fills"], 2)
-        print(json.dumps(result, indent=2))
-    finally:
-        server.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
+    with scratch_engine() as (settings, conn):
+        accounts.add(conn, "ACC1", capital=Decimal("1000000000"))
+        result = {"engine": "embedded (PostgreSQL 18, fsync off)",
+                  "throughput": bench_throughput(conn, settings, args.throughput_fills),
+                  "new_fill_cost": [bench_new_fill(conn, settings, h) for h in map(int, args.histories.split(","))]}
+    base = result["new_fill_cost"][0]
+    for row in result["new_fill_cost"]:
+        row["cost_ratio_vs_smallest"] = round(row["new_fill_ms_median"] / base["new_fill_ms_median"], 2)
+        row["history_ratio_vs_smallest"] = round(row["history_fills"] / base["history_fills"], 2)
+    print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

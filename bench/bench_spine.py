@@ -17,21 +17,14 @@ import argparse
 import io
 import json
 import math
-import shutil
-import sys
-import tempfile
 import time
-from pathlib import Path
 
 import pandas as pd
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from scratch import scratch_engine  # also puts the project on sys.path
 
 from ingest.prices import PriceIngester  # noqa: E402
 from ingest.synthetic import generate_bars  # noqa: E402
-from tradeflow import engine  # noqa: E402
 from tradeflow.config import Settings  # noqa: E402
-from tradeflow.dbt import deploy  # noqa: E402
 
 BARS_PER_DAY = 390
 
@@ -103,27 +96,18 @@ def main() -> None:
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--ingest-bars", type=int, default=200_000)
     args = parser.parse_args()
-    data_dir = Path(tempfile.mkdtemp(prefix="tradeflow-bench-"))
-    settings = Settings(data_dir=data_dir, embedded_durable=False)
-    server = engine.embedded(settings)
-    try:
-        server.start()
-        deploy(settings)
-        with engine.connect(settings) as conn:
-            result = {
-                "engine": "embedded (PostgreSQL 18, fsync off for both sides)",
-                "ingest": bench_ingest(conn, settings, bars_for(args.ingest_bars, 50)),
-                "compute": [bench_compute(conn, settings, n, symbols=max(1, min(100, n // 10_000)))
-                            for n in map(int, args.sizes.split(","))],
-            }
-        first, last = result["compute"][0], result["compute"][-1]
-        result["compute_cost_ratio_largest_to_smallest"] = round(
-            last["indicators_plus_signals_seconds"] / max(first["indicators_plus_signals_seconds"], 1e-9), 2)
-        result["bars_ratio_largest_to_smallest"] = round(last["bars"] / first["bars"], 2)
-        print(json.dumps(result, indent=2))
-    finally:
-        server.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
+    with scratch_engine() as (settings, conn):
+        result = {
+            "engine": "embedded (PostgreSQL 18, fsync off for both sides)",
+            "ingest": bench_ingest(conn, settings, bars_for(args.ingest_bars, 50)),
+            "compute": [bench_compute(conn, settings, n, symbols=max(1, min(100, n // 10_000)))
+                        for n in map(int, args.sizes.split(","))],
+        }
+    first, last = result["compute"][0], result["compute"][-1]
+    result["compute_cost_ratio_largest_to_smallest"] = round(
+        last["indicators_plus_signals_seconds"] / max(first["indicators_plus_signals_seconds"], 1e-9), 2)
+    result["bars_ratio_largest_to_smallest"] = round(last["bars"] / first["bars"], 2)
+    print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

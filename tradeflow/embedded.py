@@ -15,7 +15,6 @@ import subprocess
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Iterator
 
 import psutil
