@@ -23,6 +23,22 @@
     'accounts': [
       ('account_id', 'TEXT'), ('base_currency', 'TEXT'), ('initial_capital', 'NUMERIC'), ('status', 'TEXT'),
       ('max_leverage', 'NUMERIC'), ('updated_at', 'TIMESTAMPTZ'), ('updated_by', 'TEXT')],
+    'account_policy': [
+      ('account_id', 'TEXT'), ('max_open_symbols', 'INTEGER'), ('allow_scale_in', 'BOOLEAN'),
+      ('sell_requires_long', 'BOOLEAN'), ('max_order_notional', 'NUMERIC'), ('max_position_qty', 'NUMERIC'),
+      ('max_concentration_pct', 'NUMERIC'), ('max_drawdown_pct', 'NUMERIC'), ('risk_per_trade_pct', 'NUMERIC'),
+      ('kill_switch', 'BOOLEAN'), ('reservation_ttl_seconds', 'INTEGER'),
+      ('updated_at', 'TIMESTAMPTZ'), ('updated_by', 'TEXT')],
+    'trade_decisions': [
+      ('decision_id', 'TEXT'), ('signal_id', 'TEXT'), ('strategy_id', 'TEXT'), ('symbol', 'TEXT'), ('action', 'TEXT'),
+      ('account_id', 'TEXT'), ('outcome', 'TEXT'), ('reject_code', 'TEXT'), ('qty', 'NUMERIC'),
+      ('ref_price', 'NUMERIC'), ('client_order_id', 'TEXT'), ('inputs', 'JSONB'), ('signal_ts', 'TIMESTAMPTZ'),
+      ('decided_at', 'TIMESTAMPTZ'), ('gate_id', 'TEXT')],
+    'order_events': [
+      ('client_order_id', 'TEXT'), ('account_id', 'TEXT'), ('strategy_id', 'TEXT'), ('symbol', 'TEXT'),
+      ('side', 'TEXT'), ('order_type', 'TEXT'), ('time_in_force', 'TEXT'), ('qty', 'NUMERIC'),
+      ('limit_price', 'NUMERIC'), ('stop_price', 'NUMERIC'), ('status', 'TEXT'), ('filled_qty', 'NUMERIC'),
+      ('broker_order_id', 'TEXT'), ('reason', 'TEXT'), ('event_ts', 'TIMESTAMPTZ'), ('source', 'TEXT')],
     'risk_events': [
       ('event_id', 'TEXT'), ('account_id', 'TEXT'), ('symbol', 'TEXT'), ('rule', 'TEXT'), ('severity', 'TEXT'),
       ('message', 'TEXT'), ('ts', 'TIMESTAMPTZ'), ('source', 'TEXT')],
@@ -55,6 +71,10 @@
     (account_id, strategy_id, symbol, exec_ts);
   create index if not exists exec_report_history_fill on {{ target.schema }}.exec_report_history (order_id, fill_id);
   create index if not exists risk_events_account_ts on {{ target.schema }}.risk_events (account_id, ts);
+  create index if not exists trade_decisions_signal on {{ target.schema }}.trade_decisions (signal_id);
+  create index if not exists trade_decisions_account on {{ target.schema }}.trade_decisions (account_id, decided_at);
+  create index if not exists order_events_order on {{ target.schema }}.order_events (client_order_id, event_ts);
+  create index if not exists account_policy_account on {{ target.schema }}.account_policy (account_id, updated_at);
 {% endmacro %}
 
 {% macro risingwave__create_raw_tables() %}

@@ -16,8 +16,10 @@
 {%- endmacro %}
 
 {#
-  Turns a relation of candidate rows (symbol, timeframe, bar_ts, action,
-  confidence, reason; action NULL = no signal) into signal rows.
+  Turns a relation of candidate rows (symbol, timeframe, bar_ts, close,
+  atr_14, action, confidence, reason; action NULL = no signal) into signal
+  rows. close and atr_14 travel with the signal: the gate sizes orders from
+  them without recomputing indicators.
 #}
 {% macro emit_signals(strategy_id, candidates) -%}
   {%- set cfg = strategy_cfg(strategy_id) -%}
@@ -33,6 +35,8 @@
       1.0::float8 as size_hint,
       least(greatest(confidence, 0.0), 1.0)::float8 as confidence,
       reason,
+      close as ref_price,
+      atr_14,
       {{ cfg['version'] }} as strategy_version,
       '{{ local_md5(params_json)[:16] }}' as params_hash,
       '{{ var("run_id") }}' as run_id
@@ -49,7 +53,7 @@ with bars as (
 
 spreads as (
     select
-        symbol, timeframe, bar_ts, atr_14,
+        symbol, timeframe, bar_ts, close, atr_14,
         {{ fast_col }} - {{ slow_col }} as spread,
         lag({{ fast_col }} - {{ slow_col }}, 1) over (partition by symbol, timeframe order by bar_ts) as prev_spread
     from bars
@@ -57,7 +61,7 @@ spreads as (
 
 candidates as (
     select
-        symbol, timeframe, bar_ts,
+        symbol, timeframe, bar_ts, close, atr_14,
         case
             when prev_spread <= 0 and spread > 0 then 'BUY'
             when prev_spread >= 0 and spread < 0 then 'SELL'

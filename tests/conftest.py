@@ -17,7 +17,8 @@ from tradeflow import engine
 from tradeflow.config import Settings
 from tradeflow.dbt import deploy
 
-RAW_TABLES = ("price_1m_history", "dead_letter", "dead_letter_replay", "exec_report_history", "accounts", "risk_events")
+RAW_TABLES = ("price_1m_history", "dead_letter", "dead_letter_replay", "exec_report_history", "accounts", "risk_events",
+              "account_policy", "trade_decisions", "order_events")
 
 
 @pytest.fixture(scope="session")

@@ -59,8 +59,9 @@ def add(conn: psycopg.Connection, account_id: str, *, capital: Decimal | str, cu
     return _write(conn, account)
 
 
-def set_status(conn: psycopg.Connection, account_id: str, status: str) -> Account:
-    """The new current version; none is written if the status is unchanged."""
+def set_status(conn: psycopg.Connection, account_id: str, status: str, *, updated_by: str | None = None) -> Account:
+    """The new current version; none is written if the status is unchanged.
+    updated_by defaults to the operator; processes (the gate) name themselves."""
     current = get(conn, account_id)
     if current is None:
         raise AccountError(f"account_id: {account_id} does not exist (create it with add)")
@@ -70,7 +71,7 @@ def set_status(conn: psycopg.Connection, account_id: str, status: str) -> Accoun
     # stg_accounts keeps the newest updated_at: a version must sort after the
     # one it replaces even if the clock has not moved on (or stepped back).
     updated_at = max(utc_now(), current.updated_at + timedelta(microseconds=1))
-    return _write(conn, replace(current, status=status, updated_at=updated_at, updated_by=operator()))
+    return _write(conn, replace(current, status=status, updated_at=updated_at, updated_by=updated_by or operator()))
 
 
 def _write(conn: psycopg.Connection, account: Account) -> Account:

@@ -27,6 +27,19 @@ class ReasonCode(StrEnum):
     NEGATIVE_FEE = "NEGATIVE_FEE"
     UNKNOWN_SIDE = "UNKNOWN_SIDE"
     UNKNOWN_ACCOUNT = "UNKNOWN_ACCOUNT"
+    # -- routing and pre-trade risk (decision gate) --------------------------
+    OPEN_LIMIT_EXCEEDED = "OPEN_LIMIT_EXCEEDED"
+    NO_OPEN_POSITION = "NO_OPEN_POSITION"
+    ACCOUNT_BLOCKED = "ACCOUNT_BLOCKED"
+    KILL_SWITCH_ENGAGED = "KILL_SWITCH_ENGAGED"
+    NO_REFERENCE_PRICE = "NO_REFERENCE_PRICE"
+    ZERO_SIZE = "ZERO_SIZE"
+    ORDER_NOTIONAL_EXCEEDED = "ORDER_NOTIONAL_EXCEEDED"
+    POSITION_LIMIT_EXCEEDED = "POSITION_LIMIT_EXCEEDED"
+    LEVERAGE_EXCEEDED = "LEVERAGE_EXCEEDED"
+    CONCENTRATION_EXCEEDED = "CONCENTRATION_EXCEEDED"
+    DRAWDOWN_BREACHED = "DRAWDOWN_BREACHED"
+    INSUFFICIENT_BUYING_POWER = "INSUFFICIENT_BUYING_POWER"
 
     @property
     def description(self) -> str:
@@ -50,4 +63,16 @@ _DESCRIPTIONS: dict[ReasonCode, str] = {
     ReasonCode.NEGATIVE_FEE: "A fee is negative.",
     ReasonCode.UNKNOWN_SIDE: "Side is not BUY or SELL.",
     ReasonCode.UNKNOWN_ACCOUNT: "The account_id is not in the accounts table.",
+    ReasonCode.OPEN_LIMIT_EXCEEDED: "Every eligible account already has max_open_symbols open or pending symbols.",
+    ReasonCode.NO_OPEN_POSITION: "SELL without an open position (a net long one in strict mode) to close.",
+    ReasonCode.ACCOUNT_BLOCKED: "No ACTIVE account can take new risk (status BLOCKED).",
+    ReasonCode.KILL_SWITCH_ENGAGED: "The account's kill switch is on: nothing is accepted.",
+    ReasonCode.NO_REFERENCE_PRICE: "No close or ATR for the signal's bar to size the order.",
+    ReasonCode.ZERO_SIZE: "The sized quantity rounds down to zero lots.",
+    ReasonCode.ORDER_NOTIONAL_EXCEEDED: "qty x price is above the account's max_order_notional.",
+    ReasonCode.POSITION_LIMIT_EXCEEDED: "Position plus pending plus this order is above max_position_qty.",
+    ReasonCode.LEVERAGE_EXCEEDED: "Gross exposure incl. pending and this order is above equity x max_leverage.",
+    ReasonCode.CONCENTRATION_EXCEEDED: "This symbol's exposure would be above max_concentration_pct of equity.",
+    ReasonCode.DRAWDOWN_BREACHED: "Equity is below peak by more than max_drawdown_pct: the account is blocked.",
+    ReasonCode.INSUFFICIENT_BUYING_POWER: "Not enough cash (and margin) for this order plus pending ones.",
 }

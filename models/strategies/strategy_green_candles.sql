@@ -7,7 +7,7 @@ with bars as (
 
 colours as (
     select
-        symbol, timeframe, bar_ts,
+        symbol, timeframe, bar_ts, close, atr_14,
         case when close > open then 1 else 0 end as green,
         case when close < open then 1 else 0 end as red
     from bars
@@ -15,7 +15,7 @@ colours as (
 
 runs as (
     select
-        symbol, timeframe, bar_ts,
+        symbol, timeframe, bar_ts, close, atr_14,
         sum(green) over (partition by symbol, timeframe order by bar_ts
             rows between {{ n - 1 }} preceding and current row) as greens,
         sum(red) over (partition by symbol, timeframe order by bar_ts
@@ -27,7 +27,7 @@ runs as (
 
 candidates as (
     select
-        symbol, timeframe, bar_ts,
+        symbol, timeframe, bar_ts, close, atr_14,
         case
             when greens = {{ n }} and green_before = 0 then 'BUY'
             when reds = {{ n }} and red_before = 0 then 'SELL'

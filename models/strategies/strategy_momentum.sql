@@ -7,7 +7,7 @@ with bars as (
 
 rates as (
     select
-        symbol, timeframe, bar_ts,
+        symbol, timeframe, bar_ts, close, atr_14,
         close / lag(close, {{ p['lookback'] }}) over (partition by symbol, timeframe order by bar_ts) - 1 as roc
     from bars
 ),
@@ -21,7 +21,7 @@ crossings as (
 
 candidates as (
     select
-        symbol, timeframe, bar_ts,
+        symbol, timeframe, bar_ts, close, atr_14,
         case
             when prev_roc <= {{ p['threshold'] }} and roc > {{ p['threshold'] }} then 'BUY'
             when prev_roc >= -{{ p['threshold'] }} and roc < -{{ p['threshold'] }} then 'SELL'

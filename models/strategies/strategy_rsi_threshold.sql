@@ -7,14 +7,14 @@ with bars as (
 
 rsi as (
     select
-        symbol, timeframe, bar_ts, rsi_14,
+        symbol, timeframe, bar_ts, close, atr_14, rsi_14,
         lag(rsi_14, 1) over (partition by symbol, timeframe order by bar_ts) as prev_rsi
     from bars
 ),
 
 candidates as (
     select
-        symbol, timeframe, bar_ts,
+        symbol, timeframe, bar_ts, close, atr_14,
         case
             when prev_rsi < {{ p['lower'] }} and rsi_14 >= {{ p['lower'] }} then 'BUY'
             when prev_rsi > {{ p['upper'] }} and rsi_14 <= {{ p['upper'] }} then 'SELL'

@@ -1,0 +1,241 @@
+"""Paper broker: fills orders against the 1-minute bars it is fed (on_bar).
+
+A bar is stamped with its open time, as in price_1m_history. An order trades
+from the first bar whose ts >= its created_at rounded up to the minute: never
+in the bar it was decided on, whose prices were not all known yet. Then, per
+bar of its symbol, in submission order:
+
+- MARKET fills at the bar's open (fill_at="open", event stamped ts) or close
+  ("close", stamped ts + 1 min), moved by slippage_bps against the order.
+- LIMIT buy fills when low <= limit, at min(limit, open); a sell when high >=
+  limit, at max(limit, open). No slippage: the limit is the price.
+- STOP buy triggers when high >= stop and fills at max(stop, open) plus
+  slippage (sell: low <= stop, min(stop, open) minus slippage). Once
+  triggered it is a market order: a remainder fills like one on later bars.
+- All orders together take at most max_participation x volume of a bar,
+  rounded down to lot_size, first submitted first served; the rest carries
+  over (PARTIAL events, cumulative filled_qty). IOC: whatever is left after
+  the first bar the order may trade in is CANCELLED. DAY: EXPIRED on the
+  first bar (any symbol) at or after session_end (UTC) of the day it was
+  created, or after midnight when session_end is None; a DAY order that
+  could not trade before then is REJECTED at submit.
+- Fees per order: max(min_fee, fee_per_share x qty + fee_bps x notional) on
+  the cumulative fill, rounded up to fee_step; each fill carries the increase.
+- Prices are rounded to tick_size against the order (buys up, sells down):
+  the simulation never flatters a strategy. Limit and stop prices off the
+  tick are REJECTED, as venues do.
+
+fill_id is f"{client_order_id}-{n}" and broker_order_id f"paper-{n}" (n-th
+accepted order); timestamps come from bars and the injected clock. So the same
+orders and bars give the same events, and a replay's fills are exact re-sends
+that the exec ingester drops. Not thread-safe: one feed drives it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from typing import Callable, Literal, NamedTuple
+
+from adapters.broker import BrokerError
+from adapters.orders import Order, OrderEvent, OrderStatus, OrderType, Side, TimeInForce
+
+BAR = timedelta(minutes=1)
+BPS = Decimal(10_000)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PaperConfig:
+    fill_at: Literal["open", "close"] = "open"
+    slippage_bps: Decimal = Decimal(0)
+    fee_per_share: Decimal = Decimal(0)
+    fee_bps: Decimal = Decimal(0)
+    min_fee: Decimal = Decimal(0)
+    fee_step: Decimal = Decimal("0.01")
+    max_participation: Decimal = Decimal("0.1")
+    lot_size: Decimal = Decimal(1)
+    tick_size: Decimal = Decimal("0.01")
+    session_end: time | None = time(21, 0)
+
+    def __post_init__(self) -> None:
+        if self.fill_at not in ("open", "close"):
+            raise ValueError(f"fill_at: 'open' or 'close', got {self.fill_at!r}")
+        for name in ("slippage_bps", "fee_per_share", "fee_bps", "min_fee", "fee_step", "max_participation",
+                     "lot_size", "tick_size"):
+            value = getattr(self, name)
+            # A float would carry its binary error into every price and fee.
+            if not isinstance(value, (Decimal, int)) or isinstance(value, bool):
+                raise TypeError(f"{name}: a Decimal, got {value!r}")
+            if value < 0:
+                raise ValueError(f"{name}: must not be negative, got {value}")
+        for name in ("fee_step", "lot_size", "tick_size"):
+            if getattr(self, name) == 0:
+                raise ValueError(f"{name}: must be positive")
+        if not 0 < self.max_participation <= 1:
+            raise ValueError(f"max_participation: in (0, 1], got {self.max_participation}")
+
+
+class _Bar(NamedTuple):
+    ts: datetime
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+
+
+@dataclass(slots=True, kw_only=True)
+class _State:
+    """One order's book entry; its history is the events, this is only what the next fill needs."""
+    order: Order
+    last: OrderEvent | None = None
+    broker_order_id: str | None = None
+    tradable_from: datetime | None = None
+    expires_at: datetime | None = None
+    filled: Decimal = Decimal(0)
+    notional: Decimal = Decimal(0)
+    fees: Decimal = Decimal(0)
+    fills: int = 0
+    triggered: bool = False
+
+
+def _step(value: Decimal, step: Decimal, rounding: str) -> Decimal:
+    return (value / step).to_integral_value(rounding) * step
+
+
+def _ceil_minute(ts: datetime) -> datetime:
+    floor = ts.replace(second=0, microsecond=0)
+    return floor if floor == ts else floor + BAR
+
+
+class PaperBroker:
+    """A Broker (adapters.broker) that simulates fills from bars; see the module docstring."""
+
+    def __init__(self, config: PaperConfig, clock: Callable[[], datetime]) -> None:
+        self.config = config
+        self._clock = clock
+        self._orders: dict[str, _State] = {}
+        self._live: dict[str, _State] = {}  # submission order: who is served first in a bar
+        self._events: list[OrderEvent] = []
+        self._accepted = 0
+
+    def submit(self, order: Order) -> OrderEvent:
+        known = self._orders.get(order.client_order_id)
+        if known is not None:
+            if known.order != order:
+                raise BrokerError(f"client_order_id {order.client_order_id} is already used by a different order",
+                                  retryable=False)
+            return known.last
+        state = self._orders[order.client_order_id] = _State(order=order)
+        if order.created_at.tzinfo is None:
+            return self._emit(state, OrderStatus.REJECTED, self._clock(), reason="created_at has no time zone")
+        state.tradable_from = _ceil_minute(order.created_at)
+        if order.time_in_force is TimeInForce.DAY:
+            state.expires_at = self._session_close(order.created_at)
+        reason = self._refusal(state)
+        if reason:
+            return self._emit(state, OrderStatus.REJECTED, self._clock(), reason=reason)
+        self._accepted += 1
+        state.broker_order_id = f"paper-{self._accepted}"
+        self._live[order.client_order_id] = state
+        return self._emit(state, OrderStatus.ACK, self._clock())
+
+    def cancel(self, client_order_id: str) -> OrderEvent:
+        state = self._orders.get(client_order_id)
+        if state is None:
+            raise BrokerError(f"unknown client_order_id {client_order_id}", retryable=False)
+        if state.last.status.terminal:
+            return state.last
+        return self._emit(state, OrderStatus.CANCELLED, self._clock(), reason="cancelled on request")
+
+    def poll_events(self) -> list[OrderEvent]:
+        events, self._events = self._events, []
+        return events
+
+    def on_bar(self, symbol: str, ts: datetime, open: Decimal, high: Decimal, low: Decimal, close: Decimal,
+               volume: Decimal) -> None:
+        """Trade the live orders against one bar; the events wait for poll_events."""
+        if ts.tzinfo is None:
+            raise ValueError(f"bar ts {ts} has no time zone")
+        bar = _Bar(ts, open, high, low, close)
+        capacity = _step(self.config.max_participation * volume, self.config.lot_size, ROUND_FLOOR)
+        for state in list(self._live.values()):
+            order = state.order
+            if state.expires_at is not None and ts >= state.expires_at:
+                self._emit(state, OrderStatus.EXPIRED, state.expires_at, reason="DAY order: session end")
+            elif order.symbol == symbol and ts >= state.tradable_from:
+                capacity -= self._trade(state, bar, capacity)
+                if order.time_in_force is TimeInForce.IOC and not state.last.status.terminal:
+                    self._emit(state, OrderStatus.CANCELLED, ts + BAR, reason="IOC: remainder cancelled")
+
+    def _session_close(self, created_at: datetime) -> datetime:
+        day = created_at.astimezone(UTC).date()
+        if self.config.session_end is None:
+            return datetime.combine(day + timedelta(days=1), time(0), UTC)
+        return datetime.combine(day, self.config.session_end, UTC)
+
+    def _refusal(self, state: _State) -> str:
+        order = state.order
+        for name in ("limit_price", "stop_price"):
+            price = getattr(order, name)
+            if price is not None and (price <= 0 or price % self.config.tick_size):
+                return f"{name} {price} is not a positive multiple of tick_size {self.config.tick_size}"
+        if state.expires_at is not None and state.tradable_from >= state.expires_at:
+            return f"DAY order created at {order.created_at} cannot trade before the session end {state.expires_at}"
+        return ""
+
+    def _trade(self, state: _State, bar: _Bar, capacity: Decimal) -> Decimal:
+        """Fill what the bar allows; returns the quantity filled."""
+        priced = self._price(state, bar)
+        qty = min(state.order.qty - state.filled, capacity)
+        if priced is None or qty <= 0:
+            return Decimal(0)
+        price, at = priced
+        state.filled += qty
+        state.notional += qty * price
+        fee = self._fee(state.filled, state.notional) - state.fees
+        state.fees += fee
+        state.fills += 1
+        status = OrderStatus.FILLED if state.filled == state.order.qty else OrderStatus.PARTIAL
+        self._emit(state, status, at, last_fill_qty=qty, last_fill_price=price, fee=fee,
+                   fill_id=f"{state.order.client_order_id}-{state.fills}")
+        return qty
+
+    def _price(self, state: _State, bar: _Bar) -> tuple[Decimal, datetime] | None:
+        """The fill price and time in this bar, or None if the order does not trade in it."""
+        order = state.order
+        buy = order.side is Side.BUY
+        if order.order_type is OrderType.LIMIT:
+            limit = order.limit_price
+            if not (bar.low <= limit if buy else bar.high >= limit):
+                return None
+            return self._tick(min(limit, bar.open) if buy else max(limit, bar.open), buy), bar.ts
+        if order.order_type is OrderType.STOP and not state.triggered:
+            stop = order.stop_price
+            if not (bar.high >= stop if buy else bar.low <= stop):
+                return None
+            state.triggered = True
+            return self._slipped(max(stop, bar.open) if buy else min(stop, bar.open), buy), bar.ts
+        if self.config.fill_at == "open":
+            return self._slipped(bar.open, buy), bar.ts
+        return self._slipped(bar.close, buy), bar.ts + BAR
+
+    def _slipped(self, price: Decimal, buy: bool) -> Decimal:
+        slip = self.config.slippage_bps / BPS
+        return self._tick(price * (1 + slip if buy else 1 - slip), buy)
+
+    def _tick(self, price: Decimal, buy: bool) -> Decimal:
+        return _step(price, self.config.tick_size, ROUND_CEILING if buy else ROUND_FLOOR)
+
+    def _fee(self, qty: Decimal, notional: Decimal) -> Decimal:
+        """The whole order's fee so far: min_fee applies once per order, not per fill."""
+        c = self.config
+        return _step(max(c.min_fee, c.fee_per_share * qty + c.fee_bps * notional / BPS), c.fee_step, ROUND_CEILING)
+
+    def _emit(self, state: _State, status: OrderStatus, at: datetime, **details: object) -> OrderEvent:
+        event = OrderEvent(client_order_id=state.order.client_order_id, status=status, event_ts=at,
+                           filled_qty=state.filled, broker_order_id=state.broker_order_id, **details)
+        state.last = event
+        self._events.append(event)
+        if status.terminal:
+            self._live.pop(state.order.client_order_id, None)
+        return event

@@ -1,0 +1,186 @@
+"""The decision gate: routing, sizing, pre-trade risk, exactly-once and
+serialized decisions, on the embedded engine."""
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+
+from adapters.orders import client_order_id
+from ingest.execs import ExecIngester, Fill
+from positions_helpers import T0, add_price, rows
+from tradeflow import accounts
+from tradeflow.gate import DecisionGate, Signal
+from tradeflow.reasons import ReasonCode
+
+
+def signal(n: int, symbol: str, action: str = "BUY", *, price: str = "100", atr: float = 1.0,
+           strategy: str = "sma_crossover") -> Signal:
+    return Signal(signal_id=f"{strategy}:{symbol}:1m:{n}", strategy_id=strategy, symbol=symbol, timeframe="1m",
+                  signal_ts=T0 + timedelta(minutes=n), action=action, size_hint=1.0, confidence=1.0,
+                  ref_price=Decimal(price), atr_14=atr)
+
+
+def set_policy(conn, account_id: str, **policy) -> None:
+    columns = ["account_id", "updated_at", "updated_by", *policy]
+    conn.execute(f"INSERT INTO account_policy ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))})",
+                 [account_id, T0, "test", *policy.values()])
+
+
+def fill_for(decision, price: str = "100") -> Fill:
+    return Fill(account_id=decision.account_id, strategy_id=decision.signal.strategy_id,
+                order_id=decision.client_order_id, fill_id="1", symbol=decision.signal.symbol,
+                side=decision.signal.action, fill_qty=decision.qty, fill_price=Decimal(price),
+                exec_ts=decision.signal.signal_ts + timedelta(minutes=1))
+
+
+@pytest.fixture
+def gate(conn, embedded_settings):
+    clock = {"now": T0 + timedelta(hours=1)}
+    accounts.add(conn, "A1", capital="100000", max_leverage="1")
+    accounts.add(conn, "A2", capital="100000", max_leverage="1")
+    g = DecisionGate(conn, embedded_settings, clock=lambda: clock["now"])
+    g.test_clock = clock
+    return g
+
+
+def test_buy_is_sized_from_risk_budget_and_atr(gate, conn):
+    decision = gate.decide(signal(1, "AAA", atr=2.0))
+    # equity 100k * 1% risk / (ATR 2 * multiple 2) = 250 shares
+    assert (decision.accepted, decision.account_id, decision.qty) == (True, "A1", Decimal(250))
+    [order] = rows(conn, "SELECT client_order_id, status, qty, side FROM orders")
+    assert order == {"client_order_id": client_order_id(decision.signal.signal_id), "status": "NEW",
+                     "qty": Decimal(250), "side": "BUY"}
+    [accepted] = rows(conn, "SELECT account_id, qty, reason FROM accepted_trade_signal_history")
+    assert accepted == {"account_id": "A1", "qty": Decimal(250), "reason": "OK"}
+
+
+def test_routing_prefers_the_least_loaded_then_round_robin(gate):
+    chosen = [gate.decide(signal(i, sym)).account_id for i, sym in enumerate(["AAA", "BBB", "CCC", "DDD"])]
+    assert chosen == ["A1", "A2", "A1", "A2"]
+
+
+def test_open_symbol_limit_counts_pending_orders(gate, conn):
+    for account in ("A1", "A2"):
+        set_policy(conn, account, max_open_symbols=1)
+    assert gate.decide(signal(1, "AAA")).accepted
+    assert gate.decide(signal(2, "BBB")).accepted
+    third = gate.decide(signal(3, "CCC"))
+    assert (third.accepted, third.code) == (False, ReasonCode.OPEN_LIMIT_EXCEEDED)
+    [rejection] = rows(conn, "SELECT reject_code FROM trade_rejections")
+    assert rejection == {"reject_code": "OPEN_LIMIT_EXCEEDED"}
+
+
+def test_reservation_expires_after_its_ttl(gate, conn):
+    for account in ("A1", "A2"):
+        set_policy(conn, account, max_open_symbols=1, reservation_ttl_seconds=60)
+    gate.decide(signal(1, "AAA"))
+    gate.decide(signal(2, "BBB"))
+    gate.test_clock["now"] += timedelta(minutes=5)  # no fill arrived: both reservations lapse
+    assert gate.decide(signal(3, "CCC")).accepted
+
+
+def test_sell_requires_an_open_long(gate, conn, embedded_settings):
+    refused = gate.decide(signal(1, "AAA", "SELL"))
+    assert refused.code == ReasonCode.NO_OPEN_POSITION
+    buy = gate.decide(signal(2, "AAA"))
+    ExecIngester(conn, embedded_settings, source="test").ingest_fills([fill_for(buy)])
+    add_price(conn, "AAA", "100")
+    sell = gate.decide(signal(3, "AAA", "SELL"))
+    assert (sell.accepted, sell.account_id, sell.qty) == (True, buy.account_id, buy.qty)
+
+
+def test_blocked_account_takes_no_new_risk_but_may_close(gate, conn, embedded_settings):
+    buy = gate.decide(signal(1, "AAA"))
+    ExecIngester(conn, embedded_settings, source="test").ingest_fills([fill_for(buy)])
+    add_price(conn, "AAA", "100")
+    for account in ("A1", "A2"):
+        accounts.set_status(conn, account, "BLOCKED")
+    assert gate.decide(signal(2, "BBB")).code == ReasonCode.ACCOUNT_BLOCKED
+    assert gate.decide(signal(3, "AAA", "SELL")).accepted
+
+
+def test_kill_switch_stops_everything_at_once(gate, conn, embedded_settings):
+    buy = gate.decide(signal(1, "AAA"))
+    ExecIngester(conn, embedded_settings, source="test").ingest_fills([fill_for(buy)])
+    add_price(conn, "AAA", "100")
+    for account in ("A1", "A2"):
+        set_policy(conn, account, kill_switch=True)
+    assert gate.decide(signal(2, "BBB")).code == ReasonCode.KILL_SWITCH_ENGAGED
+    assert gate.decide(signal(3, "AAA", "SELL")).code == ReasonCode.KILL_SWITCH_ENGAGED
+
+
+@pytest.mark.parametrize(("policy", "code"), [
+    ({"max_order_notional": Decimal(1000)}, ReasonCode.ORDER_NOTIONAL_EXCEEDED),
+    ({"max_position_qty": Decimal(100)}, ReasonCode.POSITION_LIMIT_EXCEEDED),
+    ({"max_concentration_pct": Decimal("0.1")}, ReasonCode.CONCENTRATION_EXCEEDED),
+    ({"risk_per_trade_pct": Decimal("0.5")}, ReasonCode.LEVERAGE_EXCEEDED),  # 25k shares x 100 > equity x 1
+])
+def test_each_risk_check_refuses_with_its_code(gate, conn, policy, code):
+    for account in ("A1", "A2"):
+        set_policy(conn, account, **policy)
+    decision = gate.decide(signal(1, "AAA"))
+    assert (decision.accepted, decision.code) == (False, code)
+    assert decision.inputs["account"]["equity"] == "100000"
+
+
+def test_drawdown_breach_blocks_the_account_and_raises_an_event(gate, conn, embedded_settings):
+    set_policy(conn, "A1", max_drawdown_pct=Decimal("0.05"))
+    set_policy(conn, "A2", kill_switch=True)
+    buy = gate.decide(signal(1, "AAA", atr=0.5))
+    ExecIngester(conn, embedded_settings, source="test").ingest_fills([fill_for(buy)])
+    add_price(conn, "AAA", "100", minute=2)   # peak equity while flat-ish
+    add_price(conn, "AAA", "40", minute=3)    # 1000 shares lose 60k: far past 5 %
+    decision = gate.decide(signal(4, "BBB"))
+    assert decision.code == ReasonCode.DRAWDOWN_BREACHED
+    assert accounts.get(conn, "A1").status == "BLOCKED"
+    [event] = rows(conn, "SELECT account_id, rule, severity FROM risk_events")
+    assert event == {"account_id": "A1", "rule": "DRAWDOWN_BREACHED", "severity": "CRITICAL"}
+
+
+def test_a_decision_is_made_once_and_never_changes(gate, conn):
+    first = gate.decide(signal(1, "AAA"))
+    accounts.set_status(conn, "A1", "BLOCKED")
+    accounts.set_status(conn, "A2", "BLOCKED")
+    again = gate.decide(signal(1, "AAA"))
+    assert (again.accepted, again.account_id, again.qty) == (first.accepted, first.account_id, first.qty)
+    assert rows(conn, "SELECT count(*) AS n FROM trade_decisions") == [{"n": 1}]
+
+
+def test_concurrent_candidates_never_jointly_break_a_limit(gate, conn):
+    for account in ("A1", "A2"):
+        set_policy(conn, account, max_open_symbols=2)
+    signals = [signal(i, f"S{i:02d}") for i in range(20)]
+    barrier = threading.Barrier(len(signals))
+    results = []
+
+    def fire(s):
+        barrier.wait()  # all threads decide at the same moment
+        results.append(gate.decide(s))
+
+    threads = [threading.Thread(target=fire, args=(s,)) for s in signals]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    accepted = [d for d in results if d.accepted]
+    assert len(accepted) == 4  # 2 accounts x 2 open symbols, never more
+    per_account = rows(conn, "SELECT account_id, count(DISTINCT symbol) AS n FROM accepted_trade_signal_history"
+                             " GROUP BY account_id ORDER BY account_id")
+    assert per_account == [{"account_id": "A1", "n": 2}, {"account_id": "A2", "n": 2}]
+    assert len(rows(conn, "SELECT * FROM trade_rejections")) == 16
+
+
+def test_gate_decides_the_strategies_signals(gate, conn, embedded_settings):
+    from ingest.prices import PriceIngester
+    from ingest.synthetic import generate_bars
+
+    PriceIngester(conn, embedded_settings, source="test").ingest(generate_bars(symbols=2, days=1, seed=3))
+    decisions = gate.run_once()
+    total = rows(conn, "SELECT count(*) AS n FROM strategy_signal_history")[0]["n"]
+    assert len(decisions) == total > 0
+    assert gate.run_once() == []  # nothing left undecided
+    codes = {d.code for d in decisions if not d.accepted}
+    assert codes <= set(ReasonCode)

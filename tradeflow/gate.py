@@ -1,0 +1,358 @@
+"""The decision gate: TradePicker routing, sizing and pre-trade risk.
+
+Views say what is true (positions, pending orders, equity, policy); whether a
+signal becomes an order has to be decided once, in order, and never revised,
+which no engine's views can do portably. So one small process reads the views,
+decides each new signal, and appends the immutable decision (with the inputs
+it saw) to trade_decisions, plus a NEW order event for an accepted one.
+
+Decisions are serialized: one lock covers reading the state, deciding and
+writing, so concurrent candidates can never jointly break a limit. Run one
+gate per deployment.
+
+Routing (seed design): a BUY goes to an ACTIVE account not holding the
+symbol, least open symbols first (open and pending count), least recently
+chosen on ties; failing that, with allow_scale_in, to an account already
+holding it; at most max_open_symbols per account. A SELL closes the
+strategy's long in the account holding the largest one (strict mode:
+sell_requires_long). A BLOCKED account takes no new risk but may still close;
+its kill switch stops everything. The first candidate that passes every risk
+check gets the order; if none passes, the preferred candidate's reason is
+recorded.
+"""
+from __future__ import annotations
+
+import json
+import math
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import ROUND_FLOOR, Decimal
+from typing import Callable, Iterable
+
+import psycopg
+
+from adapters.orders import OrderStatus, client_order_id
+from ingest.validation import utc_now
+from ingest.writer import insert_rows
+from tradeflow import accounts
+from tradeflow.config import Settings
+from tradeflow.reasons import ReasonCode
+
+DECISION_COLUMNS = ("decision_id", "signal_id", "strategy_id", "symbol", "action", "account_id", "outcome",
+                    "reject_code", "qty", "ref_price", "client_order_id", "inputs", "signal_ts", "decided_at",
+                    "gate_id")
+ORDER_EVENT_COLUMNS = ("client_order_id", "account_id", "strategy_id", "symbol", "side", "order_type",
+                       "time_in_force", "qty", "limit_price", "stop_price", "status", "filled_qty",
+                       "broker_order_id", "reason", "event_ts", "source")
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    signal_id: str
+    strategy_id: str
+    symbol: str
+    timeframe: str
+    signal_ts: datetime
+    action: str
+    size_hint: float
+    confidence: float
+    ref_price: Decimal | None
+    atr_14: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Sizing:
+    """Per-strategy sizing: risk equity * risk_per_trade_pct per ATR * atr_multiple of adverse move."""
+    atr_multiple: Decimal = Decimal(2)
+    lot_size: Decimal = Decimal(1)
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    strategy_id: str
+    symbol: str
+    action: str
+    open_qty: Decimal
+    ref_price: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class AccountState:
+    account_id: str
+    status: str
+    kill_switch: bool
+    max_open_symbols: int
+    allow_scale_in: bool
+    sell_requires_long: bool
+    max_order_notional: Decimal | None
+    max_position_qty: Decimal | None
+    max_concentration_pct: Decimal | None
+    max_drawdown_pct: Decimal | None
+    risk_per_trade_pct: Decimal
+    max_leverage: Decimal
+    reservation_ttl_seconds: int
+    cash: Decimal
+    equity: Decimal
+    peak_equity: Decimal
+    gross_exposure: Decimal
+    positions: dict[tuple[str, str], Decimal] = field(default_factory=dict)  # (strategy, symbol) -> net qty
+    symbol_exposure: dict[str, Decimal] = field(default_factory=dict)       # symbol -> |market value|
+    pending: tuple[Pending, ...] = ()
+    last_accepted_at: datetime | None = None
+
+    @property
+    def open_symbols(self) -> set[str]:
+        held = {symbol for (_, symbol), qty in self.positions.items() if qty != 0}
+        return held | {p.symbol for p in self.pending if p.action == "BUY"}
+
+    def holds(self, symbol: str) -> bool:
+        return any(qty != 0 for (_, s), qty in self.positions.items() if s == symbol)
+
+    def summary(self) -> dict[str, object]:
+        """The inputs a decision saw, stored with it."""
+        return {
+            "account_id": self.account_id, "status": self.status, "kill_switch": self.kill_switch,
+            "open_symbols": sorted(self.open_symbols), "pending_orders": len(self.pending),
+            "equity": str(self.equity), "peak_equity": str(self.peak_equity), "cash": str(self.cash),
+            "gross_exposure": str(self.gross_exposure), "max_open_symbols": self.max_open_symbols,
+            "max_leverage": str(self.max_leverage),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    signal: Signal
+    accepted: bool
+    account_id: str | None
+    qty: Decimal
+    code: ReasonCode | None
+    inputs: dict[str, object]
+    blocked_accounts: tuple[str, ...] = ()  # drawdown breaches found on the way
+
+    @property
+    def client_order_id(self) -> str | None:
+        return client_order_id(self.signal.signal_id) if self.accepted else None
+
+
+def size_buy(signal: Signal, account: AccountState, sizing: Sizing) -> Decimal:
+    """Risk budget over the adverse move, scaled by the signal's strength, in whole lots."""
+    strength = Decimal(str(signal.size_hint)) * (Decimal("0.5") + Decimal("0.5") * Decimal(str(signal.confidence)))
+    budget = account.equity * account.risk_per_trade_pct * strength
+    per_unit_risk = Decimal(str(signal.atr_14)) * sizing.atr_multiple
+    lots = (budget / per_unit_risk / sizing.lot_size).to_integral_value(rounding=ROUND_FLOOR)
+    return max(lots, Decimal(0)) * sizing.lot_size
+
+
+def check_risk(account: AccountState, symbol: str, qty: Decimal, price: Decimal) -> ReasonCode | None:
+    """Pre-trade checks for a risk-adding BUY, in the order they are reported."""
+    notional = qty * price
+    pending_notional = sum((p.open_qty * p.ref_price for p in account.pending if p.action == "BUY"), Decimal(0))
+    pending_symbol = [p for p in account.pending if p.symbol == symbol and p.action == "BUY"]
+    if account.max_order_notional is not None and notional > account.max_order_notional:
+        return ReasonCode.ORDER_NOTIONAL_EXCEEDED
+    if account.max_position_qty is not None:
+        held = sum((q for (_, s), q in account.positions.items() if s == symbol), Decimal(0))
+        if held + sum((p.open_qty for p in pending_symbol), Decimal(0)) + qty > account.max_position_qty:
+            return ReasonCode.POSITION_LIMIT_EXCEEDED
+    if account.gross_exposure + pending_notional + notional > account.equity * account.max_leverage:
+        return ReasonCode.LEVERAGE_EXCEEDED
+    if account.max_concentration_pct is not None:
+        exposure = (account.symbol_exposure.get(symbol, Decimal(0))
+                    + sum((p.open_qty * p.ref_price for p in pending_symbol), Decimal(0)) + notional)
+        if exposure > account.max_concentration_pct * account.equity:
+            return ReasonCode.CONCENTRATION_EXCEEDED
+    buying_power = account.cash - pending_notional + (account.max_leverage - 1) * account.equity
+    if notional > buying_power:
+        return ReasonCode.INSUFFICIENT_BUYING_POWER
+    return None
+
+
+def drawdown_breached(account: AccountState) -> bool:
+    if account.max_drawdown_pct is None or account.peak_equity <= 0:
+        return False
+    return (account.peak_equity - account.equity) / account.peak_equity > account.max_drawdown_pct
+
+
+def decide(signal: Signal, accounts_state: Iterable[AccountState], sizing: Sizing) -> Decision:
+    """Pure routing + sizing + risk: the same inputs always give the same decision."""
+    states = list(accounts_state)
+    inputs: dict[str, object] = {"signal": {"action": signal.action, "ref_price": str(signal.ref_price),
+                                            "atr_14": signal.atr_14, "confidence": signal.confidence}}
+    if signal.action == "SELL":
+        return _decide_sell(signal, states, inputs)
+    if signal.ref_price is None or not signal.atr_14 or not math.isfinite(signal.atr_14):
+        return Decision(signal, False, None, Decimal(0), ReasonCode.NO_REFERENCE_PRICE, inputs)
+    live = [a for a in states if not a.kill_switch]
+    if not live:
+        return Decision(signal, False, None, Decimal(0),
+                        ReasonCode.KILL_SWITCH_ENGAGED if states else ReasonCode.ACCOUNT_BLOCKED, inputs)
+    active = [a for a in live if a.status == "ACTIVE"]
+    if not active:
+        return Decision(signal, False, None, Decimal(0), ReasonCode.ACCOUNT_BLOCKED, inputs)
+    candidates = _buy_candidates(signal.symbol, active)
+    if not candidates:
+        inputs["accounts"] = [a.summary() for a in active]
+        return Decision(signal, False, None, Decimal(0), ReasonCode.OPEN_LIMIT_EXCEEDED, inputs)
+    first_failure: tuple[AccountState, ReasonCode] | None = None
+    blocked: list[str] = []
+    for account in candidates:
+        if drawdown_breached(account):
+            blocked.append(account.account_id)
+            first_failure = first_failure or (account, ReasonCode.DRAWDOWN_BREACHED)
+            continue
+        qty = size_buy(signal, account, sizing)
+        code = ReasonCode.ZERO_SIZE if qty <= 0 else check_risk(account, signal.symbol, qty, signal.ref_price)
+        if code is None:
+            return Decision(signal, True, account.account_id, qty, None, {**inputs, "account": account.summary()},
+                            tuple(blocked))
+        first_failure = first_failure or (account, code)
+    account, code = first_failure
+    return Decision(signal, False, account.account_id, Decimal(0), code, {**inputs, "account": account.summary()},
+                    tuple(blocked))
+
+
+def _buy_candidates(symbol: str, active: list[AccountState]) -> list[AccountState]:
+    def fairness(a: AccountState) -> tuple:
+        # least loaded first; on ties the account chosen least recently (never chosen first)
+        return (len(a.open_symbols), a.last_accepted_at is not None, a.last_accepted_at or datetime.min, a.account_id)
+
+    fresh = [a for a in active if symbol not in a.open_symbols and len(a.open_symbols) < a.max_open_symbols]
+    holders = [a for a in active if a.allow_scale_in and symbol in a.open_symbols]
+    return sorted(fresh, key=fairness) + sorted(holders, key=fairness)
+
+
+def _decide_sell(signal: Signal, states: list[AccountState], inputs: dict[str, object]) -> Decision:
+    def closable(a: AccountState) -> Decimal:
+        held = a.positions.get((signal.strategy_id, signal.symbol), Decimal(0))
+        pending = sum((p.open_qty for p in a.pending if p.action == "SELL" and p.symbol == signal.symbol
+                       and p.strategy_id == signal.strategy_id), Decimal(0))
+        return held - pending if held > 0 else Decimal(0)
+
+    holders = [a for a in states if closable(a) > 0
+               or (not a.sell_requires_long and a.positions.get((signal.strategy_id, signal.symbol), 0) != 0)]
+    if not holders:
+        return Decision(signal, False, None, Decimal(0), ReasonCode.NO_OPEN_POSITION, inputs)
+    live = [a for a in holders if not a.kill_switch]
+    if not live:
+        return Decision(signal, False, holders[0].account_id, Decimal(0), ReasonCode.KILL_SWITCH_ENGAGED, inputs)
+    account = max(live, key=lambda a: (closable(a), a.account_id))
+    qty = closable(account)
+    if qty <= 0:
+        return Decision(signal, False, account.account_id, Decimal(0), ReasonCode.NO_OPEN_POSITION,
+                        {**inputs, "account": account.summary()})
+    return Decision(signal, True, account.account_id, qty, None, {**inputs, "account": account.summary()})
+
+
+class DecisionGate:
+    """Reads the views, decides each undecided signal once, appends the decision."""
+
+    def __init__(self, conn: psycopg.Connection, settings: Settings, *, gate_id: str = "gate",
+                 clock: Callable[[], datetime] = utc_now) -> None:
+        self.conn = conn
+        self.settings = settings
+        self.gate_id = gate_id
+        self.clock = clock
+        self._lock = threading.Lock()
+
+    def undecided_signals(self, limit: int = 1000) -> list[Signal]:
+        rows = self.conn.execute(
+            "SELECT s.signal_id, s.strategy_id, s.symbol, s.timeframe, s.signal_ts, s.action, s.size_hint,"
+            " s.confidence, s.ref_price, s.atr_14 FROM strategy_signal_history s"
+            " LEFT JOIN trade_decisions d ON d.decision_id = s.signal_id"
+            " WHERE d.decision_id IS NULL ORDER BY s.signal_ts, s.signal_id LIMIT %s", (limit,)).fetchall()
+        return [Signal(*row) for row in rows]
+
+    def run_once(self, limit: int = 1000) -> list[Decision]:
+        return [self.decide(signal) for signal in self.undecided_signals(limit)]
+
+    def decide(self, signal: Signal) -> Decision:
+        """Decide one signal; deciding it again returns the stored decision unchanged."""
+        with self._lock:
+            stored = self._stored(signal)
+            if stored is not None:
+                return stored
+            decision = decide(signal, self._account_states(), self._sizing(signal.strategy_id))
+            self._write(decision)
+            return decision
+
+    # -- reading the views -----------------------------------------------------
+    def _stored(self, signal: Signal) -> Decision | None:
+        row = self.conn.execute(
+            "SELECT outcome, account_id, qty, reject_code, inputs FROM trade_decisions WHERE decision_id = %s",
+            (signal.signal_id,)).fetchone()
+        if row is None:
+            return None
+        outcome, account_id, qty, code, inputs = row
+        return Decision(signal, outcome == "ACCEPTED", account_id, qty or Decimal(0),
+                        ReasonCode(code) if code else None, inputs)
+
+    def _sizing(self, strategy_id: str) -> Sizing:
+        row = self.conn.execute("SELECT params FROM strategy_config WHERE strategy_id = %s", (strategy_id,)).fetchone()
+        params = (row[0] if row else {}) or {}
+        defaults = Sizing()
+        return Sizing(atr_multiple=Decimal(str(params.get("atr_multiple", defaults.atr_multiple))),
+                      lot_size=Decimal(str(params.get("lot_size", defaults.lot_size))))
+
+    def _account_states(self) -> list[AccountState]:
+        now = self.clock()
+        cur = self.conn.execute("SELECT * FROM account_risk_inputs ORDER BY account_id")
+        names = [c.name for c in cur.description]
+        raw = [dict(zip(names, row)) for row in cur.fetchall()]
+        positions: dict[str, dict[tuple[str, str], Decimal]] = {}
+        exposure: dict[str, dict[str, Decimal]] = {}
+        for account_id, strategy_id, symbol, net_qty, value in self.conn.execute(
+                "SELECT account_id, strategy_id, symbol, net_qty, net_qty * current_price FROM unrealized_pnl_latest"):
+            positions.setdefault(account_id, {})[(strategy_id, symbol)] = net_qty
+            by_symbol = exposure.setdefault(account_id, {})
+            by_symbol[symbol] = by_symbol.get(symbol, Decimal(0)) + abs(value or 0)
+        pending: dict[str, list[Pending]] = {}
+        for account_id, strategy_id, symbol, action, open_qty, ref_price, decided_at, ttl in self.conn.execute(
+                "SELECT account_id, strategy_id, symbol, action, open_qty, ref_price, decided_at,"
+                " reservation_ttl_seconds FROM int_pending_orders"):
+            if decided_at + timedelta(seconds=ttl) > now:  # reservation still held
+                pending.setdefault(account_id, []).append(Pending(strategy_id, symbol, action, open_qty, ref_price))
+        last_accepted = dict(self.conn.execute(
+            "SELECT account_id, max(decided_at) FROM trade_decisions WHERE outcome = 'ACCEPTED' GROUP BY account_id"
+        ).fetchall())
+        fields = AccountState.__dataclass_fields__
+        return [AccountState(**{k: v for k, v in row.items() if k in fields and k not in
+                                {"positions", "symbol_exposure", "pending", "last_accepted_at"}},
+                             positions=positions.get(row["account_id"], {}),
+                             symbol_exposure=exposure.get(row["account_id"], {}),
+                             pending=tuple(pending.get(row["account_id"], ())),
+                             last_accepted_at=last_accepted.get(row["account_id"]))
+                for row in raw]
+
+    # -- writing -----------------------------------------------------------------
+    def _write(self, decision: Decision) -> None:
+        now = self.clock()
+        signal = decision.signal
+        for account_id in decision.blocked_accounts:
+            self._block_for_drawdown(account_id, now)
+        insert_rows(self.conn, "trade_decisions", DECISION_COLUMNS, [(
+            signal.signal_id, signal.signal_id, signal.strategy_id, signal.symbol, signal.action,
+            decision.account_id, "ACCEPTED" if decision.accepted else "REJECTED",
+            None if decision.code is None else str(decision.code), decision.qty if decision.accepted else None,
+            signal.ref_price, decision.client_order_id, json.dumps(decision.inputs, default=str), signal.signal_ts,
+            now, self.gate_id)], batch_rows=1)
+        if decision.accepted:
+            insert_rows(self.conn, "order_events", ORDER_EVENT_COLUMNS, [(
+                decision.client_order_id, decision.account_id, signal.strategy_id, signal.symbol, signal.action,
+                "MARKET", "DAY", decision.qty, None, None, str(OrderStatus.NEW), Decimal(0), None, "", now,
+                self.gate_id)], batch_rows=1)
+
+    def _block_for_drawdown(self, account_id: str, now: datetime) -> None:
+        account = accounts.get(self.conn, account_id)
+        if account is None or account.status == "BLOCKED":
+            return
+        accounts.set_status(self.conn, account_id, "BLOCKED", updated_by=self.gate_id)
+        insert_rows(self.conn, "risk_events", ("event_id", "account_id", "symbol", "rule", "severity", "message",
+                                               "ts", "source"), [(
+            f"drawdown:{account_id}:{now.isoformat()}", account_id, None, str(ReasonCode.DRAWDOWN_BREACHED),
+            "CRITICAL", "equity fell below peak by more than max_drawdown_pct: account blocked", now,
+            self.gate_id)], batch_rows=1)
+
+
+__all__ = ["AccountState", "Decision", "DecisionGate", "Pending", "Signal", "Sizing", "check_risk", "decide",
+           "size_buy"]
