@@ -99,7 +99,8 @@ class _State:
 
 
 def _step(value: Decimal, step: Decimal, rounding: str) -> Decimal:
-    return (value / step).to_integral_value(rounding) * step
+    # quantize keeps the step's exponent: 100 stays 100.00 at a 0.01 tick, not 1.00E+2.
+    return ((value / step).to_integral_value(rounding) * step).quantize(step)
 
 
 def _ceil_minute(ts: datetime) -> datetime:

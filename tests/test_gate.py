@@ -184,3 +184,31 @@ def test_gate_decides_the_strategies_signals(gate, conn, embedded_settings):
     assert gate.run_once() == []  # nothing left undecided
     codes = {d.code for d in decisions if not d.accepted}
     assert codes <= set(ReasonCode)
+
+
+def test_policy_change_applies_to_the_next_decision_and_is_audited(gate, conn):
+    from tradeflow import policy
+
+    policy.update(conn, "A1", kill_switch=True, updated_by="alice")
+    policy.update(conn, "A2", kill_switch=True, updated_by="alice")
+    assert gate.decide(signal(1, "AAA")).code == ReasonCode.KILL_SWITCH_ENGAGED
+    policy.update(conn, "A1", kill_switch=False, updated_by="bob")
+    assert gate.decide(signal(2, "AAA")).account_id == "A1"
+    versions = rows(conn, "SELECT account_id, kill_switch, updated_by FROM account_policy ORDER BY updated_at")
+    assert [v["updated_by"] for v in versions] == ["alice", "alice", "bob"]
+    events = rows(conn, "SELECT account_id, rule, severity FROM risk_events ORDER BY ts, account_id")
+    assert [(e["account_id"], e["severity"]) for e in events] == [("A1", "CRITICAL"), ("A2", "CRITICAL"),
+                                                                  ("A1", "INFO")]
+
+
+@pytest.mark.parametrize(("changes", "field"), [
+    ({"max_open_symbols": 0}, "max_open_symbols"),
+    ({"max_drawdown_pct": "1.5"}, "max_drawdown_pct"),
+    ({"kill_switch": "yes"}, "kill_switch"),
+    ({"max_speed": 3}, "max_speed"),
+])
+def test_invalid_policy_changes_name_the_field(gate, conn, changes, field):
+    from tradeflow import policy
+
+    with pytest.raises(policy.PolicyError, match=field):
+        policy.update(conn, "A1", **changes)

@@ -312,6 +312,51 @@ def show_signals(limit: int = typer.Option(20)) -> None:
     )
 
 
+policy_app = typer.Typer(no_args_is_help=True, help="Per-account risk policy (versioned, audited).")
+app.add_typer(policy_app, name="policy")
+
+
+@policy_app.command("set")
+def policy_set(
+    account_id: str,
+    max_open_symbols: Optional[int] = typer.Option(None), allow_scale_in: Optional[bool] = typer.Option(None),
+    sell_requires_long: Optional[bool] = typer.Option(None),
+    max_order_notional: Optional[str] = typer.Option(None), max_position_qty: Optional[str] = typer.Option(None),
+    max_concentration_pct: Optional[str] = typer.Option(None, help="Fraction of equity, e.g. 0.25."),
+    max_drawdown_pct: Optional[str] = typer.Option(None, help="Fraction of peak equity, e.g. 0.1."),
+    risk_per_trade_pct: Optional[str] = typer.Option(None, help="Fraction of equity risked per trade."),
+    reservation_ttl_seconds: Optional[int] = typer.Option(None),
+) -> None:
+    """Change an account's policy; the gate applies it from its next decision."""
+    from tradeflow import policy
+
+    changes = {k: v for k, v in locals().items() if k != "account_id" and k != "policy" and v is not None}
+    with engine_mod.connect(_settings()) as conn:
+        try:
+            after = policy.update(conn, account_id, **changes)
+        except policy.PolicyError as err:
+            console.print(f"[red]{err}[/]")
+            raise typer.Exit(2)
+    console.print(f"policy of {account_id} updated by {after.updated_by}: {changes}")
+
+
+@policy_app.command("kill-switch")
+def policy_kill_switch(account_id: str, state: str = typer.Argument(..., help="on or off")) -> None:
+    """Engage or release an account's kill switch (takes effect at the next decision)."""
+    from tradeflow import policy
+
+    if state not in {"on", "off"}:
+        console.print("[red]state: must be on or off[/]")
+        raise typer.Exit(2)
+    with engine_mod.connect(_settings()) as conn:
+        try:
+            policy.update(conn, account_id, kill_switch=state == "on")
+        except policy.PolicyError as err:
+            console.print(f"[red]{err}[/]")
+            raise typer.Exit(2)
+    console.print(f"kill switch of {account_id}: {state}")
+
+
 @app.command()
 def positions(account: Optional[str] = typer.Option(None, help="Only this account.")) -> None:
     """Open positions with cost basis, mark and unrealized P&L."""

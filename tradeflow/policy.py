@@ -1,0 +1,86 @@
+"""Account risk policy: append-only versions the operator writes; the gate
+reads the newest (stg_account_policy) at its next decision. Every version
+carries who and when; a kill-switch change also raises a risk event."""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+import psycopg
+
+from ingest.validation import utc_now
+from ingest.writer import insert_rows
+from tradeflow import accounts
+
+
+class PolicyError(ValueError):
+    """An invalid policy change; the message names the field."""
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    account_id: str
+    max_open_symbols: int | None = None
+    allow_scale_in: bool | None = None
+    sell_requires_long: bool | None = None
+    max_order_notional: Decimal | None = None
+    max_position_qty: Decimal | None = None
+    max_concentration_pct: Decimal | None = None
+    max_drawdown_pct: Decimal | None = None
+    risk_per_trade_pct: Decimal | None = None
+    kill_switch: bool | None = None
+    reservation_ttl_seconds: int | None = None
+    updated_at: datetime | None = None
+    updated_by: str | None = None
+
+
+COLUMNS = tuple(f.name for f in fields(Policy))
+SETTABLE = COLUMNS[1:-2]
+_FRACTIONS = {"max_concentration_pct", "max_drawdown_pct", "risk_per_trade_pct"}
+
+
+def current(conn: psycopg.Connection, account_id: str) -> Policy:
+    row = conn.execute(f"SELECT {', '.join(COLUMNS)} FROM account_policy WHERE account_id = %s"
+                       " ORDER BY updated_at DESC LIMIT 1", (account_id,)).fetchone()
+    return Policy(*row) if row else Policy(account_id)
+
+
+def update(conn: psycopg.Connection, account_id: str, *, updated_by: str | None = None, **changes) -> Policy:
+    """Write a new version: the current one with `changes` applied."""
+    if accounts.get(conn, account_id) is None:
+        raise PolicyError(f"account_id: {account_id} does not exist")
+    unknown = set(changes) - set(SETTABLE)
+    if unknown:
+        raise PolicyError(f"{sorted(unknown)[0]}: not a policy field (fields: {', '.join(SETTABLE)})")
+    for name, value in changes.items():
+        _validate(name, value)
+    before = current(conn, account_id)
+    # the newest version must sort last even if the clock has not moved on
+    updated_at = utc_now() if before.updated_at is None else max(utc_now(), before.updated_at + timedelta(microseconds=1))
+    after = replace(before, **changes, updated_at=updated_at, updated_by=updated_by or accounts.operator())
+    insert_rows(conn, "account_policy", COLUMNS, [tuple(getattr(after, c) for c in COLUMNS)], batch_rows=1)
+    if "kill_switch" in changes and bool(before.kill_switch) != bool(after.kill_switch):
+        insert_rows(conn, "risk_events", ("event_id", "account_id", "symbol", "rule", "severity", "message", "ts",
+                                          "source"),
+                    [(f"kill_switch:{account_id}:{after.updated_at.isoformat()}", account_id, None, "KILL_SWITCH",
+                      "CRITICAL" if after.kill_switch else "INFO",
+                      f"kill switch {'engaged' if after.kill_switch else 'released'} by {after.updated_by}",
+                      after.updated_at, "operator")], batch_rows=1)
+    return after
+
+
+def _validate(name: str, value: object) -> None:
+    if value is None:
+        return
+    if name in {"allow_scale_in", "sell_requires_long", "kill_switch"}:
+        if not isinstance(value, bool):
+            raise PolicyError(f"{name}: must be true or false, got {value!r}")
+        return
+    number = Decimal(str(value))
+    if not number.is_finite() or number <= 0:
+        raise PolicyError(f"{name}: must be greater than 0, got {value}")
+    if name in _FRACTIONS and number > 1:
+        raise PolicyError(f"{name}: a fraction of equity between 0 and 1, got {value}")
+    if name in {"max_open_symbols", "reservation_ttl_seconds"} and number != number.to_integral_value():
+        raise PolicyError(f"{name}: must be a whole number, got {value}")
