@@ -1,9 +1,9 @@
 """Paper broker: fills orders against the 1-minute bars it is fed (on_bar).
 
 A bar is stamped with its open time, as in price_1m_history. An order trades
-from the first bar whose ts >= its created_at rounded up to the minute: never
-in the bar it was decided on, whose prices were not all known yet. Then, per
-bar of its symbol, in submission order:
+from the first bar whose ts >= its created_at rounded up to the minute, never
+in the bar during which it was placed (that bar's open had passed, its close
+was not known yet). Then, per bar of its symbol, in submission order:
 
 - MARKET fills at the bar's open (fill_at="open", event stamped ts) or close
   ("close", stamped ts + 1 min), moved by slippage_bps against the order.

@@ -167,9 +167,9 @@ class ResilientBroker:
     """A Broker whose submit and cancel are retried around a circuit breaker.
 
     Retry wraps the breaker, not the other way round: every attempt counts
-    towards opening it, and once it is open the retry loop stops at once
-    (CircuitOpenError is not retryable) instead of backing off against a
-    broker that is down.
+    towards opening it, and once it is open the next attempt is refused
+    (CircuitOpenError is not retryable), which ends the loop instead of
+    backing off against a broker that is down.
     """
 
     def __init__(self, inner: Broker, breaker: CircuitBreaker, policy: RetryPolicy | None = None) -> None:
