@@ -39,6 +39,8 @@
       ('side', 'TEXT'), ('order_type', 'TEXT'), ('time_in_force', 'TEXT'), ('qty', 'NUMERIC'),
       ('limit_price', 'NUMERIC'), ('stop_price', 'NUMERIC'), ('status', 'TEXT'), ('filled_qty', 'NUMERIC'),
       ('broker_order_id', 'TEXT'), ('reason', 'TEXT'), ('event_ts', 'TIMESTAMPTZ'), ('source', 'TEXT')],
+    'adapter_feed_position': [
+      ('consumer', 'TEXT'), ('feed_position', 'TEXT'), ('updated_at', 'TIMESTAMPTZ')],
     'risk_events': [
       ('event_id', 'TEXT'), ('account_id', 'TEXT'), ('symbol', 'TEXT'), ('rule', 'TEXT'), ('severity', 'TEXT'),
       ('message', 'TEXT'), ('ts', 'TIMESTAMPTZ'), ('source', 'TEXT')],
