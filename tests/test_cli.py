@@ -74,6 +74,8 @@ def test_reason_code_doc_is_generated_from_the_enum():
     assert doc.endswith(table), "docs/reason-codes.md is stale: regenerate it with `tradeflow reasons`"
 
 
-def test_demo_runs_end_to_end(embedded_settings):
+def test_demo_runs_the_whole_loop(embedded_settings):
     output = invoke("demo", "--symbols", "3")
-    assert "indicator_latest (1m)" in output and "latest 15 signals" in output
+    for table in ("accounts", "strategies", "rejects by code", "risk events"):
+        assert table in output
+    assert "ACC-GROWTH" in output and "decisions" in output

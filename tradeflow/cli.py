@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -12,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from adapters.paper import PaperConfig
 from tradeflow.config import Settings
 from tradeflow import engine as engine_mod
 
@@ -263,8 +265,8 @@ def dlq_replay(
 
 
 # -- views -------------------------------------------------------------------
-def _print_query(title: str, query: str, params: tuple = ()) -> None:
-    with engine_mod.connect(_settings()) as conn:
+def _print_query(title: str, query: str, params: tuple = (), settings: Settings | None = None) -> None:
+    with engine_mod.connect(settings or _settings()) as conn:
         cur = conn.execute(query, params)
         table = Table(title=title)
         for column in cur.description:
@@ -398,21 +400,69 @@ def reasons() -> None:
         print(f"| `{code}` | {code.description} |")
 
 
-@app.command()
-def demo(symbols: int = typer.Option(8), days: int = typer.Option(1), seed: int = typer.Option(7)) -> None:
-    """Start the engine, deploy, ingest a synthetic session, print indicators and signals."""
-    from tradeflow.dbt import deploy as dbt_deploy
+DEMO_SCHEMA = "tradeflow_demo"
+DEMO_PAPER = PaperConfig(fill_at="open", slippage_bps=Decimal(2), fee_per_share=Decimal("0.005"), min_fee=Decimal(1))
+DEMO_ACCOUNTS = {  # account -> policy: one account is set to breach its drawdown limit
+    "ACC-GROWTH": {"max_open_symbols": 3, "risk_per_trade_pct": Decimal("0.002")},
+    "ACC-INCOME": {"max_open_symbols": 2, "risk_per_trade_pct": Decimal("0.001")},
+    "ACC-TIGHT": {"max_open_symbols": 3, "risk_per_trade_pct": Decimal("0.002"), "max_drawdown_pct": Decimal("0.002")},
+}
 
-    settings = _settings()
+
+@app.command()
+def demo(symbols: int = typer.Option(6, min=1), days: int = typer.Option(1, min=1), seed: int = typer.Option(7)) -> None:
+    """The whole loop on a replayed synthetic session: strategies -> gate -> adapter -> paper broker
+    -> fills -> positions -> P&L, with three accounts (one breaches its drawdown limit).
+    Runs in its own schema (tradeflow_demo), recreated each time."""
+    from dataclasses import replace
+
+    from ingest.synthetic import generate_bars
+    from tradeflow import accounts, policy
+    from tradeflow.dbt import deploy as dbt_deploy
+    from tradeflow.session import ReplaySession
+
+    settings = replace(_settings(), schema=DEMO_SCHEMA)
     info = engine_mod.embedded(settings).start() if settings.target == "embedded" else None
     if info:
-        console.print(f"engine: {info.url()}")
+        console.print(f"engine: {info.url()}  (schema {DEMO_SCHEMA})")
+    with engine_mod.connect(settings) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{DEMO_SCHEMA}" CASCADE')
+        conn.execute(f'DROP SCHEMA IF EXISTS "{DEMO_SCHEMA}_audit" CASCADE')
     console.print("deploying models (dbt run)")
     dbt_deploy(settings)
-    ingest_synthetic(symbols=symbols, days=days, seed=seed, replay_speed=0.0)
-    show_indicators(timeframe="1m", symbol=None)
-    show_indicators(timeframe="15m", symbol=None)
-    show_signals(limit=15)
+    with engine_mod.connect(settings) as conn:
+        for account_id, account_policy in DEMO_ACCOUNTS.items():
+            accounts.add(conn, account_id, capital="100000", max_leverage="2")
+            policy.update(conn, account_id, updated_by="demo", **account_policy)
+        session = ReplaySession(conn, settings, paper=DEMO_PAPER)
+        with Progress(TextColumn("[bold]replay[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("bars"),
+                      TextColumn("{task.fields[rate]} bars/s"), TimeElapsedColumn(), console=console) as progress:
+            task = progress.add_task("bars", total=symbols * days * 390, rate="-")
+            started = time.monotonic()
+
+            def advance(bars: int) -> None:
+                progress.advance(task, bars)
+                done = progress.tasks[0].completed
+                progress.update(task, rate=f"{done / max(time.monotonic() - started, 1e-9):,.0f}")
+
+            stats = session.run(generate_bars(symbols=symbols, days=days, seed=seed), on_minute=advance)
+    console.print(f"{stats.bars} bars, {stats.decisions} decisions, {stats.accepted} accepted")
+    _print_query(
+        "accounts",
+        "SELECT p.account_id, p.status, o.orders, p.fills, p.realized_pnl, p.unrealized_pnl, p.fees_paid, p.equity"
+        " FROM portfolio_state p LEFT JOIN (SELECT account_id, count(*) AS orders FROM orders GROUP BY 1) o"
+        " USING (account_id) ORDER BY p.account_id", settings=settings)
+    _print_query(
+        "strategies",
+        "SELECT s.strategy_id, count(*) AS signals, count(*) FILTER (WHERE d.outcome = 'ACCEPTED') AS accepted,"
+        " count(*) FILTER (WHERE d.outcome = 'REJECTED') AS rejected, coalesce(max(r.realized), 0) AS realized_pnl"
+        " FROM strategy_signal_history s LEFT JOIN trade_decisions d ON d.decision_id = s.signal_id"
+        " LEFT JOIN (SELECT strategy_id, sum(realized_pnl) AS realized FROM realized_pnl_latest GROUP BY 1) r"
+        " ON r.strategy_id = s.strategy_id GROUP BY s.strategy_id ORDER BY s.strategy_id", settings=settings)
+    _print_query("rejects by code", "SELECT reject_code, count(*) AS rejects FROM trade_rejections GROUP BY 1"
+                 " ORDER BY 2 DESC", settings=settings)
+    _print_query("risk events", "SELECT ts, account_id, rule, severity, message FROM risk_events ORDER BY ts",
+                 settings=settings)
 
 
 if __name__ == "__main__":
