@@ -140,6 +140,19 @@ class PaperBroker:
         self._live[order.client_order_id] = state
         return self._emit(state, OrderStatus.ACK, self._clock())
 
+    def restore(self, order: Order, last: OrderEvent, *, notional: Decimal, fees: Decimal, fills: int) -> None:
+        """Take back a live order after a restart, as its recorded events left it
+        (filled qty, cost and fees so far), without emitting anything: the paper
+        book lives in the adapter's process, a real broker keeps its own."""
+        state = _State(order=order, last=last, broker_order_id=last.broker_order_id, filled=last.filled_qty,
+                       notional=notional, fees=fees, fills=fills,
+                       tradable_from=_ceil_minute(order.created_at), triggered=last.filled_qty > 0)
+        if order.time_in_force is TimeInForce.DAY:
+            state.expires_at = self._session_close(order.created_at)
+        self._orders[order.client_order_id] = state
+        if not last.status.terminal:
+            self._live[order.client_order_id] = state
+
     def cancel(self, client_order_id: str) -> OrderEvent:
         state = self._orders.get(client_order_id)
         if state is None:

@@ -359,6 +359,35 @@ def policy_kill_switch(account_id: str, state: str = typer.Argument(..., help="o
     console.print(f"kill switch of {account_id}: {state}")
 
 
+gate_app = typer.Typer(no_args_is_help=True, help="The decision gate (TradePicker + pre-trade risk).")
+adapter_app = typer.Typer(no_args_is_help=True, help="The execution adapter.")
+app.add_typer(gate_app, name="gate")
+app.add_typer(adapter_app, name="adapter")
+
+
+@gate_app.command("run")
+def gate_run(once: bool = typer.Option(False, help="Decide what is pending, then exit."),
+             interval: float = typer.Option(1.0, help="Seconds between passes.")) -> None:
+    """Decide every new strategy signal, exactly once, until stopped."""
+    from adapters.daemon import run_gate, stop_on_signals
+
+    decided = run_gate(_settings(), once=once, interval=interval, stop=None if once else stop_on_signals())
+    console.print(f"decided {decided} signal(s)")
+
+
+@adapter_app.command("run")
+def adapter_run(broker: str = typer.Option("paper", help="Only the paper broker ships so far."),
+                once: bool = typer.Option(False, help="One step (submit, trade new bars, record), then exit."),
+                interval: float = typer.Option(0.5, help="Longest wait for new orders per step (s).")) -> None:
+    """Follow accepted orders, submit them to the broker, record reports and fills."""
+    from adapters.daemon import run_adapter, stop_on_signals
+
+    if broker != "paper":
+        console.print(f"[red]broker: {broker!r} is not available (paper)[/]")
+        raise typer.Exit(2)
+    run_adapter(_settings(), once=once, interval=interval, stop=None if once else stop_on_signals())
+
+
 @app.command()
 def positions(account: Optional[str] = typer.Option(None, help="Only this account.")) -> None:
     """Open positions with cost basis, mark and unrealized P&L."""

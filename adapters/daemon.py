@@ -1,0 +1,115 @@
+"""Long-running processes of the trading loop: the decision gate and the
+execution adapter with the paper broker. Each runs until stopped (SIGINT or
+SIGTERM finish the current step first) or, with once=True, for one step."""
+from __future__ import annotations
+
+import signal
+import threading
+from datetime import datetime
+from decimal import Decimal
+from typing import Callable
+
+import psycopg
+
+from adapters.changefeed import install_notify_trigger, notify_channel, open_feed, position_store
+from adapters.execution import ACCEPTED_ORDER_KEY, ACCEPTED_ORDERS, ExecutionAdapter, _order
+from adapters.orders import OrderEvent, OrderStatus
+from adapters.paper import PaperBroker, PaperConfig
+from tradeflow import engine
+from tradeflow.config import Settings
+from ingest.validation import utc_now
+from tradeflow.gate import DecisionGate
+
+BARS = "price_1m_history"
+BAR_KEY = ("received_at", "symbol", "ts")
+
+
+def stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def run_gate(settings: Settings, *, once: bool = False, interval: float = 1.0,
+             stop: threading.Event | None = None) -> int:
+    """Decide new signals every `interval` seconds; returns how many were decided."""
+    stop = stop or threading.Event()
+    decided = 0
+    with engine.connect(settings) as conn:
+        gate = DecisionGate(conn, settings, gate_id="gate")
+        while True:
+            decided += len(gate.run_once())
+            if once or stop.wait(interval):
+                return decided
+
+
+class PaperAdapter:
+    """The execution adapter wired to a paper broker that trades on the bars
+    as they are ingested (a second feed, on price_1m_history)."""
+
+    def __init__(self, conn: psycopg.Connection, settings: Settings, config: PaperConfig | None = None,
+                 consumer: str = "adapter", clock: Callable[[], datetime] = utc_now) -> None:
+        self.conn = conn
+        self.broker = PaperBroker(config or PaperConfig(), clock=clock)
+        if settings.target == "embedded":
+            install_notify_trigger(conn, settings.schema, "trade_decisions", notify_channel(ACCEPTED_ORDERS))
+            install_notify_trigger(conn, settings.schema, BARS, notify_channel(BARS))
+        orders_store = position_store(settings, conn, f"{consumer}-orders")
+        self.bars_store = position_store(settings, conn, f"{consumer}-bars")
+        self.adapter = ExecutionAdapter(
+            conn, settings, self.broker,
+            open_feed(settings, ACCEPTED_ORDERS, f"{consumer}-orders", order_by=ACCEPTED_ORDER_KEY,
+                      start_position=orders_store.load(), poll_interval=0.2),
+            orders_store, source=consumer, clock=clock)
+        self.bars = open_feed(settings, BARS, f"{consumer}-bars", order_by=BAR_KEY,
+                              start_position=self.bars_store.load(), poll_interval=0.2)
+        self._restore_open_orders()
+
+    def step(self, timeout: float = 0.5) -> None:
+        self.adapter.submit_accepted(timeout=timeout)
+        bars = self.bars.fetch(5000, 0.0)
+        for change in bars:
+            row = change.row
+            self.broker.on_bar(row["symbol"], row["ts"], row["open"], row["high"], row["low"], row["close"],
+                               row["volume"])
+        self.adapter.process_reports()
+        if bars:
+            self.bars_store.save(self.bars.position)
+
+    def close(self) -> None:
+        self.adapter.feed.close()
+        self.bars.close()
+
+    def _restore_open_orders(self) -> None:
+        """Orders acknowledged before a restart and not finished go back into the paper book."""
+        cur = self.conn.execute(
+            "SELECT a.client_order_id, a.account_id, a.strategy_id, a.symbol, a.action AS side, a.qty, a.ts,"
+            " o.status, o.filled_qty, o.broker_order_id, o.event_ts,"
+            " coalesce(f.notional, 0) AS notional, coalesce(f.fees, 0) AS fees, coalesce(f.fills, 0) AS fills"
+            " FROM accepted_trade_signal_history a JOIN orders o ON o.client_order_id = a.client_order_id"
+            " LEFT JOIN (SELECT order_id, sum(fill_qty * fill_price) AS notional, sum(fee) AS fees,"
+            " count(*) AS fills FROM stg_execs GROUP BY order_id) f ON f.order_id = a.client_order_id"
+            " WHERE o.status IN ('ACK', 'PARTIAL')")
+        names = [c.name for c in cur.description]
+        for values in cur.fetchall():
+            row = dict(zip(names, values))
+            last = OrderEvent(client_order_id=row["client_order_id"], status=OrderStatus(row["status"]),
+                              event_ts=row["event_ts"], filled_qty=row["filled_qty"] or Decimal(0),
+                              broker_order_id=row["broker_order_id"])
+            self.broker.restore(_order(row), last, notional=row["notional"], fees=row["fees"], fills=row["fills"])
+
+
+def run_adapter(settings: Settings, *, once: bool = False, interval: float = 0.5,
+                stop: threading.Event | None = None, config: PaperConfig | None = None) -> None:
+    stop = stop or threading.Event()
+    with engine.connect(settings) as conn:
+        adapter = PaperAdapter(conn, settings, config)
+        try:
+            while not stop.is_set():
+                adapter.step(timeout=0 if once else interval)
+                if once:
+                    return
+        finally:
+            adapter.close()
+
