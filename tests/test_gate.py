@@ -41,7 +41,8 @@ def gate(conn, embedded_settings):
     clock = {"now": T0 + timedelta(hours=1)}
     accounts.add(conn, "A1", capital="100000", max_leverage="1")
     accounts.add(conn, "A2", capital="100000", max_leverage="1")
-    g = DecisionGate(conn, embedded_settings, clock=lambda: clock["now"])
+    # these tests are about routing and risk: every signal counts as fresh
+    g = DecisionGate(conn, embedded_settings, clock=lambda: clock["now"], max_signal_age=timedelta(days=30))
     g.test_clock = clock
     return g
 
@@ -212,3 +213,12 @@ def test_invalid_policy_changes_name_the_field(gate, conn, changes, field):
 
     with pytest.raises(policy.PolicyError, match=field):
         policy.update(conn, "A1", **changes)
+
+
+def test_signals_older_than_max_signal_age_are_recorded_stale(gate, conn, embedded_settings):
+    strict = DecisionGate(conn, embedded_settings, clock=lambda: T0 + timedelta(minutes=10))  # default: 2 minutes
+    assert strict.decide(signal(8, "BBB")).accepted  # bar 8 closed at minute 9: fresh
+    decision = strict.decide(signal(1, "AAA"))
+    assert (decision.accepted, decision.code) == (False, ReasonCode.STALE_SIGNAL)
+    assert rows(conn, "SELECT reject_code FROM trade_rejections") == [{"reject_code": "STALE_SIGNAL"}]
+    assert [d.code for d in strict.run_once()] == []  # nothing left undecided

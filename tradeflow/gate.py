@@ -42,6 +42,8 @@ from tradeflow.reasons import ReasonCode
 DECISION_COLUMNS = ("decision_id", "signal_id", "strategy_id", "symbol", "action", "account_id", "outcome",
                     "reject_code", "qty", "ref_price", "client_order_id", "inputs", "signal_ts", "decided_at",
                     "gate_id")
+TIMEFRAMES = {"1m": timedelta(minutes=1), "5m": timedelta(minutes=5), "15m": timedelta(minutes=15),
+              "1h": timedelta(hours=1)}
 ORDER_EVENT_COLUMNS = ("client_order_id", "account_id", "strategy_id", "symbol", "side", "order_type",
                        "time_in_force", "qty", "limit_price", "stop_price", "status", "filled_qty",
                        "broker_order_id", "reason", "event_ts", "source")
@@ -248,11 +250,14 @@ class DecisionGate:
     """Reads the views, decides each undecided signal once, appends the decision."""
 
     def __init__(self, conn: psycopg.Connection, settings: Settings, *, gate_id: str = "gate",
-                 clock: Callable[[], datetime] = utc_now) -> None:
+                 clock: Callable[[], datetime] = utc_now, max_signal_age: timedelta = timedelta(minutes=2)) -> None:
         self.conn = conn
         self.settings = settings
         self.gate_id = gate_id
         self.clock = clock
+        # a signal is acted on only while its bar is fresh: a gate started on
+        # top of history, or catching up after an outage, must not trade the past
+        self.max_signal_age = max_signal_age
         self._lock = threading.Lock()
 
     def undecided_signals(self, limit: int = 1000) -> list[Signal]:
@@ -264,7 +269,17 @@ class DecisionGate:
         return [Signal(*row) for row in rows]
 
     def run_once(self, limit: int = 1000) -> list[Decision]:
-        return [self.decide(signal) for signal in self.undecided_signals(limit)]
+        signals = self.undecided_signals(limit)
+        stale = [s for s in signals if self._is_stale(s)]
+        if stale:
+            with self._lock:
+                self._write_all([Decision(s, False, None, Decimal(0), ReasonCode.STALE_SIGNAL, {}) for s in stale])
+        return [Decision(s, False, None, Decimal(0), ReasonCode.STALE_SIGNAL, {}) for s in stale] + [
+            self.decide(signal) for signal in signals if not self._is_stale(signal)]
+
+    def _is_stale(self, signal: Signal) -> bool:
+        bar_close = signal.signal_ts + TIMEFRAMES.get(signal.timeframe, timedelta(minutes=1))
+        return self.clock() - bar_close > self.max_signal_age
 
     def decide(self, signal: Signal) -> Decision:
         """Decide one signal; deciding it again returns the stored decision unchanged."""
@@ -272,8 +287,11 @@ class DecisionGate:
             stored = self._stored(signal)
             if stored is not None:
                 return stored
-            decision = decide(signal, self._account_states(), self._sizing(signal.strategy_id))
-            self._write(decision)
+            if self._is_stale(signal):
+                decision = Decision(signal, False, None, Decimal(0), ReasonCode.STALE_SIGNAL, {})
+            else:
+                decision = decide(signal, self._account_states(), self._sizing(signal.strategy_id))
+            self._write_all([decision])
             return decision
 
     # -- reading the views -----------------------------------------------------
@@ -325,22 +343,27 @@ class DecisionGate:
                 for row in raw]
 
     # -- writing -----------------------------------------------------------------
-    def _write(self, decision: Decision) -> None:
+    def _write_all(self, decisions: list[Decision]) -> None:
         now = self.clock()
-        signal = decision.signal
-        for account_id in decision.blocked_accounts:
-            self._block_for_drawdown(account_id, now)
+        for decision in decisions:
+            for account_id in decision.blocked_accounts:
+                self._block_for_drawdown(account_id, now)
         insert_rows(self.conn, "trade_decisions", DECISION_COLUMNS, [(
-            signal.signal_id, signal.signal_id, signal.strategy_id, signal.symbol, signal.action,
-            decision.account_id, "ACCEPTED" if decision.accepted else "REJECTED",
-            None if decision.code is None else str(decision.code), decision.qty if decision.accepted else None,
-            signal.ref_price, decision.client_order_id, json.dumps(decision.inputs, default=str), signal.signal_ts,
-            now, self.gate_id)], batch_rows=1)
-        if decision.accepted:
-            insert_rows(self.conn, "order_events", ORDER_EVENT_COLUMNS, [(
-                decision.client_order_id, decision.account_id, signal.strategy_id, signal.symbol, signal.action,
-                "MARKET", "DAY", decision.qty, None, None, str(OrderStatus.NEW), Decimal(0), None, "", now,
-                self.gate_id)], batch_rows=1)
+            d.signal.signal_id, d.signal.signal_id, d.signal.strategy_id, d.signal.symbol, d.signal.action,
+            d.account_id, "ACCEPTED" if d.accepted else "REJECTED",
+            None if d.code is None else str(d.code), d.qty if d.accepted else None,
+            d.signal.ref_price, d.client_order_id, json.dumps(d.inputs, default=str), d.signal.signal_ts,
+            now, self.gate_id) for d in decisions], batch_rows=1000)
+        for decision in decisions:
+            if decision.accepted:
+                self._write_new_order(decision, now)
+
+    def _write_new_order(self, decision: Decision, now: datetime) -> None:
+        signal = decision.signal
+        insert_rows(self.conn, "order_events", ORDER_EVENT_COLUMNS, [(
+            decision.client_order_id, decision.account_id, signal.strategy_id, signal.symbol, signal.action,
+            "MARKET", "DAY", decision.qty, None, None, str(OrderStatus.NEW), Decimal(0), None, "", now,
+            self.gate_id)], batch_rows=1)
 
     def _block_for_drawdown(self, account_id: str, now: datetime) -> None:
         account = accounts.get(self.conn, account_id)

@@ -34,6 +34,7 @@ class ReasonCode(StrEnum):
     KILL_SWITCH_ENGAGED = "KILL_SWITCH_ENGAGED"
     NO_REFERENCE_PRICE = "NO_REFERENCE_PRICE"
     ZERO_SIZE = "ZERO_SIZE"
+    STALE_SIGNAL = "STALE_SIGNAL"
     ORDER_NOTIONAL_EXCEEDED = "ORDER_NOTIONAL_EXCEEDED"
     POSITION_LIMIT_EXCEEDED = "POSITION_LIMIT_EXCEEDED"
     LEVERAGE_EXCEEDED = "LEVERAGE_EXCEEDED"
@@ -69,6 +70,7 @@ _DESCRIPTIONS: dict[ReasonCode, str] = {
     ReasonCode.KILL_SWITCH_ENGAGED: "The account's kill switch is on: nothing is accepted.",
     ReasonCode.NO_REFERENCE_PRICE: "No close or ATR for the signal's bar to size the order.",
     ReasonCode.ZERO_SIZE: "The sized quantity rounds down to zero lots.",
+    ReasonCode.STALE_SIGNAL: "The signal's bar closed longer ago than the gate's max_signal_age.",
     ReasonCode.ORDER_NOTIONAL_EXCEEDED: "qty x price is above the account's max_order_notional.",
     ReasonCode.POSITION_LIMIT_EXCEEDED: "Position plus pending plus this order is above max_position_qty.",
     ReasonCode.LEVERAGE_EXCEEDED: "Gross exposure incl. pending and this order is above equity x max_leverage.",

@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""Latency of the trading loop on the embedded engine. Prints JSON.
+
+For each history size (bars already in price_1m_history), a bar that makes
+sma_crossover fire is inserted and timed through the loop:
+  bar -> accepted order at the adapter (gate pass + submit),
+  -> fill (next bar traded by the paper broker, reports recorded, fill ingested),
+  -> updated position (open_positions_rollup read for the key).
+p50/p99 over the samples, and the ratio of the largest history's p99 to the
+smallest's. Target (issue 4): p99 bar -> accepted < 50 ms, flat within ±20%.
+
+Usage: python bench/bench_loop.py [--histories 10000,100000,1000000] [--samples 5] [--symbols 10]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from datetime import timedelta
+from decimal import Decimal
+
+import pandas as pd
+from scratch import scratch_engine  # also puts the project on sys.path
+
+from adapters.daemon import PaperAdapter  # noqa: E402
+from ingest.prices import PriceIngester  # noqa: E402
+from ingest.synthetic import generate_bars  # noqa: E402
+from tradeflow import accounts, policy  # noqa: E402
+from tradeflow.gate import DecisionGate  # noqa: E402
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def shaped_bar(symbol: str, ts, last_close: float, move: float) -> dict:
+    close = round(last_close * (1 + move), 2)
+    return {"symbol": symbol, "ts": ts, "open": last_close, "high": max(last_close, close) + 0.01,
+            "low": min(last_close, close) - 0.01, "close": close, "volume": 1_000_000.0}
+
+
+def run_history(conn, settings, history: int, symbols: int, samples: int) -> dict:
+    for table in ("price_1m_history", "exec_report_history", "accounts", "account_policy", "trade_decisions",
+                  "order_events", "risk_events", "adapter_feed_position"):
+        conn.execute(f"TRUNCATE {table}")
+    days = max(1, -(-history // (symbols * 390)))
+    frame = pd.concat(list(generate_bars(symbols=symbols, days=days, seed=11)), ignore_index=True).iloc[:history]
+    now = {"t": frame.ts.max().to_pydatetime() + timedelta(minutes=1)}
+    clock = lambda: now["t"]  # noqa: E731
+    prices = PriceIngester(conn, settings, source="bench", clock=clock)
+    prices.ingest([frame.iloc[i:i + 100_000] for i in range(0, len(frame), 100_000)])
+    conn.execute("ANALYZE price_1m_history")
+    accounts.add(conn, "B1", capital="100000000", max_leverage="4")
+    policy.update(conn, "B1", max_open_symbols=1000, allow_scale_in=True, risk_per_trade_pct=Decimal("0.0001"),
+                  updated_by="bench")
+    gate = DecisionGate(conn, settings, clock=clock)
+    gate.run_once(limit=1_000_000)  # the history's own signals: decided before timing
+    adapter = PaperAdapter(conn, settings, clock=clock, consumer="bench")
+    adapter.step(timeout=0)
+    last = {s: float(c) for s, c in frame.groupby("symbol").close.last().items()}
+    ts = now["t"]
+    timings = {"bar_to_accepted_ms": [], "accepted_to_fill_ms": [], "fill_to_position_ms": []}
+    for _ in range(samples):
+        # a drop, then a jump: sma_5 crosses above sma_21 on the second bar
+        for move in (-0.15, +0.40):
+            rows = [shaped_bar(s, ts, last[s], move) for s in last]
+            last = {r["symbol"]: r["close"] for r in rows}
+            now["t"] = ts + timedelta(minutes=1)
+            t0 = time.perf_counter()
+            prices.ingest_frame(pd.DataFrame(rows))
+            decisions = gate.run_once()
+            adapter.adapter.submit_accepted(timeout=0)
+            t1 = time.perf_counter()
+            ts += timedelta(minutes=1)
+        accepted = [d for d in decisions if d.accepted and d.signal.action == "BUY"]
+        if not accepted:
+            continue
+        # the next bar trades the orders
+        rows = [shaped_bar(s, ts, last[s], 0.0) for s in last]
+        now["t"] = ts + timedelta(minutes=1)
+        prices.ingest_frame(pd.DataFrame(rows))
+        t2 = time.perf_counter()
+        adapter.step(timeout=0)
+        t3 = time.perf_counter()
+        d = accepted[0]
+        conn.execute("SELECT * FROM open_positions_rollup WHERE account_id = %s AND strategy_id = %s AND symbol = %s",
+                     (d.account_id, d.signal.strategy_id, d.signal.symbol)).fetchall()
+        t4 = time.perf_counter()
+        ts += timedelta(minutes=1)
+        timings["bar_to_accepted_ms"].append((t1 - t0) * 1000)
+        timings["accepted_to_fill_ms"].append((t3 - t2) * 1000)
+        timings["fill_to_position_ms"].append((t4 - t3) * 1000)
+    adapter.close()
+    out = {"history_bars": history, "samples": len(timings["bar_to_accepted_ms"])}
+    for name, values in timings.items():
+        if values:
+            out[name] = {"p50": round(statistics.median(values), 1), "p99": round(percentile(values, 0.99), 1)}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--histories", default="10000,100000,1000000")
+    parser.add_argument("--samples", type=int, default=5)
+    parser.add_argument("--symbols", type=int, default=10)
+    args = parser.parse_args()
+    with scratch_engine() as (settings, conn):
+        results = [run_history(conn, settings, h, args.symbols, args.samples)
+                   for h in map(int, args.histories.split(","))]
+    first, last = results[0], results[-1]
+    summary = {"engine": "embedded (PostgreSQL 18, fsync off)", "symbols": args.symbols, "runs": results}
+    if "bar_to_accepted_ms" in first and "bar_to_accepted_ms" in last:
+        summary["bar_to_accepted_p99_ratio_largest_to_smallest"] = round(
+            last["bar_to_accepted_ms"]["p99"] / first["bar_to_accepted_ms"]["p99"], 2)
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
