@@ -441,8 +441,9 @@ DEMO_ACCOUNTS = {  # account -> policy: one account is set to breach its drawdow
 @app.command()
 def demo(symbols: int = typer.Option(6, min=1), days: int = typer.Option(1, min=1), seed: int = typer.Option(7)) -> None:
     """The whole loop on a replayed synthetic session: strategies -> gate -> adapter -> paper broker
-    -> fills -> positions -> P&L, with three accounts (one breaches its drawdown limit).
-    Runs in its own schema (tradeflow_demo), recreated each time."""
+    -> fills -> positions -> P&L, with three accounts: one breaches its drawdown limit, and the
+    operator engages another's kill switch halfway. Runs in its own schema (tradeflow_demo),
+    recreated each time."""
     from dataclasses import replace
 
     from ingest.synthetic import generate_bars
@@ -471,6 +472,8 @@ def demo(symbols: int = typer.Option(6, min=1), days: int = typer.Option(1, min=
 
             def advance(bars: int) -> None:
                 progress.advance(task, bars)
+                if session.stats.minutes == 195 * days:  # halfway: the operator pulls the plug on one account
+                    policy.update(conn, "ACC-INCOME", kill_switch=True, updated_by="demo-operator", at=session.now)
                 done = progress.tasks[0].completed
                 progress.update(task, rate=f"{done / max(time.monotonic() - started, 1e-9):,.0f}")
 

@@ -46,8 +46,10 @@ def current(conn: psycopg.Connection, account_id: str) -> Policy:
     return Policy(*row) if row else Policy(account_id)
 
 
-def update(conn: psycopg.Connection, account_id: str, *, updated_by: str | None = None, **changes) -> Policy:
-    """Write a new version: the current one with `changes` applied."""
+def update(conn: psycopg.Connection, account_id: str, *, updated_by: str | None = None,
+           at: datetime | None = None, **changes) -> Policy:
+    """Write a new version: the current one with `changes` applied, stamped `at`
+    (the wall clock by default; a replay passes its own clock)."""
     if accounts.get(conn, account_id) is None:
         raise PolicyError(f"account_id: {account_id} does not exist")
     unknown = set(changes) - set(SETTABLE)
@@ -57,7 +59,8 @@ def update(conn: psycopg.Connection, account_id: str, *, updated_by: str | None 
         _validate(name, value)
     before = current(conn, account_id)
     # the newest version must sort last even if the clock has not moved on
-    updated_at = utc_now() if before.updated_at is None else max(utc_now(), before.updated_at + timedelta(microseconds=1))
+    now = at or utc_now()
+    updated_at = now if before.updated_at is None else max(now, before.updated_at + timedelta(microseconds=1))
     after = replace(before, **changes, updated_at=updated_at, updated_by=updated_by or accounts.operator())
     insert_rows(conn, "account_policy", COLUMNS, [tuple(getattr(after, c) for c in COLUMNS)], batch_rows=1)
     if "kill_switch" in changes and bool(before.kill_switch) != bool(after.kill_switch):
