@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timezone
+from datetime import datetime, time as dtime, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Optional
@@ -446,7 +446,7 @@ def demo(symbols: int = typer.Option(6, min=1), days: int = typer.Option(1, min=
     recreated each time."""
     from dataclasses import replace
 
-    from ingest.synthetic import generate_bars
+    from ingest.synthetic import DEFAULT_START, generate_bars
     from tradeflow import accounts, policy
     from tradeflow.dbt import deploy as dbt_deploy
     from tradeflow.session import ReplaySession
@@ -461,9 +461,11 @@ def demo(symbols: int = typer.Option(6, min=1), days: int = typer.Option(1, min=
     console.print("deploying models (dbt run)")
     dbt_deploy(settings)
     with engine_mod.connect(settings) as conn:
+        # policies are stamped on the replay's clock, before its first bar
+        before_open = datetime.combine(DEFAULT_START, dtime(14, 0), tzinfo=timezone.utc)
         for account_id, account_policy in DEMO_ACCOUNTS.items():
             accounts.add(conn, account_id, capital="100000", max_leverage="2")
-            policy.update(conn, account_id, updated_by="demo", **account_policy)
+            policy.update(conn, account_id, updated_by="demo", at=before_open, **account_policy)
         session = ReplaySession(conn, settings, paper=DEMO_PAPER)
         with Progress(TextColumn("[bold]replay[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("bars"),
                       TextColumn("{task.fields[rate]} bars/s"), TimeElapsedColumn(), console=console) as progress:
