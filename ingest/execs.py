@@ -58,6 +58,10 @@ TEXT_FIELDS = ("account_id", "strategy_id", "order_id", "fill_id", "symbol", "ve
 NUMERIC_FIELDS = ("fill_qty", "fill_price", "fee")
 
 
+MAX_MAGNITUDE = Decimal("1e15")
+MAX_DIGITS = 28
+
+
 def _decimal(value: object) -> Decimal | None:
     if isinstance(value, Decimal):
         return value
@@ -70,6 +74,14 @@ def _decimal(value: object) -> Decimal | None:
 def _finite(number: Decimal | None) -> bool:
     # Ordering a NaN Decimal raises: sign rules only look at finite numbers.
     return number is not None and number.is_finite()
+
+
+def _in_range(number: Decimal) -> bool:
+    """Fits every engine's NUMERIC: RisingWave holds about 28 significant digits."""
+    digits = number.as_tuple().digits  # not normalize(): it rounds to the context's 28 digits
+    while len(digits) > 1 and digits[-1] == 0:
+        digits = digits[:-1]
+    return abs(number) < MAX_MAGNITUDE and len(digits) <= MAX_DIGITS
 
 
 def _values(fill: Fill, names: Iterable[str]) -> str:
@@ -130,6 +142,7 @@ class ExecIngester(Ingester):
             numbers = values[name] = column(name, _decimal)
             checks.flag(mask(n is None for n in numbers), name, ReasonCode.NOT_A_NUMBER)
             checks.flag(mask(n is not None and not n.is_finite() for n in numbers), name, ReasonCode.NON_FINITE)
+            checks.flag(mask(_finite(n) and not _in_range(n) for n in numbers), name, ReasonCode.OUT_OF_RANGE)
         for name, reason in (("fill_qty", ReasonCode.NON_POSITIVE_QUANTITY),
                              ("fill_price", ReasonCode.NON_POSITIVE_PRICE)):
             checks.flag(mask(_finite(n) and n <= 0 for n in values[name]), name, reason)

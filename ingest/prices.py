@@ -51,6 +51,7 @@ def validate_bars(raw: pd.DataFrame, *, now: datetime, settings: Settings) -> tu
         flag(spelled_non_finite.reindex(raw.index, fill_value=False), name, ReasonCode.NON_FINITE)
         flag(parsed.isna(), name, ReasonCode.NOT_A_NUMBER)
         flag(np.isinf(parsed), name, ReasonCode.NON_FINITE)
+        flag(parsed.abs() >= 1e15, name, ReasonCode.OUT_OF_RANGE)
     for name in PRICE_FIELDS:
         flag(numbers[name] <= 0, name, ReasonCode.NON_POSITIVE_PRICE)
     flag(numbers["volume"] < 0, "volume", ReasonCode.NEGATIVE_VOLUME)

@@ -90,6 +90,8 @@ def test_optional_fee_and_venue_default_and_a_timestamp_without_offset_is_utc(co
     (fill(fill_price="Infinity"), "fill_price", ReasonCode.NON_FINITE),
     (fill(fill_qty="NaN"), "fill_qty", ReasonCode.NON_FINITE),
     (fill(fee="-inf"), "fee", ReasonCode.NON_FINITE),
+    (fill(fill_qty="1e200000"), "fill_qty", ReasonCode.OUT_OF_RANGE),
+    (fill(fill_price="1.00000000000000000000000000001"), "fill_price", ReasonCode.OUT_OF_RANGE),
     (fill(fill_qty="0"), "fill_qty", ReasonCode.NON_POSITIVE_QUANTITY),
     (fill(fill_qty="-5"), "fill_qty", ReasonCode.NON_POSITIVE_QUANTITY),
     (fill(fill_price="0.00"), "fill_price", ReasonCode.NON_POSITIVE_PRICE),
@@ -151,7 +153,7 @@ def test_conflict_within_one_chunk_keeps_the_first_copy(conn, embedded_settings,
 
 
 def test_numbers_are_stored_exactly(conn, embedded_settings, account):
-    price = "123.4567890123456789012345678901234"  # more digits than a float or the default Decimal context
+    price = "123.4567890123456789012345678"  # 28 digits: far beyond a float, the most RisingWave keeps
     ingest(conn, embedded_settings, [fill(fill_id="F1", fill_qty="0.1", fill_price=price),
                                      fill(fill_id="F2", fill_qty="0.2", fill_price=price)])
     assert one(conn, "SELECT sum(fill_qty), min(fill_price)::text FROM stg_execs") == (Decimal("0.3"), price)

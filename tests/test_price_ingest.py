@@ -50,6 +50,7 @@ def test_valid_bars_are_counted_and_stored(conn, embedded_settings):
     (bar(close="ten"), "close", ReasonCode.NOT_A_NUMBER),
     (bar(high="inf"), "high", ReasonCode.NON_FINITE),
     (bar(open_="NaN"), "open", ReasonCode.NON_FINITE),
+    (bar(volume="1e200"), "volume", ReasonCode.OUT_OF_RANGE),
     (bar(low="-1", open_="0", close="0.5", high="1"), "open", ReasonCode.NON_POSITIVE_PRICE),
     (bar(volume="-5"), "volume", ReasonCode.NEGATIVE_VOLUME),
     (bar(high="9.0", low="9.5", open_="9.2", close="9.2"), "high", ReasonCode.HIGH_BELOW_LOW),

@@ -14,6 +14,7 @@ class ReasonCode(StrEnum):
     MISSING_FIELD = "MISSING_FIELD"
     NOT_A_NUMBER = "NOT_A_NUMBER"
     NON_FINITE = "NON_FINITE"
+    OUT_OF_RANGE = "OUT_OF_RANGE"
     NON_POSITIVE_PRICE = "NON_POSITIVE_PRICE"
     NEGATIVE_VOLUME = "NEGATIVE_VOLUME"
     HIGH_BELOW_LOW = "HIGH_BELOW_LOW"
@@ -51,6 +52,7 @@ _DESCRIPTIONS: dict[ReasonCode, str] = {
     ReasonCode.MISSING_FIELD: "A required field is absent or empty.",
     ReasonCode.NOT_A_NUMBER: "A numeric field does not parse as a number.",
     ReasonCode.NON_FINITE: "A numeric field is NaN or infinite.",
+    ReasonCode.OUT_OF_RANGE: "A number is 1e15 or larger, or has more than 28 significant digits (RisingWave's NUMERIC).",
     ReasonCode.NON_POSITIVE_PRICE: "A price is zero or negative.",
     ReasonCode.NEGATIVE_VOLUME: "Volume is negative.",
     ReasonCode.HIGH_BELOW_LOW: "The bar's high is below its low.",
