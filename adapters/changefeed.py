@@ -415,6 +415,13 @@ class MaterializeSubscribeFeed(_Closing):
 
 
 # --------------------------------------------------------------------------
+def wake_on_insert(settings: Settings, conn: psycopg.Connection, table: str, relation: str) -> None:
+    """Make inserts into raw `table` wake the feeds following `relation`. Only
+    the PostgreSQL feed polls; the streaming engines push changes themselves."""
+    if settings.target == "embedded":
+        install_notify_trigger(conn, settings.schema, table, notify_channel(relation))
+
+
 def open_feed(settings: Settings, relation: str, consumer: str, *, order_by: Sequence[str] = (),
               start_position: str | None = None, poll_interval: float = 1.0, retention: str = "1D") -> ChangeFeed:
     """The feed for settings.target on `relation` in settings.schema.

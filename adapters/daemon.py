@@ -11,7 +11,7 @@ from typing import Callable
 
 import psycopg
 
-from adapters.changefeed import install_notify_trigger, notify_channel, open_feed, position_store
+from adapters.changefeed import open_feed, position_store, wake_on_insert
 from adapters.execution import ACCEPTED_ORDER_KEY, ACCEPTED_ORDERS, ExecutionAdapter, _order
 from adapters.orders import OrderEvent, OrderStatus
 from adapters.paper import PaperBroker, PaperConfig
@@ -52,9 +52,8 @@ class PaperAdapter:
                  consumer: str = "adapter", clock: Callable[[], datetime] = utc_now) -> None:
         self.conn = conn
         self.broker = PaperBroker(config or PaperConfig(), clock=clock)
-        if settings.target == "embedded":
-            install_notify_trigger(conn, settings.schema, "trade_decisions", notify_channel(ACCEPTED_ORDERS))
-            install_notify_trigger(conn, settings.schema, BARS, notify_channel(BARS))
+        wake_on_insert(settings, conn, "trade_decisions", ACCEPTED_ORDERS)
+        wake_on_insert(settings, conn, BARS, BARS)
         orders_store = position_store(settings, conn, f"{consumer}-orders")
         self.bars_store = position_store(settings, conn, f"{consumer}-bars")
         self.adapter = ExecutionAdapter(

@@ -19,7 +19,7 @@ from typing import Callable, Iterable
 import pandas as pd
 import psycopg
 
-from adapters.changefeed import install_notify_trigger, notify_channel, open_feed, position_store
+from adapters.changefeed import open_feed, position_store, wake_on_insert
 from adapters.execution import ACCEPTED_ORDER_KEY, ACCEPTED_ORDERS, ExecutionAdapter
 from adapters.paper import PaperBroker, PaperConfig
 from ingest.prices import PriceIngester
@@ -47,8 +47,7 @@ class ReplaySession:
         self.prices = PriceIngester(conn, settings, source="replay", clock=clock)
         self.gate = DecisionGate(conn, settings, gate_id="replay-gate", clock=clock)
         self.broker = PaperBroker(paper or PaperConfig(), clock=clock)
-        if settings.target == "embedded":
-            install_notify_trigger(conn, settings.schema, "trade_decisions", notify_channel(ACCEPTED_ORDERS))
+        wake_on_insert(settings, conn, "trade_decisions", ACCEPTED_ORDERS)
         store = position_store(settings, conn, consumer)
         feed = open_feed(settings, ACCEPTED_ORDERS, consumer, order_by=ACCEPTED_ORDER_KEY,
                          start_position=store.load(), poll_interval=0.05)
