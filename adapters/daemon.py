@@ -12,7 +12,8 @@ from typing import Callable
 import psycopg
 
 from adapters.changefeed import open_feed, position_store, wake_on_insert
-from adapters.execution import ACCEPTED_ORDER_KEY, ACCEPTED_ORDERS, ExecutionAdapter, _order
+from adapters.execution import (ACCEPTED_ORDER_KEY, ACCEPTED_ORDERS, ORDER_COMMAND_KEY, ORDER_COMMANDS,
+                                ExecutionAdapter, _order)
 from adapters.orders import OrderEvent, OrderStatus
 from adapters.paper import PaperBroker, PaperConfig
 from tradeflow import engine
@@ -54,6 +55,7 @@ class PaperAdapter:
         self.broker = PaperBroker(config or PaperConfig(), clock=clock)
         wake_on_insert(settings, conn, "trade_decisions", ACCEPTED_ORDERS)
         wake_on_insert(settings, conn, BARS, BARS)
+        wake_on_insert(settings, conn, ORDER_COMMANDS, ORDER_COMMANDS)
         orders_store = position_store(settings, conn, f"{consumer}-orders")
         self.bars_store = position_store(settings, conn, f"{consumer}-bars")
         self.adapter = ExecutionAdapter(
@@ -63,10 +65,14 @@ class PaperAdapter:
             orders_store, source=consumer, clock=clock)
         self.bars = open_feed(settings, BARS, f"{consumer}-bars", order_by=BAR_KEY,
                               start_position=self.bars_store.load(), poll_interval=0.2)
+        self.commands_store = position_store(settings, conn, f"{consumer}-commands")
+        self.commands = open_feed(settings, ORDER_COMMANDS, f"{consumer}-commands", order_by=ORDER_COMMAND_KEY,
+                                  start_position=self.commands_store.load(), poll_interval=0.2)
         self._restore_open_orders()
 
     def step(self, timeout: float = 0.5) -> None:
         self.adapter.submit_accepted(timeout=timeout)
+        self.adapter.apply_commands(self.commands, self.commands_store)
         bars = self.bars.fetch(5000, 0.0)
         for change in bars:
             row = change.row
@@ -79,6 +85,7 @@ class PaperAdapter:
     def close(self) -> None:
         self.adapter.feed.close()
         self.bars.close()
+        self.commands.close()
 
     def _restore_open_orders(self) -> None:
         """Orders acknowledged before a restart and not finished go back into the paper book."""

@@ -31,6 +31,8 @@ from tradeflow.gate import ORDER_EVENT_COLUMNS
 
 ACCEPTED_ORDERS = "accepted_trade_signal_history"
 ACCEPTED_ORDER_KEY = ("ts", "decision_id")  # the feed's order on the embedded engine
+ORDER_COMMANDS = "order_commands"
+ORDER_COMMAND_KEY = ("requested_at", "client_order_id", "command")
 
 
 class ExecutionAdapter:
@@ -56,6 +58,16 @@ class ExecutionAdapter:
         if changes:
             # the feed's own position: on Materialize progress moves it past the last change
             self.positions.save(self.feed.position)
+        return len(changes)
+
+    def apply_commands(self, commands: ChangeFeed, positions: FeedPositionStore) -> int:
+        """Carry out operator commands (CANCEL); the broker reports the outcome."""
+        changes = commands.fetch(500, 0.0)
+        for change in changes:
+            if change.op in {"insert", "update_insert"} and change.row["command"] == "CANCEL":
+                self.broker.cancel(change.row["client_order_id"])
+        if changes:
+            positions.save(commands.position)
         return len(changes)
 
     def process_reports(self) -> int:

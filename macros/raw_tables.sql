@@ -39,6 +39,9 @@
       ('side', 'TEXT'), ('order_type', 'TEXT'), ('time_in_force', 'TEXT'), ('qty', 'NUMERIC'),
       ('limit_price', 'NUMERIC'), ('stop_price', 'NUMERIC'), ('status', 'TEXT'), ('filled_qty', 'NUMERIC'),
       ('broker_order_id', 'TEXT'), ('reason', 'TEXT'), ('event_ts', 'TIMESTAMPTZ'), ('source', 'TEXT')],
+    'order_commands': [
+      ('client_order_id', 'TEXT'), ('command', 'TEXT'), ('reason', 'TEXT'),
+      ('requested_at', 'TIMESTAMPTZ'), ('requested_by', 'TEXT')],
     'adapter_feed_position': [
       ('consumer', 'TEXT'), ('feed_position', 'TEXT'), ('updated_at', 'TIMESTAMPTZ')],
     'risk_events': [

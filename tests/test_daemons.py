@@ -56,3 +56,26 @@ def test_gate_and_adapter_commands_run_once(embedded_settings):
     assert adapter.exit_code == 0
     refused = runner.invoke(app, ["adapter", "run", "--broker", "ib", "--once"])
     assert refused.exit_code == 2 and "broker" in refused.output
+
+
+def test_operator_cancel_reaches_the_broker_and_releases_the_reservation(conn, embedded_settings):
+    accounts.add(conn, "A1", capital="1000000")
+    conn.execute("TRUNCATE adapter_feed_position")
+    clock = lambda: T0 + timedelta(minutes=1)  # noqa: E731
+    decision = DecisionGate(conn, embedded_settings, clock=clock).decide(
+        Signal(signal_id="s1", strategy_id="sma_crossover", symbol="AAA", timeframe="1m", signal_ts=T0,
+               action="BUY", size_hint=1.0, confidence=1.0, ref_price=Decimal(100), atr_14=5.0))
+    adapter = PaperAdapter(conn, embedded_settings, clock=clock)
+    adapter.step(timeout=2)
+    runner = CliRunner()
+    asked = runner.invoke(app, ["orders", "cancel", decision.client_order_id, "--reason", "fat finger"],
+                          catch_exceptions=False)
+    assert asked.exit_code == 0
+    adapter.step(timeout=0.5)
+    adapter.close()
+    assert [r["status"] for r in rows(conn, "SELECT status FROM orders")] == ["CANCELLED"]
+    assert rows(conn, "SELECT count(*) AS n FROM int_pending_orders") == [{"n": 0}]
+    [command] = rows(conn, "SELECT command, reason, requested_by FROM order_commands")
+    assert command["command"] == "CANCEL" and command["reason"] == "fat finger" and command["requested_by"]
+    again = runner.invoke(app, ["orders", "cancel", decision.client_order_id])
+    assert again.exit_code == 2 and "already CANCELLED" in again.output

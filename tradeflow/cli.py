@@ -388,6 +388,34 @@ def adapter_run(broker: str = typer.Option("paper", help="Only the paper broker 
     run_adapter(_settings(), once=once, interval=interval, stop=None if once else stop_on_signals())
 
 
+orders_app = typer.Typer(no_args_is_help=True, help="Orders: list, cancel.")
+app.add_typer(orders_app, name="orders")
+
+
+@orders_app.command("list")
+def orders_list(open_only: bool = typer.Option(False, "--open", help="Only orders not finished.")) -> None:
+    """Latest state of each order."""
+    _print_query(
+        "orders",
+        "SELECT client_order_id, account_id, strategy_id, symbol, side, qty, filled_qty, status, event_ts"
+        " FROM orders WHERE NOT %s OR status NOT IN ('FILLED', 'CANCELLED', 'REJECTED', 'EXPIRED')"
+        " ORDER BY event_ts DESC LIMIT 200", (open_only,))
+
+
+@orders_app.command("cancel")
+def orders_cancel(client_order_id: str, reason: str = typer.Option("", help="Why, for the audit trail.")) -> None:
+    """Ask the execution adapter to cancel a live order (recorded with who and when)."""
+    from tradeflow import orders
+
+    with engine_mod.connect(_settings()) as conn:
+        try:
+            orders.request_cancel(conn, client_order_id, reason=reason)
+        except orders.OrderCommandError as err:
+            console.print(f"[red]{err}[/]")
+            raise typer.Exit(2)
+    console.print(f"cancel of {client_order_id} requested")
+
+
 @app.command()
 def positions(account: Optional[str] = typer.Option(None, help="Only this account.")) -> None:
     """Open positions with cost basis, mark and unrealized P&L."""
