@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Callable
 
@@ -33,12 +33,12 @@ def stop_on_signals() -> threading.Event:
 
 
 def run_gate(settings: Settings, *, once: bool = False, interval: float = 1.0,
-             stop: threading.Event | None = None) -> int:
+             max_signal_age: timedelta = timedelta(minutes=2), stop: threading.Event | None = None) -> int:
     """Decide new signals every `interval` seconds; returns how many were decided."""
     stop = stop or threading.Event()
     decided = 0
     with engine.connect(settings) as conn:
-        gate = DecisionGate(conn, settings, gate_id="gate")
+        gate = DecisionGate(conn, settings, gate_id="gate", max_signal_age=max_signal_age)
         while True:
             decided += len(gate.run_once())
             if once or stop.wait(interval):

@@ -367,11 +367,16 @@ app.add_typer(adapter_app, name="adapter")
 
 @gate_app.command("run")
 def gate_run(once: bool = typer.Option(False, help="Decide what is pending, then exit."),
-             interval: float = typer.Option(1.0, help="Seconds between passes.")) -> None:
+             interval: float = typer.Option(1.0, help="Seconds between passes."),
+             max_signal_age: float = typer.Option(120.0, help="Older signals (bar close to now, s) are STALE_SIGNAL.")
+             ) -> None:
     """Decide every new strategy signal, exactly once, until stopped."""
+    from datetime import timedelta
+
     from adapters.daemon import run_gate, stop_on_signals
 
-    decided = run_gate(_settings(), once=once, interval=interval, stop=None if once else stop_on_signals())
+    decided = run_gate(_settings(), once=once, interval=interval, max_signal_age=timedelta(seconds=max_signal_age),
+                       stop=None if once else stop_on_signals())
     console.print(f"decided {decided} signal(s)")
 
 
