@@ -30,6 +30,15 @@ app.add_typer(show_app, name="show")
 console = Console(width=None if Console().is_terminal else 140)
 
 
+@app.callback()
+def main(log_format: Optional[str] = typer.Option(None, envvar="TRADEFLOW_LOG_FORMAT",
+                                                  help="text or json (structured logs with signal/order/fill ids)."),
+         log_level: str = typer.Option("INFO", envvar="TRADEFLOW_LOG_LEVEL")) -> None:
+    from tradeflow import logs
+
+    logs.configure(log_format, log_level)
+
+
 def _settings() -> Settings:
     return Settings()
 
@@ -419,6 +428,25 @@ def orders_cancel(client_order_id: str, reason: str = typer.Option("", help="Why
             console.print(f"[red]{err}[/]")
             raise typer.Exit(2)
     console.print(f"cancel of {client_order_id} requested")
+
+
+@app.command()
+def trace(order_id: str = typer.Argument(..., help="Client order id, or the signal id it came from.")) -> None:
+    """One order's path: signal, decision, order events, fills, matches, position and realized P&L."""
+    from tradeflow.trace import trace as trace_order
+
+    with engine_mod.connect(_settings()) as conn:
+        path = trace_order(conn, order_id)
+    for step, found in path.steps:
+        if not found:
+            console.print(f"{step} (0): none")
+            continue
+        table = Table(title=f"{step} ({len(found)})")
+        for column in found[0]:
+            table.add_column(column, no_wrap=True)
+        for row in found:
+            table.add_row(*[_fmt(v) for v in row.values()])
+        console.print(table)
 
 
 @app.command()

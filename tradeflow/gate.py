@@ -23,6 +23,7 @@ recorded.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import threading
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ from tradeflow.reasons import ReasonCode
 DECISION_COLUMNS = ("decision_id", "signal_id", "strategy_id", "symbol", "action", "account_id", "outcome",
                     "reject_code", "qty", "ref_price", "client_order_id", "inputs", "signal_ts", "decided_at",
                     "gate_id")
+log = logging.getLogger("tradeflow.gate")
 TIMEFRAMES = {"1m": timedelta(minutes=1), "5m": timedelta(minutes=5), "15m": timedelta(minutes=15),
               "1h": timedelta(hours=1)}
 ORDER_EVENT_COLUMNS = ("client_order_id", "account_id", "strategy_id", "symbol", "side", "order_type",
@@ -357,6 +359,11 @@ class DecisionGate:
         for decision in decisions:
             if decision.accepted:
                 self._write_new_order(decision, now)
+            log.info("signal %s %s", "accepted" if decision.accepted else "rejected", decision.signal.action,
+                     extra={"signal_id": decision.signal.signal_id, "decision_id": decision.signal.signal_id,
+                            "order_id": decision.client_order_id, "account_id": decision.account_id,
+                            "strategy_id": decision.signal.strategy_id, "symbol": decision.signal.symbol,
+                            "code": None if decision.code is None else str(decision.code)})
 
     def _write_new_order(self, decision: Decision, now: datetime) -> None:
         signal = decision.signal
