@@ -44,6 +44,9 @@
       ('requested_at', 'TIMESTAMPTZ'), ('requested_by', 'TEXT')],
     'adapter_feed_position': [
       ('consumer', 'TEXT'), ('feed_position', 'TEXT'), ('updated_at', 'TIMESTAMPTZ')],
+    'audit_log': [
+      ('audit_id', 'TEXT'), ('actor', 'TEXT'), ('action', 'TEXT'), ('target', 'TEXT'), ('details', 'JSONB'),
+      ('ts', 'TIMESTAMPTZ')],
     'risk_events': [
       ('event_id', 'TEXT'), ('account_id', 'TEXT'), ('symbol', 'TEXT'), ('rule', 'TEXT'), ('severity', 'TEXT'),
       ('message', 'TEXT'), ('ts', 'TIMESTAMPTZ'), ('source', 'TEXT')],

@@ -19,7 +19,7 @@ from tradeflow.dbt import deploy
 
 RAW_TABLES = ("price_1m_history", "dead_letter", "dead_letter_replay", "exec_report_history", "accounts", "risk_events",
               "order_commands",
-              "account_policy", "trade_decisions", "order_events")
+              "account_policy", "trade_decisions", "order_events", "audit_log")
 
 
 @pytest.fixture(scope="session")

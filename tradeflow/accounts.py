@@ -1,5 +1,6 @@
 """Accounts: the table is append-only, every change is a new version row
-(stg_accounts shows the newest per account_id), stamped with when and by whom."""
+(stg_accounts shows the newest per account_id), stamped with when and by whom,
+and leaves an audit row."""
 from __future__ import annotations
 
 import getpass
@@ -12,6 +13,7 @@ import psycopg
 
 from ingest.validation import utc_now
 from ingest.writer import insert_rows
+from tradeflow import audit
 
 STATUSES = ("ACTIVE", "BLOCKED")
 
@@ -56,7 +58,11 @@ def add(conn: psycopg.Connection, account_id: str, *, capital: Decimal | str, cu
         raise AccountError(f"currency: {currency!r} is not a three-letter code such as USD")
     account = Account(account_id, currency, _positive("capital", capital), _status(status),
                       _positive("max_leverage", max_leverage), utc_now(), operator())
-    return _write(conn, account)
+    _write(conn, account)
+    audit.record(conn, account.updated_by, "ACCOUNT_ADD", account_id,
+                 {"base_currency": account.base_currency, "initial_capital": account.initial_capital,
+                  "status": account.status, "max_leverage": account.max_leverage}, at=account.updated_at)
+    return account
 
 
 def set_status(conn: psycopg.Connection, account_id: str, status: str, *, updated_by: str | None = None) -> Account:
@@ -71,12 +77,15 @@ def set_status(conn: psycopg.Connection, account_id: str, status: str, *, update
     # stg_accounts keeps the newest updated_at: a version must sort after the
     # one it replaces even if the clock has not moved on (or stepped back).
     updated_at = max(utc_now(), current.updated_at + timedelta(microseconds=1))
-    return _write(conn, replace(current, status=status, updated_at=updated_at, updated_by=updated_by or operator()))
-
-
-def _write(conn: psycopg.Connection, account: Account) -> Account:
-    insert_rows(conn, "accounts", COLUMNS, [astuple(account)], batch_rows=1)
+    account = replace(current, status=status, updated_at=updated_at, updated_by=updated_by or operator())
+    _write(conn, account)
+    audit.record(conn, account.updated_by, "ACCOUNT_STATUS", account_id,
+                 {"before": current.status, "after": status}, at=updated_at)
     return account
+
+
+def _write(conn: psycopg.Connection, account: Account) -> None:
+    insert_rows(conn, "accounts", COLUMNS, [astuple(account)], batch_rows=1)
 
 
 def _positive(name: str, value: Decimal | str) -> Decimal:

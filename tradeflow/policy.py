@@ -1,6 +1,7 @@
 """Account risk policy: append-only versions the operator writes; the gate
 reads the newest (stg_account_policy) at its next decision. Every version
-carries who and when; a kill-switch change also raises a risk event."""
+carries who and when and leaves an audit row (before/after); a kill-switch
+change also raises a risk event."""
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
@@ -11,7 +12,7 @@ import psycopg
 
 from ingest.validation import utc_now
 from ingest.writer import insert_rows
-from tradeflow import accounts
+from tradeflow import accounts, audit
 
 
 class PolicyError(ValueError):
@@ -63,13 +64,17 @@ def update(conn: psycopg.Connection, account_id: str, *, updated_by: str | None 
     updated_at = now if before.updated_at is None else max(now, before.updated_at + timedelta(microseconds=1))
     after = replace(before, **changes, updated_at=updated_at, updated_by=updated_by or accounts.operator())
     insert_rows(conn, "account_policy", COLUMNS, [tuple(getattr(after, c) for c in COLUMNS)], batch_rows=1)
-    if "kill_switch" in changes and bool(before.kill_switch) != bool(after.kill_switch):
+    kill_switch_flipped = "kill_switch" in changes and bool(before.kill_switch) != bool(after.kill_switch)
+    if kill_switch_flipped:
         insert_rows(conn, "risk_events", ("event_id", "account_id", "symbol", "rule", "severity", "message", "ts",
                                           "source"),
                     [(f"kill_switch:{account_id}:{after.updated_at.isoformat()}", account_id, None, "KILL_SWITCH",
                       "CRITICAL" if after.kill_switch else "INFO",
                       f"kill switch {'engaged' if after.kill_switch else 'released'} by {after.updated_by}",
                       after.updated_at, "operator")], batch_rows=1)
+    audit.record(conn, after.updated_by, "KILL_SWITCH" if kill_switch_flipped else "POLICY_CHANGE", account_id,
+                 {"before": {name: getattr(before, name) for name in sorted(changes)},
+                  "after": {name: getattr(after, name) for name in sorted(changes)}}, at=after.updated_at)
     return after
 
 
