@@ -1,8 +1,11 @@
 """Long-running processes of the trading loop: the decision gate and the
 execution adapter with the paper broker. Each runs until stopped (SIGINT or
-SIGTERM finish the current step first) or, with once=True, for one step."""
+SIGTERM finish the current step first) or, with once=True, for one step.
+With metrics_port each serves /metrics (PROCESS_REGISTRY) and /health/live,
+/health/ready (ready once its bootstrap steps passed) while it runs."""
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 from datetime import datetime, timedelta
@@ -20,6 +23,8 @@ from tradeflow import engine
 from tradeflow.config import Settings
 from ingest.validation import utc_now
 from tradeflow.gate import DecisionGate
+from tradeflow.health import Bootstrap, HealthServer
+from tradeflow.metrics import PROCESS_REGISTRY, feed_age
 
 BARS = "price_1m_history"
 BAR_KEY = ("received_at", "symbol", "ts")
@@ -32,12 +37,29 @@ def stop_on_signals() -> threading.Event:
     return stop
 
 
+def _health_server(port: int | None, addr: str, bootstrap: Bootstrap) -> contextlib.AbstractContextManager:
+    """The daemon's health server, started before the bootstrap so probes get an answer meanwhile."""
+    if port is None:
+        return contextlib.nullcontext()
+    return HealthServer(PROCESS_REGISTRY, port, addr=addr, checks=bootstrap.checks)
+
+
+def _models_deployed(conn: psycopg.Connection, settings: Settings, relation: str, bootstrap: Bootstrap) -> None:
+    # Not deployed: the first read fails as it always has; until then the process is not ready.
+    if engine.relation_exists(conn, settings.schema, relation):
+        bootstrap.passed("models")
+
+
 def run_gate(settings: Settings, *, once: bool = False, interval: float = 1.0,
-             max_signal_age: timedelta = timedelta(minutes=2), stop: threading.Event | None = None) -> int:
+             max_signal_age: timedelta = timedelta(minutes=2), stop: threading.Event | None = None,
+             metrics_port: int | None = None, metrics_addr: str = "127.0.0.1") -> int:
     """Decide new signals every `interval` seconds; returns how many were decided."""
     stop = stop or threading.Event()
     decided = 0
-    with engine.connect(settings) as conn:
+    bootstrap = Bootstrap("engine", "models")
+    with _health_server(metrics_port, metrics_addr, bootstrap), engine.connect(settings) as conn:
+        bootstrap.passed("engine")
+        _models_deployed(conn, settings, "account_risk_inputs", bootstrap)
         gate = DecisionGate(conn, settings, gate_id="gate", max_signal_age=max_signal_age)
         while True:
             decided += len(gate.run_once())
@@ -65,6 +87,7 @@ class PaperAdapter:
             orders_store, source=consumer, clock=clock)
         self.bars = open_feed(settings, BARS, f"{consumer}-bars", order_by=BAR_KEY,
                               start_position=self.bars_store.load(), poll_interval=0.2)
+        self._bars_seen = feed_age(BARS, clock)
         self.commands_store = position_store(settings, conn, f"{consumer}-commands")
         self.commands = open_feed(settings, ORDER_COMMANDS, f"{consumer}-commands", order_by=ORDER_COMMAND_KEY,
                                   start_position=self.commands_store.load(), poll_interval=0.2)
@@ -81,6 +104,7 @@ class PaperAdapter:
         self.adapter.process_reports()
         if bars:
             self.bars_store.save(self.bars.position)
+            self._bars_seen(max(change.row["received_at"] for change in bars))
 
     def close(self) -> None:
         self.adapter.feed.close()
@@ -107,10 +131,15 @@ class PaperAdapter:
 
 
 def run_adapter(settings: Settings, *, once: bool = False, interval: float = 0.5,
-                stop: threading.Event | None = None, config: PaperConfig | None = None) -> None:
+                stop: threading.Event | None = None, config: PaperConfig | None = None,
+                metrics_port: int | None = None, metrics_addr: str = "127.0.0.1") -> None:
     stop = stop or threading.Event()
-    with engine.connect(settings) as conn:
-        adapter = PaperAdapter(conn, settings, config)
+    bootstrap = Bootstrap("engine", "models", "feed_position")
+    with _health_server(metrics_port, metrics_addr, bootstrap), engine.connect(settings) as conn:
+        bootstrap.passed("engine")
+        _models_deployed(conn, settings, ACCEPTED_ORDERS, bootstrap)
+        adapter = PaperAdapter(conn, settings, config)  # loads the feed positions, restores open orders
+        bootstrap.passed("feed_position")
         try:
             while not stop.is_set():
                 adapter.step(timeout=0 if once else interval)

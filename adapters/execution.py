@@ -14,6 +14,8 @@ No lost and no duplicated submission across restarts:
 """
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Callable
@@ -23,16 +25,19 @@ import psycopg
 from adapters.broker import Broker
 from adapters.changefeed import ChangeFeed, FeedPositionStore
 from adapters.orders import Order, OrderEvent, OrderType, Side, TimeInForce
+from adapters.resilience import BreakerState, ResilientBroker
 from ingest.execs import ExecIngester, Fill
 from ingest.validation import utc_now
 from ingest.writer import insert_rows
 from tradeflow.config import Settings
 from tradeflow.gate import ORDER_EVENT_COLUMNS
+from tradeflow.metrics import PROCESS_METRICS, feed_age
 
 ACCEPTED_ORDERS = "accepted_trade_signal_history"
 ACCEPTED_ORDER_KEY = ("ts", "decision_id")  # the feed's order on the embedded engine
 ORDER_COMMANDS = "order_commands"
 ORDER_COMMAND_KEY = ("requested_at", "client_order_id", "command")
+BREAKER_STATES = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
 
 
 class ExecutionAdapter:
@@ -47,15 +52,22 @@ class ExecutionAdapter:
         self.clock = clock
         self.ingester = ExecIngester(conn, settings, source=source, clock=clock)
         self.submitted = 0
+        self.broker_label = broker_label(broker)
+        instrument_broker(broker, self.broker_label)
+        self._orders_seen = feed_age(ACCEPTED_ORDERS, clock)
+        self._commands_seen = feed_age(ORDER_COMMANDS, clock)
 
     def submit_accepted(self, max_rows: int = 500, timeout: float = 0.0) -> int:
         """Submit the newly accepted orders; returns how many the feed delivered."""
         changes = self.feed.fetch(max_rows, timeout)
         for change in changes:
             if change.op in {"insert", "update_insert"}:
-                self.broker.submit(_order(change.row))
+                with self._timed("submit"):
+                    self.broker.submit(_order(change.row))
+                PROCESS_METRICS["adapter_orders_sent_total"].labels(self.broker_label).inc()
                 self.submitted += 1
         if changes:
+            self._orders_seen(max(change.row["ts"] for change in changes))
             # the feed's own position: on Materialize progress moves it past the last change
             self.positions.save(self.feed.position)
         return len(changes)
@@ -65,14 +77,17 @@ class ExecutionAdapter:
         changes = commands.fetch(500, 0.0)
         for change in changes:
             if change.op in {"insert", "update_insert"} and change.row["command"] == "CANCEL":
-                self.broker.cancel(change.row["client_order_id"])
+                with self._timed("cancel"):
+                    self.broker.cancel(change.row["client_order_id"])
         if changes:
+            self._commands_seen(max(change.row["requested_at"] for change in changes))
             positions.save(commands.position)
         return len(changes)
 
     def process_reports(self) -> int:
         """Record the broker's order events; fills go through the exec ingester."""
-        events = self.broker.poll_events()
+        with self._timed("poll_events"):
+            events = self.broker.poll_events()
         if not events:
             return 0
         orders = self._orders({e.client_order_id for e in events})
@@ -93,7 +108,11 @@ class ExecutionAdapter:
             insert_rows(self.conn, "order_events", ORDER_EVENT_COLUMNS, rows, batch_rows=500)
         if fills:
             self.ingester.ingest_fills(fills)
+            PROCESS_METRICS["adapter_fills_ingested_total"].labels(self.broker_label).inc(len(fills))
         return len(events)
+
+    def _timed(self, call: str) -> AbstractContextManager[object]:
+        return PROCESS_METRICS["adapter_broker_latency_seconds"].labels(self.broker_label, call).time()
 
     def _orders(self, ids: set[str]) -> dict[str, Order]:
         cur = self.conn.execute(
@@ -106,6 +125,37 @@ class ExecutionAdapter:
         return set(self.conn.execute(
             "SELECT client_order_id, status, filled_qty FROM order_events WHERE client_order_id = ANY(%s)",
             (sorted(ids),)).fetchall())
+
+
+def broker_label(broker: Broker) -> str:
+    """The broker label of the adapter metrics: PaperBroker is 'paper', behind a ResilientBroker too."""
+    inner = broker.inner if isinstance(broker, ResilientBroker) else broker
+    return type(inner).__name__.removesuffix("Broker").lower() or "broker"
+
+
+def instrument_broker(broker: Broker, label: str) -> None:
+    """Count a ResilientBroker's retries and follow its circuit breaker; a plain broker has neither."""
+    if not isinstance(broker, ResilientBroker):
+        return
+    retries = PROCESS_METRICS["adapter_broker_retries_total"].labels(label)
+    state = PROCESS_METRICS["adapter_circuit_breaker_state"].labels(label)
+    wait = broker.policy.sleep
+
+    def counted(seconds: float) -> None:
+        # retry() waits exactly once before each new attempt: each wait is a retry
+        retries.inc()
+        wait(seconds)
+
+    broker.policy = replace(broker.policy, sleep=counted)
+    chained = broker.breaker.on_state_change
+
+    def on_state_change(old: BreakerState, new: BreakerState) -> None:
+        state.set(BREAKER_STATES[new])
+        if chained is not None:
+            chained(old, new)
+
+    broker.breaker.on_state_change = on_state_change
+    state.set(BREAKER_STATES[broker.breaker.state])
 
 
 def _order(row: dict) -> Order:

@@ -2,7 +2,9 @@
 first-failing-rule bookkeeping, missing values, timestamps and payloads."""
 from __future__ import annotations
 
+import functools
 import math
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -15,6 +17,7 @@ import psycopg
 
 from ingest.dlq import Rejection, write_rejections
 from tradeflow.config import Settings
+from tradeflow.metrics import observe_ingest
 from tradeflow.reasons import ReasonCode
 
 
@@ -57,6 +60,13 @@ class Ingester:
         self.clock = clock
         self.batch_id = uuid.uuid4().hex[:16]
 
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        # Every batch is counted and timed here, whichever entry point the caller
+        # uses: ingest, ingest_frame directly (live sessions) or a replay.
+        if "ingest_frame" in cls.__dict__:
+            cls.ingest_frame = _observed(cls.ingest_frame)
+
     def ingest(self, batches: Iterable[pd.DataFrame], on_progress: Callable[[int], None] | None = None) -> IngestReport:
         total = IngestReport()
         for raw in batches:
@@ -79,6 +89,17 @@ class Ingester:
         report.reasons.update(str(r.code) for r in rejections)
         report.rejections = rejections
         return report
+
+
+def _observed(ingest_frame: Callable[..., IngestReport]) -> Callable[..., IngestReport]:
+    @functools.wraps(ingest_frame)
+    def observed(self: Ingester, raw: pd.DataFrame, **kwargs: object) -> IngestReport:
+        started = time.perf_counter()
+        report = ingest_frame(self, raw, **kwargs)
+        observe_ingest(self.kind, inserted=report.inserted, duplicates=report.duplicates, rejected=report.rejected,
+                       seconds=time.perf_counter() - started)
+        return report
+    return observed
 
 
 def with_fields(raw: pd.DataFrame, names: Iterable[str]) -> pd.DataFrame:

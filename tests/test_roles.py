@@ -264,3 +264,13 @@ def test_passwords_never_reach_a_log(roles, caplog):
     assert stored.startswith("SCRAM-SHA-256$") and secret not in stored
     with connect_as(roles, "tradeflow_reader", passwords={"tradeflow_reader": secret}) as reader:
         assert reader.execute("SELECT current_user").fetchone()[0] == "tradeflow_reader"
+
+
+def test_engine_roles_command_converges(engine_settings):
+    from typer.testing import CliRunner
+
+    from tradeflow.cli import app
+
+    result = CliRunner().invoke(app, ["engine", "roles"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "tradeflow_reader" in result.output

@@ -82,6 +82,26 @@ def engine_env() -> None:
     print(f"export PGHOST=127.0.0.1 PGPORT={info.port} PGUSER=postgres PGDATABASE={info.database}")
 
 
+@engine_app.command("roles")
+def engine_roles() -> None:
+    """Create or converge the least-privilege roles (ingester, gate, adapter, operator, reader).
+    Re-run after every deploy: dbt replaces the views and their grants with them."""
+    from tradeflow import roles
+
+    settings = _settings()
+    if settings.target != "embedded":
+        console.print(f"run deploy/roles/{settings.target}.sql with psql against {settings.target} (docs/security.md)")
+        raise typer.Exit(2)
+    with engine_mod.connect(settings) as conn:
+        try:
+            results = roles.create_roles(conn, settings.schema)
+        except (roles.RolesError, roles.CredentialsError) as err:
+            console.print(f"[red]{err}[/]")
+            raise typer.Exit(2)
+    for role, outcome in results.items():
+        console.print(f"{role}: {outcome}")
+
+
 # -- deploy ------------------------------------------------------------------
 @app.command()
 def deploy(

@@ -22,6 +22,8 @@ VIEW_METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "tp_signals_rejected_total": ("counter", ("code",), "Signals rejected by the gate, by reason code"),
     "engine_matches_emitted_total": ("counter", (), "FIFO match segments in trade_match_history"),
     "te_risk_events_total": ("counter", ("rule", "severity"), "Risk events raised"),
+    # the exporter's own health: counted in the process, so it restarts from 0 with it
+    "tradeflow_scrape_errors_total": ("counter", (), "Scrape queries against the views that failed"),
 }
 
 # process metrics of the adapter (and its broker wrapper)
