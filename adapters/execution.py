@@ -14,6 +14,7 @@ No lost and no duplicated submission across restarts:
 """
 from __future__ import annotations
 
+import logging
 from contextlib import AbstractContextManager
 from dataclasses import replace
 from datetime import datetime
@@ -33,6 +34,7 @@ from tradeflow.config import Settings
 from tradeflow.gate import ORDER_EVENT_COLUMNS
 from tradeflow.metrics import PROCESS_METRICS, feed_age
 
+log = logging.getLogger("tradeflow.adapter")
 ACCEPTED_ORDERS = "accepted_trade_signal_history"
 ACCEPTED_ORDER_KEY = ("ts", "decision_id")  # the feed's order on the embedded engine
 ORDER_COMMANDS = "order_commands"
@@ -62,8 +64,13 @@ class ExecutionAdapter:
         changes = self.feed.fetch(max_rows, timeout)
         for change in changes:
             if change.op in {"insert", "update_insert"}:
+                order = _order(change.row)
                 with self._timed("submit"):
-                    self.broker.submit(_order(change.row))
+                    event = self.broker.submit(order)
+                log.info("order submitted: %s", event.status, extra={
+                    "order_id": order.client_order_id, "decision_id": change.row.get("decision_id"),
+                    "signal_id": change.row.get("signal_id"), "account_id": order.account_id,
+                    "strategy_id": order.strategy_id, "symbol": order.symbol})
                 PROCESS_METRICS["adapter_orders_sent_total"].labels(self.broker_label).inc()
                 self.submitted += 1
         if changes:
@@ -104,6 +111,9 @@ class ExecutionAdapter:
                              event.broker_order_id, event.reason, event.event_ts, self.source))
             if event.last_fill_qty > 0:
                 fills.append(_fill(order, event))
+                log.info("fill %s @ %s", event.last_fill_qty, event.last_fill_price, extra={
+                    "order_id": order.client_order_id, "fill_id": fills[-1].fill_id,
+                    "account_id": order.account_id, "strategy_id": order.strategy_id, "symbol": order.symbol})
         if rows:
             insert_rows(self.conn, "order_events", ORDER_EVENT_COLUMNS, rows, batch_rows=500)
         if fills:

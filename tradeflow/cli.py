@@ -397,7 +397,9 @@ app.add_typer(adapter_app, name="adapter")
 @gate_app.command("run")
 def gate_run(once: bool = typer.Option(False, help="Decide what is pending, then exit."),
              interval: float = typer.Option(1.0, help="Seconds between passes."),
-             max_signal_age: float = typer.Option(120.0, help="Older signals (bar close to now, s) are STALE_SIGNAL.")
+             max_signal_age: float = typer.Option(120.0, help="Older signals (bar close to now, s) are STALE_SIGNAL."),
+             metrics_port: Optional[int] = typer.Option(None, help="Serve /metrics and /health on this port."),
+             metrics_addr: str = typer.Option("127.0.0.1", help="Address for --metrics-port (0.0.0.0 for Docker)."),
              ) -> None:
     """Decide every new strategy signal, exactly once, until stopped."""
     from datetime import timedelta
@@ -405,21 +407,25 @@ def gate_run(once: bool = typer.Option(False, help="Decide what is pending, then
     from adapters.daemon import run_gate, stop_on_signals
 
     decided = run_gate(_settings(), once=once, interval=interval, max_signal_age=timedelta(seconds=max_signal_age),
-                       stop=None if once else stop_on_signals())
+                       stop=None if once else stop_on_signals(), metrics_port=metrics_port, metrics_addr=metrics_addr)
     console.print(f"decided {decided} signal(s)")
 
 
 @adapter_app.command("run")
 def adapter_run(broker: str = typer.Option("paper", help="Only the paper broker ships so far."),
                 once: bool = typer.Option(False, help="One step (submit, trade new bars, record), then exit."),
-                interval: float = typer.Option(0.5, help="Longest wait for new orders per step (s).")) -> None:
+                interval: float = typer.Option(0.5, help="Longest wait for new orders per step (s)."),
+                metrics_port: Optional[int] = typer.Option(None, help="Serve /metrics and /health on this port."),
+                metrics_addr: str = typer.Option("127.0.0.1", help="Address for --metrics-port (0.0.0.0 for Docker)."),
+                ) -> None:
     """Follow accepted orders, submit them to the broker, record reports and fills."""
     from adapters.daemon import run_adapter, stop_on_signals
 
     if broker != "paper":
         console.print(f"[red]broker: {broker!r} is not available (paper)[/]")
         raise typer.Exit(2)
-    run_adapter(_settings(), once=once, interval=interval, stop=None if once else stop_on_signals())
+    run_adapter(_settings(), once=once, interval=interval, stop=None if once else stop_on_signals(),
+                metrics_port=metrics_port, metrics_addr=metrics_addr)
 
 
 orders_app = typer.Typer(no_args_is_help=True, help="Orders: list, cancel.")
@@ -467,6 +473,23 @@ def trace(order_id: str = typer.Argument(..., help="Client order id, or the sign
         for row in found:
             table.add_row(*[_fmt(v) for v in row.values()])
         console.print(table)
+
+
+metrics_app = typer.Typer(no_args_is_help=True, help="Prometheus metrics from the views.")
+app.add_typer(metrics_app, name="metrics")
+
+
+@metrics_app.command("serve")
+def metrics_serve(port: int = typer.Option(9108), addr: str = typer.Option("127.0.0.1", help="0.0.0.0 for Docker."),
+                  top_k: int = typer.Option(10, help="Symbols in te_top_exposure.")) -> None:
+    """Serve /metrics (P&L, exposure, rejects, freshness, ...) and /health until stopped."""
+    from adapters.daemon import stop_on_signals
+    from tradeflow.metrics import serve
+
+    stop = stop_on_signals()
+    with serve(_settings(), port, addr=addr, top_k=top_k) as exporter:
+        console.print(f"serving {exporter.url}")
+        stop.wait()
 
 
 @app.command()
