@@ -384,3 +384,24 @@ def test_operations_doc_lists_every_metric():
     table = re.search(r"<!-- metrics table: .*? -->\n(.*?)\n<!-- end of metrics table -->", doc, re.S)
     assert table, "docs/operations.md: the metrics table markers are missing"
     assert table.group(1) == metrics_doc_table(), "regenerate the table: tests/test_metrics.py metrics_doc_table()"
+
+
+def test_ingest_command_serves_its_process_metrics(embedded_settings):
+    import socket
+
+    from typer.testing import CliRunner
+
+    from tradeflow.cli import app
+    from tradeflow.metrics import PROCESS_REGISTRY
+
+    def inserted() -> float:
+        return PROCESS_REGISTRY.get_sample_value("ingest_records_total", {"kind": "price", "outcome": "inserted"}) or 0
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    before = inserted()
+    result = CliRunner().invoke(app, ["ingest", "synthetic", "--symbols", "1", "--metrics-port", str(port)],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert inserted() - before == 390

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import contextmanager
 from datetime import datetime, time as dtime, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -139,13 +140,39 @@ def _ensure_deployed(settings: Settings) -> None:
     dbt_deploy(settings)
 
 
-def _run_price_ingest(feed_batches, source: str, total: Optional[int], replay_speed: float) -> None:
+@contextmanager
+def _ingest_process(metrics_port: Optional[int], metrics_addr: str):
+    """Settings for an ingest run, deployed; with a port, /metrics and /health
+    (ready once the engine answers and the models exist) while it runs."""
+    settings = _settings()
+    if metrics_port is None:
+        _ensure_deployed(settings)
+        yield settings
+        return
+    from tradeflow.health import Bootstrap, HealthServer
+    from tradeflow.metrics import PROCESS_REGISTRY
+
+    bootstrap = Bootstrap("engine", "models")
+    server = HealthServer(PROCESS_REGISTRY, metrics_port, addr=metrics_addr, checks=bootstrap.checks)
+    try:
+        _ensure_deployed(settings)
+        bootstrap.passed("engine")
+        bootstrap.passed("models")
+        yield settings
+    finally:
+        server.stop()
+
+
+METRICS_PORT = typer.Option(None, "--metrics-port", help="Serve /metrics and /health on this port while running.")
+METRICS_ADDR = typer.Option("127.0.0.1", "--metrics-addr", help="Address for --metrics-port.")
+
+
+def _run_price_ingest(feed_batches, source: str, total: Optional[int], replay_speed: float,
+                      metrics_port: Optional[int] = None, metrics_addr: str = "127.0.0.1") -> None:
     from ingest.feeds import paced
     from ingest.prices import PriceIngester
 
-    settings = _settings()
-    _ensure_deployed(settings)
-    with engine_mod.connect(settings) as conn, Progress(
+    with _ingest_process(metrics_port, metrics_addr) as settings, engine_mod.connect(settings) as conn, Progress(
         TextColumn("[bold]ingest[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("bars"),
         TimeElapsedColumn(), console=console, transient=False,
     ) as progress:
@@ -162,6 +189,7 @@ def ingest_prices(
     paths: list[Path] = typer.Argument(..., exists=True, dir_okay=False, help="CSV or Parquet files."),
     map_: list[str] = typer.Option([], "--map", help="Column mapping canonical=source, e.g. --map ts=Date."),
     replay_speed: float = typer.Option(0.0, help="Pace as a live feed: 60 = one minute of bars per second."),
+    metrics_port: Optional[int] = METRICS_PORT, metrics_addr: str = METRICS_ADDR,
 ) -> None:
     """Ingest 1-minute bars from files (column aliases: see ingest/feeds.py)."""
     from ingest.feeds import FileFeed
@@ -169,34 +197,36 @@ def ingest_prices(
     column_map = dict(item.split("=", 1) for item in map_)
     for path in paths:
         feed = FileFeed(path, column_map=column_map or None)
-        _run_price_ingest(feed.batches(), source=str(path), total=None, replay_speed=replay_speed)
+        _run_price_ingest(feed.batches(), source=str(path), total=None, replay_speed=replay_speed,
+                          metrics_port=metrics_port, metrics_addr=metrics_addr)
 
 
 @ingest_app.command("synthetic")
 def ingest_synthetic(
     symbols: int = typer.Option(8, min=1), days: int = typer.Option(1, min=1), seed: int = typer.Option(7),
     replay_speed: float = typer.Option(0.0, help="Pace as a live feed: 60 = one minute of bars per second."),
+    metrics_port: Optional[int] = METRICS_PORT, metrics_addr: str = METRICS_ADDR,
 ) -> None:
     """Generate deterministic synthetic sessions and ingest them."""
     from ingest.feeds import SyntheticFeed
 
     feed = SyntheticFeed(symbols=symbols, days=days, seed=seed)
-    _run_price_ingest(feed.batches(), source=feed.name, total=symbols * days * 390, replay_speed=replay_speed)
+    _run_price_ingest(feed.batches(), source=feed.name, total=symbols * days * 390, replay_speed=replay_speed,
+                      metrics_port=metrics_port, metrics_addr=metrics_addr)
 
 
 @ingest_app.command("execs")
 def ingest_execs(
     paths: list[Path] = typer.Argument(..., exists=True, dir_okay=False, help="CSV, Parquet or JSON-lines files."),
+    metrics_port: Optional[int] = METRICS_PORT, metrics_addr: str = METRICS_ADDR,
 ) -> None:
     """Ingest execution reports (fills) into exec_report_history (columns: see ingest/execs.py)."""
     from ingest.execs import ExecIngester
     from ingest.feeds import ExecFileFeed
 
-    settings = _settings()
-    _ensure_deployed(settings)
     for path in paths:
         feed = ExecFileFeed(path)
-        with engine_mod.connect(settings) as conn:
+        with _ingest_process(metrics_port, metrics_addr) as settings, engine_mod.connect(settings) as conn:
             report = ExecIngester(conn, settings, source=str(path)).ingest(feed.batches())
         console.print_json(json.dumps(report.as_dict()))
         if report.rejected:
