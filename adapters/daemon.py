@@ -115,6 +115,7 @@ class PaperAdapter:
         """Orders acknowledged before a restart and not finished go back into the paper book."""
         cur = self.conn.execute(
             "SELECT a.client_order_id, a.account_id, a.strategy_id, a.symbol, a.action AS side, a.qty, a.ts,"
+            " a.order_type, a.time_in_force, a.limit_price, a.stop_price,"
             " o.status, o.filled_qty, o.broker_order_id, o.event_ts,"
             " coalesce(f.notional, 0) AS notional, coalesce(f.fees, 0) AS fees, coalesce(f.fills, 0) AS fills"
             " FROM accepted_trade_signal_history a JOIN orders o ON o.client_order_id = a.client_order_id"

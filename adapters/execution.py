@@ -126,8 +126,9 @@ class ExecutionAdapter:
 
     def _orders(self, ids: set[str]) -> dict[str, Order]:
         cur = self.conn.execute(
-            "SELECT client_order_id, account_id, strategy_id, symbol, action AS side, qty, ts"
-            " FROM accepted_trade_signal_history WHERE client_order_id = ANY(%s)", (sorted(ids),))
+            "SELECT client_order_id, account_id, strategy_id, symbol, action AS side, qty, ts, order_type,"
+            " time_in_force, limit_price, stop_price FROM accepted_trade_signal_history"
+            " WHERE client_order_id = ANY(%s)", (sorted(ids),))
         names = [c.name for c in cur.description]
         return {row[0]: _order(dict(zip(names, row))) for row in cur.fetchall()}
 
@@ -169,11 +170,12 @@ def instrument_broker(broker: Broker, label: str) -> None:
 
 
 def _order(row: dict) -> Order:
-    """The order an accepted decision stands for (market, DAY: the gate's choice for now)."""
+    """The order an accepted decision stands for, on the terms the gate wrote."""
     return Order(client_order_id=row["client_order_id"], account_id=row["account_id"],
                  strategy_id=row["strategy_id"], symbol=row["symbol"], side=Side(row.get("side") or row["action"]),
-                 qty=Decimal(row["qty"]), order_type=OrderType.MARKET, time_in_force=TimeInForce.DAY,
-                 created_at=row["ts"])
+                 qty=Decimal(row["qty"]), order_type=OrderType(row.get("order_type") or OrderType.MARKET),
+                 time_in_force=TimeInForce(row.get("time_in_force") or TimeInForce.DAY),
+                 limit_price=row.get("limit_price"), stop_price=row.get("stop_price"), created_at=row["ts"])
 
 
 def _fill(order: Order, event: OrderEvent) -> Fill:

@@ -11,6 +11,7 @@ import pytest
 
 from adapters.changefeed import PostgresPollingFeed, position_store
 from adapters.execution import ACCEPTED_ORDER_KEY, ACCEPTED_ORDERS, ExecutionAdapter
+from adapters.orders import OrderType, TimeInForce
 from adapters.paper import PaperBroker, PaperConfig
 from positions_helpers import T0, rows
 from tradeflow import accounts, engine, policy
@@ -121,3 +122,24 @@ def test_killed_at_random_points_loses_and_duplicates_nothing(conn, setup, seed)
     fills = rows(conn, "SELECT order_id, sum(fill_qty) AS q FROM exec_report_history GROUP BY order_id")
     decided = {r["client_order_id"]: r["qty"] for r in rows(conn, "SELECT client_order_id, qty FROM accepted_trade_signal_history")}
     assert {f["order_id"]: f["q"] for f in fills} == decided
+
+
+def test_limit_orders_from_strategy_terms_fill_only_when_the_bar_reaches_the_limit(conn, setup, embedded_settings):
+    from tradeflow.gate import Sizing
+
+    gate, broker, make_adapter, clock = setup
+    terms = Sizing(order_type=OrderType.LIMIT, limit_offset_bps=Decimal(100), time_in_force=TimeInForce.GTC)
+    gate._sizing = lambda strategy_id: terms  # the strategy's params would say the same
+    decision = gate.decide(signal(0, "AAA"))
+    assert decision.accepted and decision.terms == terms
+    [order] = rows(conn, "SELECT order_type, time_in_force, limit_price FROM accepted_trade_signal_history")
+    assert order == {"order_type": "LIMIT", "time_in_force": "GTC", "limit_price": Decimal("99.00")}
+    adapter = make_adapter()
+    adapter.submit_accepted(timeout=2)
+    bar(broker, "AAA", 1, "101")   # low 100: above the 99 limit
+    adapter.process_reports()
+    assert [r["status"] for r in rows(conn, "SELECT status FROM orders")] == ["ACK"]
+    bar(broker, "AAA", 2, "99.5")  # low 98.5: reaches it
+    adapter.process_reports()
+    [fill] = rows(conn, "SELECT fill_price FROM exec_report_history")
+    assert fill == {"fill_price": Decimal("99.00")}

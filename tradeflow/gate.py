@@ -26,14 +26,14 @@ import json
 import logging
 import math
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from decimal import ROUND_FLOOR, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Callable, Iterable
 
 import psycopg
 
-from adapters.orders import OrderStatus, client_order_id
+from adapters.orders import OrderStatus, OrderType, TimeInForce, client_order_id
 from ingest.validation import utc_now
 from ingest.writer import insert_rows
 from tradeflow import accounts
@@ -67,9 +67,28 @@ class Signal:
 
 @dataclass(frozen=True, slots=True)
 class Sizing:
-    """Per-strategy sizing: risk equity * risk_per_trade_pct per ATR * atr_multiple of adverse move."""
+    """Per-strategy terms from strategy_config params. Sizing: risk equity *
+    risk_per_trade_pct per ATR * atr_multiple of adverse move, in lots. Orders:
+    MARKET, or LIMIT/STOP placed limit_offset_bps / stop_offset_bps from the
+    signal's close (a buy limit below it, a buy stop above it)."""
     atr_multiple: Decimal = Decimal(2)
     lot_size: Decimal = Decimal(1)
+    order_type: OrderType = OrderType.MARKET
+    time_in_force: TimeInForce = TimeInForce.DAY
+    limit_offset_bps: Decimal = Decimal(0)
+    stop_offset_bps: Decimal = Decimal(0)
+    tick_size: Decimal = Decimal("0.01")
+
+    def prices(self, action: str, ref_price: Decimal | None) -> tuple[Decimal | None, Decimal | None]:
+        """(limit_price, stop_price) for an order on this signal."""
+        if ref_price is None or self.order_type is OrderType.MARKET:
+            return None, None
+        buy = action == "BUY"
+        if self.order_type is OrderType.LIMIT:
+            price = ref_price * (1 - self.limit_offset_bps / 10_000 if buy else 1 + self.limit_offset_bps / 10_000)
+            return price.quantize(self.tick_size, rounding=ROUND_FLOOR if buy else ROUND_CEILING), None
+        price = ref_price * (1 + self.stop_offset_bps / 10_000 if buy else 1 - self.stop_offset_bps / 10_000)
+        return None, price.quantize(self.tick_size, rounding=ROUND_CEILING if buy else ROUND_FLOOR)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +152,7 @@ class Decision:
     code: ReasonCode | None
     inputs: dict[str, object]
     blocked_accounts: tuple[str, ...] = ()  # drawdown breaches found on the way
+    terms: Sizing = Sizing()
 
     @property
     def client_order_id(self) -> str | None:
@@ -180,7 +200,11 @@ def drawdown_breached(account: AccountState) -> bool:
 
 def decide(signal: Signal, accounts_state: Iterable[AccountState], sizing: Sizing) -> Decision:
     """Pure routing + sizing + risk: the same inputs always give the same decision."""
-    states = list(accounts_state)
+    decision = _route(signal, list(accounts_state), sizing)
+    return replace(decision, terms=sizing) if decision.accepted else decision
+
+
+def _route(signal: Signal, states: list[AccountState], sizing: Sizing) -> Decision:
     inputs: dict[str, object] = {"signal": {"action": signal.action, "ref_price": str(signal.ref_price),
                                             "atr_14": signal.atr_14, "confidence": signal.confidence}}
     if signal.action == "SELL":
@@ -312,7 +336,11 @@ class DecisionGate:
         params = (row[0] if row else {}) or {}
         defaults = Sizing()
         return Sizing(atr_multiple=Decimal(str(params.get("atr_multiple", defaults.atr_multiple))),
-                      lot_size=Decimal(str(params.get("lot_size", defaults.lot_size))))
+                      lot_size=Decimal(str(params.get("lot_size", defaults.lot_size))),
+                      order_type=OrderType(params.get("order_type", defaults.order_type)),
+                      time_in_force=TimeInForce(params.get("time_in_force", defaults.time_in_force)),
+                      limit_offset_bps=Decimal(str(params.get("limit_offset_bps", defaults.limit_offset_bps))),
+                      stop_offset_bps=Decimal(str(params.get("stop_offset_bps", defaults.stop_offset_bps))))
 
     def _account_states(self) -> list[AccountState]:
         now = self.clock()
@@ -350,6 +378,10 @@ class DecisionGate:
         for decision in decisions:
             for account_id in decision.blocked_accounts:
                 self._block_for_drawdown(account_id, now)
+        # the NEW order first: once a decision is visible its order terms are too
+        for decision in decisions:
+            if decision.accepted:
+                self._write_new_order(decision, now)
         insert_rows(self.conn, "trade_decisions", DECISION_COLUMNS, [(
             d.signal.signal_id, d.signal.signal_id, d.signal.strategy_id, d.signal.symbol, d.signal.action,
             d.account_id, "ACCEPTED" if d.accepted else "REJECTED",
@@ -357,8 +389,6 @@ class DecisionGate:
             d.signal.ref_price, d.client_order_id, json.dumps(d.inputs, default=str), d.signal.signal_ts,
             now, self.gate_id) for d in decisions], batch_rows=1000)
         for decision in decisions:
-            if decision.accepted:
-                self._write_new_order(decision, now)
             log.info("signal %s %s", "accepted" if decision.accepted else "rejected", decision.signal.action,
                      extra={"signal_id": decision.signal.signal_id, "decision_id": decision.signal.signal_id,
                             "order_id": decision.client_order_id, "account_id": decision.account_id,
@@ -366,11 +396,12 @@ class DecisionGate:
                             "code": None if decision.code is None else str(decision.code)})
 
     def _write_new_order(self, decision: Decision, now: datetime) -> None:
-        signal = decision.signal
+        signal, terms = decision.signal, decision.terms
+        limit_price, stop_price = terms.prices(signal.action, signal.ref_price)
         insert_rows(self.conn, "order_events", ORDER_EVENT_COLUMNS, [(
             decision.client_order_id, decision.account_id, signal.strategy_id, signal.symbol, signal.action,
-            "MARKET", "DAY", decision.qty, None, None, str(OrderStatus.NEW), Decimal(0), None, "", now,
-            self.gate_id)], batch_rows=1)
+            str(terms.order_type), str(terms.time_in_force), decision.qty, limit_price, stop_price,
+            str(OrderStatus.NEW), Decimal(0), None, "", now, self.gate_id)], batch_rows=1)
 
     def _block_for_drawdown(self, account_id: str, now: datetime) -> None:
         account = accounts.get(self.conn, account_id)

@@ -1,17 +1,33 @@
--- Signals the gate accepted: routed to an account, sized, past pre-trade risk.
+-- Signals the gate accepted: routed to an account, sized, past pre-trade
+-- risk, with the terms of the order it stands for (written with the decision).
+with decisions as (
+    select * from {{ source('raw', 'trade_decisions') }}
+    where outcome = 'ACCEPTED'
+),
+
+new_orders as (
+    select client_order_id, order_type, time_in_force, limit_price, stop_price
+    from {{ source('raw', 'order_events') }}
+    where status = 'NEW'
+)
+
 select
-    decision_id,
-    signal_id,
-    account_id,
-    strategy_id,
-    symbol,
-    action,
-    qty,
-    ref_price,
-    client_order_id,
-    signal_ts,
-    decided_at as ts,
+    decisions.decision_id,
+    decisions.signal_id,
+    decisions.account_id,
+    decisions.strategy_id,
+    decisions.symbol,
+    decisions.action,
+    decisions.qty,
+    decisions.ref_price,
+    decisions.client_order_id,
+    new_orders.order_type,
+    new_orders.time_in_force,
+    new_orders.limit_price,
+    new_orders.stop_price,
+    decisions.signal_ts,
+    decisions.decided_at as ts,
     'OK' as reason,
-    inputs
-from {{ source('raw', 'trade_decisions') }}
-where outcome = 'ACCEPTED'
+    decisions.inputs
+from decisions
+left join new_orders on new_orders.client_order_id = decisions.client_order_id
