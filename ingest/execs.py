@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 
 from ingest.dlq import Rejection, dlq_id
-from ingest.validation import (FirstFailure, IngestReport, Ingester, explain, is_missing, parse_timestamps,
-                               payload, with_fields)
+from ingest.validation import (MAX_DIGITS, MAX_MAGNITUDE, FirstFailure, IngestReport, Ingester, explain, is_missing,
+                               parse_timestamps, payload, with_fields)
 from ingest.writer import insert_rows
 from tradeflow.reasons import ReasonCode
 
@@ -56,10 +56,6 @@ DEFAULTS = {f.name: f.default for f in fields(Fill) if f.name in ("fee", "venue"
 REQUIRED = tuple(name for name in EXEC_FIELDS if name not in DEFAULTS)
 TEXT_FIELDS = ("account_id", "strategy_id", "order_id", "fill_id", "symbol", "venue")
 NUMERIC_FIELDS = ("fill_qty", "fill_price", "fee")
-
-
-MAX_MAGNITUDE = Decimal("1e15")
-MAX_DIGITS = 28
 
 
 def _decimal(value: object) -> Decimal | None:

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 
 from ingest.dlq import Rejection
-from ingest.validation import (FirstFailure, IngestReport, Ingester, explain, is_missing, parse_timestamps,
-                               payload, with_fields)
+from ingest.validation import (MAX_MAGNITUDE, FirstFailure, IngestReport, Ingester, explain, is_missing,
+                               parse_timestamps, payload, with_fields)
 from ingest.writer import insert_rows
 from tradeflow.config import Settings
 from tradeflow.reasons import ReasonCode
@@ -51,7 +51,7 @@ def validate_bars(raw: pd.DataFrame, *, now: datetime, settings: Settings) -> tu
         flag(spelled_non_finite.reindex(raw.index, fill_value=False), name, ReasonCode.NON_FINITE)
         flag(parsed.isna(), name, ReasonCode.NOT_A_NUMBER)
         flag(np.isinf(parsed), name, ReasonCode.NON_FINITE)
-        flag(parsed.abs() >= 1e15, name, ReasonCode.OUT_OF_RANGE)
+        flag(parsed.abs() >= float(MAX_MAGNITUDE), name, ReasonCode.OUT_OF_RANGE)
     for name in PRICE_FIELDS:
         flag(numbers[name] <= 0, name, ReasonCode.NON_POSITIVE_PRICE)
     flag(numbers["volume"] < 0, "volume", ReasonCode.NEGATIVE_VOLUME)

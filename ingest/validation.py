@@ -9,6 +9,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from decimal import Decimal
 from typing import Callable, Iterable
 
 import numpy as np
@@ -19,6 +20,12 @@ from ingest.dlq import Rejection, write_rejections
 from tradeflow.config import Settings
 from tradeflow.metrics import observe_ingest
 from tradeflow.reasons import ReasonCode
+
+
+# Largest magnitude and precision a number may have to fit every engine's
+# NUMERIC (RisingWave keeps about 28 significant digits).
+MAX_MAGNITUDE = Decimal("1e15")
+MAX_DIGITS = 28
 
 
 @dataclass

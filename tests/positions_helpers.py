@@ -4,13 +4,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
+from tradeflow import accounts
+
 T0 = datetime(2024, 1, 2, 14, 30, tzinfo=timezone.utc)
 
 
 def add_account(conn, account_id: str = "A1", capital: str = "100000", max_leverage: str = "2") -> None:
-    conn.execute(
-        "INSERT INTO accounts (account_id, base_currency, initial_capital, status, max_leverage, updated_at, updated_by)"
-        " VALUES (%s, 'USD', %s, 'ACTIVE', %s, now(), 'test')", (account_id, Decimal(capital), Decimal(max_leverage)))
+    accounts.add(conn, account_id, capital=capital, max_leverage=max_leverage)
 
 
 def add_fills(conn, fills, *, account_id: str = "A1", strategy_id: str = "S1", symbol: str = "XYZ") -> None:

@@ -239,21 +239,10 @@ class ViewCollector:
         return [("engine_matches_emitted_total", (), n)]
 
     def _bars(self, conn: psycopg.Connection, now: datetime) -> list[Sample]:
-        return [("prices_bar_delay_seconds", (symbol,), _seconds_since(now, last + BAR))
-                for symbol, last in _rows(conn, self._latest_bars_query())]
-
-    def _latest_bars_query(self) -> str:
-        if self.settings.target == "embedded":
-            # PostgreSQL has no skip scan: walk the (symbol, ts) index one symbol at a
-            # time instead of reading every bar ever stored.
-            return ("WITH RECURSIVE symbols AS ("
-                    " (SELECT symbol FROM price_1m_history ORDER BY symbol LIMIT 1)"
-                    " UNION ALL"
-                    " SELECT (SELECT p.symbol FROM price_1m_history p WHERE p.symbol > symbols.symbol"
-                    " ORDER BY p.symbol LIMIT 1) FROM symbols WHERE symbols.symbol IS NOT NULL)"
-                    " SELECT symbol, (SELECT max(ts) FROM price_1m_history p WHERE p.symbol = symbols.symbol)"
-                    " FROM symbols WHERE symbol IS NOT NULL")
-        return "SELECT symbol, max(ts) FROM price_1m_history GROUP BY symbol ORDER BY symbol"
+        # one index-only pass over (symbol, ts) on the embedded engine; the
+        # streaming engines keep this aggregate incrementally
+        return [("prices_bar_delay_seconds", (symbol,), _seconds_since(now, last + BAR)) for symbol, last in _rows(
+            conn, "SELECT symbol, max(ts) FROM price_1m_history GROUP BY symbol ORDER BY symbol")]
 
 
 def serve(settings: Settings, port: int, *, addr: str = "127.0.0.1", top_k: int = 10,
