@@ -205,6 +205,9 @@ class EmbeddedEngine:
 
 def _port_free(port: int) -> bool:
     with socket.socket() as s:
+        # as PostgreSQL's own listener does: a port whose last connections are
+        # in TIME_WAIT after a stop is free to listen on again
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
             return True
