@@ -14,7 +14,7 @@
   inner join lateral (
       select prices.symbol, prices.close, prices.ts
       from {{ source('raw', 'price_1m_history') }} as prices
-      where prices.symbol = wanted.symbol
+      where prices.symbol = wanted.symbol and {{ closed_before_as_of('prices.ts') }}
       order by prices.ts desc, prices.received_at
       limit 1
   ) as latest on latest.symbol = wanted.symbol

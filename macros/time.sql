@@ -30,3 +30,54 @@
   true
   {%- endif -%}
 {%- endmacro %}
+
+{#
+  The price rows the models read. Streaming engines maintain every view, so
+  they read the raw table (with the retention filter). The embedded engine
+  computes views on read, so a reader bounds what the read touches by setting
+  transaction-local settings (tradeflow.engine.read_scope does):
+    tradeflow.as_of       only bars that closed before this instant (open time
+                          < as_of): a backtest's gate sees the past as it was;
+    tradeflow.live_bars   only the newest N bars of each symbol that has a bar
+    tradeflow.live_since  at or after live_since: the gate's live edge, read
+                          through the (ts) and (symbol, ts) indexes.
+  Unset, the view reads all history.
+#}
+{% macro price_rows() %}
+  {{ return(adapter.dispatch('price_rows', 'tradeflow')()) }}
+{% endmacro %}
+
+{% macro default__price_rows() -%}
+  select * from {{ source('raw', 'price_1m_history') }}
+  where {{ within_retention('ts') }}
+{%- endmacro %}
+
+{% macro embedded_setting(name, type) -%}
+  nullif(current_setting('tradeflow.{{ name }}', true), '')::{{ type }}
+{%- endmacro %}
+
+{# Bars whose minute closed before the reader's as_of (all bars when unset). #}
+{% macro closed_before_as_of(ts) -%}
+  {{ ts }} < coalesce({{ embedded_setting('as_of', 'timestamptz') }}, 'infinity')
+{%- endmacro %}
+
+{% macro postgres__price_rows() -%}
+  select prices.*
+  from {{ source('raw', 'price_1m_history') }} as prices
+  where {{ embedded_setting('live_bars', 'int') }} is null and {{ closed_before_as_of('prices.ts') }}
+  union all
+  select recent.*
+  from (
+      select distinct symbol
+      from {{ source('raw', 'price_1m_history') }}
+      where ts >= {{ embedded_setting('live_since', 'timestamptz') }}
+        and {{ embedded_setting('live_bars', 'int') }} is not null
+  ) as live
+  cross join lateral (
+      select prices.*
+      from {{ source('raw', 'price_1m_history') }} as prices
+      where prices.symbol = live.symbol and {{ closed_before_as_of('prices.ts') }}
+      order by prices.ts desc
+      limit {{ embedded_setting('live_bars', 'int') }}
+  ) as recent
+{%- endmacro %}

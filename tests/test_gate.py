@@ -3,7 +3,7 @@ serialized decisions, on the embedded engine."""
 from __future__ import annotations
 
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
@@ -179,6 +179,7 @@ def test_gate_decides_the_strategies_signals(gate, conn, embedded_settings):
     from ingest.synthetic import generate_bars
 
     PriceIngester(conn, embedded_settings, source="test").ingest(generate_bars(symbols=2, days=1, seed=3))
+    gate.test_clock["now"] = datetime(2024, 1, 3, tzinfo=timezone.utc)  # the gate sees bars closed before its clock
     decisions = gate.run_once()
     total = rows(conn, "SELECT count(*) AS n FROM strategy_signal_history")[0]["n"]
     assert len(decisions) == total > 0

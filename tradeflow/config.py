@@ -34,6 +34,10 @@ class Settings:
     max_future_skew: timedelta = field(
         default_factory=lambda: timedelta(seconds=int(os.environ.get("TRADEFLOW_MAX_FUTURE_SECONDS", "300")))
     )
+    # The gate reads signals over the newest N bars of each timeframe (0 = all
+    # history): enough for the longest window (SMA 200 + 1) and for the EMA and
+    # Wilder smoothing to forget their seed ((13/14)^400 < 1e-12).
+    live_warmup_bars: int = field(default_factory=lambda: int(os.environ.get("TRADEFLOW_LIVE_WARMUP_BARS", "400")))
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:

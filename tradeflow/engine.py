@@ -3,7 +3,9 @@ demand) or a RisingWave / Materialize endpoint from the environment."""
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any, Iterator
 
 import psycopg
 
@@ -33,6 +35,24 @@ def connect(settings: Settings, *, autocommit: bool = True) -> psycopg.Connectio
     conn = psycopg.connect(**conninfo(settings), autocommit=autocommit)
     conn.execute(f'SET search_path TO "{settings.schema}", public')
     return conn
+
+
+@contextmanager
+def read_scope(conn: psycopg.Connection, settings: Settings, *, as_of: datetime,
+               live_bars: int | None = None, live_since: datetime | None = None) -> Iterator[None]:
+    """A transaction whose reads see only bars that closed before as_of and,
+    with live_bars, only the newest live_bars bars of each symbol with a bar
+    since live_since (see the price_rows macro). The embedded engine computes
+    views on read, so this bounds what a read touches; the streaming engines
+    maintain the views and need no scope."""
+    with conn.transaction():
+        if settings.target == "embedded":
+            conn.execute(
+                "SELECT set_config('tradeflow.as_of', %s, true), set_config('tradeflow.live_bars', %s, true),"
+                " set_config('tradeflow.live_since', %s, true)",
+                (as_of.isoformat(), "" if live_bars is None else str(live_bars),
+                 "" if live_since is None else live_since.isoformat()))
+        yield
 
 
 def dbt_env(settings: Settings) -> dict[str, str]:

@@ -38,6 +38,7 @@ from ingest.validation import utc_now
 from ingest.writer import insert_rows
 from tradeflow import accounts
 from tradeflow.config import Settings
+from tradeflow.engine import read_scope
 from tradeflow.reasons import ReasonCode
 
 DECISION_COLUMNS = ("decision_id", "signal_id", "strategy_id", "symbol", "action", "account_id", "outcome",
@@ -287,12 +288,25 @@ class DecisionGate:
         self._lock = threading.Lock()
 
     def undecided_signals(self, limit: int = 1000) -> list[Signal]:
-        rows = self.conn.execute(
-            "SELECT s.signal_id, s.strategy_id, s.symbol, s.timeframe, s.signal_ts, s.action, s.size_hint,"
-            " s.confidence, s.ref_price, s.atr_14 FROM strategy_signal_history s"
-            " LEFT JOIN trade_decisions d ON d.decision_id = s.signal_id"
-            " WHERE d.decision_id IS NULL ORDER BY s.signal_ts, s.signal_id LIMIT %s", (limit,)).fetchall()
-        return [Signal(*row) for row in rows]
+        """Undecided signals of fresh bars, oldest first. Each timeframe is read
+        over its live window only: the newest live_warmup_bars bars of the
+        symbols that have a fresh bar."""
+        now = self.clock()
+        signals: list[Signal] = []
+        for (timeframe,) in self.conn.execute(
+                "SELECT DISTINCT timeframe FROM strategy_config WHERE enabled ORDER BY timeframe").fetchall():
+            bar = TIMEFRAMES[timeframe]
+            since = now - self.max_signal_age - bar
+            with read_scope(self.conn, self.settings, as_of=now, live_since=since,
+                            live_bars=self.settings.live_warmup_bars * (bar // TIMEFRAMES["1m"]) or None):
+                rows = self.conn.execute(
+                    "SELECT s.signal_id, s.strategy_id, s.symbol, s.timeframe, s.signal_ts, s.action, s.size_hint,"
+                    " s.confidence, s.ref_price, s.atr_14 FROM strategy_signal_history s"
+                    " LEFT JOIN trade_decisions d ON d.decision_id = s.signal_id"
+                    " WHERE s.timeframe = %s AND s.signal_ts >= %s AND d.decision_id IS NULL"
+                    " ORDER BY s.signal_ts, s.signal_id LIMIT %s", (timeframe, since, limit)).fetchall()
+            signals += [Signal(*row) for row in rows]
+        return sorted(signals, key=lambda s: (s.signal_ts, s.signal_id))[:limit]
 
     def run_once(self, limit: int = 1000) -> list[Decision]:
         signals = self.undecided_signals(limit)
@@ -316,7 +330,9 @@ class DecisionGate:
             if self._is_stale(signal):
                 decision = Decision(signal, False, None, Decimal(0), ReasonCode.STALE_SIGNAL, {})
             else:
-                decision = decide(signal, self._account_states(), self._sizing(signal.strategy_id))
+                with read_scope(self.conn, self.settings, as_of=self.clock()):
+                    states = self._account_states()
+                decision = decide(signal, states, self._sizing(signal.strategy_id))
             self._write_all([decision])
             return decision
 

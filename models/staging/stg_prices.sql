@@ -2,8 +2,7 @@
 -- changes nothing downstream. Prices stay NUMERIC (exact as received):
 -- moving sums over NUMERIC are exact and, on PostgreSQL, slide in O(1).
 with source as (
-    select * from {{ source('raw', 'price_1m_history') }}
-    where {{ within_retention('ts') }}
+    {{ price_rows() }}
 ),
 
 deduplicated as (
