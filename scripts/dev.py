@@ -7,8 +7,9 @@
 Installs into ./.venv with uv (itself installed from PyPI into the venv), because
 dbt-materialize declares a git-URL extra that pip refuses to resolve.
 Re-installs only when pyproject.toml changes. `test` also installs Debian's
-prometheus package when the binary is missing and we are root (the metrics
-test scrapes the exporter with it).
+prometheus and chromium packages when their binaries are missing and we are
+root (the metrics test scrapes the exporter with Prometheus; the report test
+renders the HTML report in headless Chromium).
 """
 from __future__ import annotations
 
@@ -45,26 +46,32 @@ def ensure_env() -> None:
     STAMP.write_text(want)
 
 
-def ensure_prometheus() -> None:
-    """Never fails the run: without the binary the Prometheus test fails and says why."""
-    if shutil.which("prometheus"):
-        return
+def ensure_debian_package(package: str, needed_by: str) -> bool:
+    """Installs Debian's package when its binary is missing and we are root.
+    Never fails the run: without the binary the test that needs it fails and
+    says why. True when a fresh install happened."""
+    if shutil.which(package):
+        return False
     if os.geteuid() != 0 or not shutil.which("apt-get"):
-        print("prometheus not found and no apt-get as root to install it: the Prometheus test will fail",
-              file=sys.stderr)
-        return
-    print("prometheus not found: installing Debian's package for the metrics test", flush=True)
+        print(f"{package} not found and no apt-get as root to install it: {needed_by} will fail", file=sys.stderr)
+        return False
+    print(f"{package} not found: installing Debian's package for {needed_by}", flush=True)
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     try:
         run(["apt-get", "update", "-qq"], env=env)
-        run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "prometheus"], env=env)
+        run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", package], env=env)
     except (OSError, subprocess.CalledProcessError) as err:
-        print(f"apt-get failed ({err}): the Prometheus test will fail", file=sys.stderr)
-        return
-    # Where services start on install, Debian's would now hold port 9090; the test runs its own.
-    if shutil.which("service"):
+        print(f"apt-get failed ({err}): {needed_by} will fail", file=sys.stderr)
+        return False
+    return True
+
+
+def ensure_test_tools() -> None:
+    if ensure_debian_package("prometheus", "the metrics scrape test") and shutil.which("service"):
+        # Where services start on install, Debian's would now hold port 9090; the test runs its own.
         print("stopping the prometheus service the package may have started", flush=True)
         subprocess.run(["service", "prometheus", "stop"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ensure_debian_package("chromium", "the HTML report's browser test")
 
 
 def main(argv: list[str]) -> int:
@@ -76,7 +83,7 @@ def main(argv: list[str]) -> int:
     if argv[0] == "demo":
         cmd = [str(BIN / "tradeflow"), "demo", *argv[1:]]
     else:
-        ensure_prometheus()
+        ensure_test_tools()
         cmd = [str(BIN / "python"), "-m", "pytest", *argv[1:]]
     code = subprocess.run(cmd, cwd=ROOT, env=env).returncode
     if argv[0] == "test" and code == 5:
