@@ -161,6 +161,11 @@ class PaperBroker:
             return state.last
         return self._emit(state, OrderStatus.CANCELLED, self._clock(), reason="cancelled on request")
 
+    @property
+    def has_live_orders(self) -> bool:
+        """Whether a bar can change anything: with no live order, on_bar is a no-op."""
+        return bool(self._live)
+
     def poll_events(self) -> list[OrderEvent]:
         events, self._events = self._events, []
         return events

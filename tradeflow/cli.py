@@ -564,6 +564,100 @@ def reasons() -> None:
 
 
 DEMO_SCHEMA = "tradeflow_demo"
+def _bars_for_backtest(settings: Settings, start: datetime, end: datetime, symbols: list[str] | None,
+                       synthetic: int, seed: int):
+    import numpy as np
+    import pandas as pd
+
+    if synthetic:
+        from ingest.synthetic import generate_bars
+
+        days = max(1, int(np.busday_count(start.date(), end.date())))
+        return pd.concat(list(generate_bars(symbols=synthetic, days=days, seed=seed, start=start.date())),
+                         ignore_index=True)
+    with engine_mod.connect(settings) as conn:
+        cur = conn.execute("SELECT symbol, bar_ts AS ts, open, high, low, close, volume FROM stg_prices"
+                           " WHERE bar_ts >= %s AND bar_ts < %s AND (%s::text[] IS NULL OR symbol = ANY(%s))"
+                           " ORDER BY bar_ts, symbol", (start, end, symbols, symbols))
+        bars = pd.DataFrame(cur.fetchall(), columns=[c.name for c in cur.description])
+    if bars.empty:
+        raise typer.BadParameter(f"no ingested bars between {start} and {end} (ingest some, or pass --synthetic N)",
+                                 param_hint="--from/--to")
+    return bars
+
+
+def _account_specs(text: str, max_leverage: str):
+    from tradeflow.backtest import AccountSpec
+
+    specs = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        account_id, _, capital = item.partition(":")
+        try:
+            specs.append(AccountSpec(account_id, Decimal(capital or "100000"), Decimal(max_leverage)))
+        except ArithmeticError:
+            raise typer.BadParameter(f"{item!r}: capital must be a number (ID[:CAPITAL])", param_hint="--accounts")
+    return tuple(specs)
+
+
+@app.command()
+def backtest(
+    start: datetime = typer.Option(..., "--from", help="First bar (UTC), e.g. 2024-01-02."),
+    end: datetime = typer.Option(..., "--to", help="End of the run (UTC, exclusive)."),
+    symbols: Optional[str] = typer.Option(None, help="Comma-separated symbols (default: all)."),
+    strategies: Optional[str] = typer.Option(None, help="Comma-separated strategy ids (default: all enabled)."),
+    accounts_: str = typer.Option("BT-1:100000", "--accounts", help="Comma-separated ID[:CAPITAL]."),
+    max_leverage: str = typer.Option("2", help="Max leverage of every account."),
+    outputs: str = typer.Option("full", help="matches-only or full: what is kept under the run_id."),
+    report: Optional[Path] = typer.Option(None, help="Write the HTML report here."),
+    synthetic: int = typer.Option(0, min=0, help="Run on N synthetic symbols instead of ingested bars."),
+    seed: int = typer.Option(7, help="Seed of the synthetic bars."),
+    run_id: Optional[str] = typer.Option(None, help="Default: derived from the inputs (same inputs, same id)."),
+    tz: str = typer.Option("Europe/Oslo", help="Time zone of the daily buckets."),
+) -> None:
+    """A bounded replay of historical bars through the same models, decision gate and paper broker
+    as the live loop; results stay queryable under the run_id (backtest_* tables)."""
+    from tradeflow.backtest import Backtest, BacktestError, BacktestSpec
+
+    start, end = (t if t.tzinfo else t.replace(tzinfo=timezone.utc) for t in (start, end))
+    settings = _settings()
+    wanted = [s.strip() for s in symbols.split(",")] if symbols else None
+    bars = _bars_for_backtest(settings, start, end, wanted, synthetic, seed)
+    try:
+        spec = BacktestSpec(start=start, end=end, accounts=_account_specs(accounts_, max_leverage),
+                            symbols=tuple(wanted) if wanted else None,
+                            strategies=tuple(s.strip() for s in strategies.split(",")) if strategies else None,
+                            outputs=outputs, paper=DEMO_PAPER)
+        with Progress(TextColumn("[bold]backtest[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("bars"),
+                      TextColumn("{task.fields[rate]} bars/s"), TimeElapsedColumn(), console=console) as progress:
+            task = progress.add_task("bars", total=len(bars), rate="-")
+            started = time.monotonic()
+
+            def advance(count: int) -> None:
+                progress.advance(task, count)
+                rate = progress.tasks[0].completed / max(time.monotonic() - started, 1e-9)
+                progress.update(task, rate=f"{rate:,.0f}")
+
+            result = Backtest(settings).run(spec, bars, run_id=run_id, on_progress=advance, report=report, tz=tz)
+    except BacktestError as err:
+        raise typer.BadParameter(str(err))
+    console.print(f"run {result.run_id}: {result.bars:,} bars, {result.signals:,} signals, {result.decisions:,}"
+                  f" decisions, {result.accepted:,} accepted, {result.bars_per_second:,.0f} bars/s"
+                  f" (seconds: {result.seconds})")
+    shown = ["total_return", "max_drawdown", "sharpe", "trades", "win_rate", "realized_pnl", "fees_paid"]
+    for title, frame in (("per account", result.metrics_by_account), ("per strategy", result.metrics_by_strategy)):
+        table = Table(title=title)
+        table.add_column(frame.index.name or "key")
+        for column in shown:
+            table.add_column(column, justify="right")
+        for key, row in frame.iterrows():
+            table.add_row(str(key), *[_fmt(None if row[c] != row[c] else row[c]) for c in shown])
+        console.print(table)
+    if result.rejects:
+        console.print("rejects by code: " + ", ".join(f"{k} {v}" for k, v in sorted(result.rejects.items())))
+    if report:
+        console.print(f"report: {report}")
+
+
 DEMO_PAPER = PaperConfig(fill_at="open", slippage_bps=Decimal(2), fee_per_share=Decimal("0.005"), min_fee=Decimal(1))
 DEMO_ACCOUNTS = {  # account -> policy: one account is set to breach its drawdown limit
     "ACC-GROWTH": {"max_open_symbols": 3, "risk_per_trade_pct": Decimal("0.002")},

@@ -1,0 +1,152 @@
+"""Backtests: parity with the live loop, determinism, decision times, bad input, the CLI."""
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from ingest.synthetic import generate_bars
+from tradeflow import accounts, engine, policy
+from tradeflow.backtest import AccountSpec, Backtest, BacktestError, BacktestSpec, PolicyChange, decision_times
+from tradeflow.cli import DEMO_ACCOUNTS, DEMO_PAPER, app
+from tradeflow.session import ReplaySession
+
+BARS = pd.concat(list(generate_bars(symbols=4, days=1, seed=7)), ignore_index=True)
+START = BARS.ts.min().to_pydatetime()
+END = BARS.ts.max().to_pydatetime() + timedelta(minutes=1)
+KILL = PolicyChange(START + timedelta(hours=3), "ACC-INCOME", {"kill_switch": True}, "operator")
+SPEC = BacktestSpec(start=START, end=END, paper=DEMO_PAPER, policy_changes=(KILL,),
+                    accounts=tuple(AccountSpec(a, Decimal(100_000), Decimal(2), p) for a, p in DEMO_ACCOUNTS.items()))
+
+# what must agree between the live loop and the backtest, per relation
+COMPARED = {
+    "trade_decisions": ("decision_id, outcome, reject_code, account_id, qty, ref_price, client_order_id, signal_ts,"
+                        " decided_at", "decision_id"),
+    "order_events": ("client_order_id, account_id, symbol, side, order_type, qty, status, filled_qty, event_ts",
+                     "client_order_id, event_ts, status"),
+    "exec_report_history": ("order_id, fill_id, account_id, strategy_id, symbol, side, fill_qty, fill_price, fee,"
+                            " exec_ts", "order_id, fill_id"),
+    "trade_match_history": ("match_id, account_id, strategy_id, symbol, matched_qty, buy_price, sell_price,"
+                            " realized_pnl, match_ts", "match_id"),
+    "risk_events": ("account_id, rule, severity, ts", "ts, account_id, rule"),
+}
+RESULT_TABLE = {"trade_decisions": "backtest_decisions", "order_events": "backtest_order_events",
+                "exec_report_history": "backtest_fills", "trade_match_history": "backtest_matches",
+                "risk_events": "backtest_risk_events"}
+
+
+def fetch(conn, query: str, params: tuple = ()) -> list[tuple]:
+    return conn.execute(query, params).fetchall()
+
+
+def stored(conn, relation: str, run_id: str) -> list[tuple]:
+    columns, order = COMPARED[relation]
+    return fetch(conn, f"SELECT {columns} FROM {RESULT_TABLE[relation]} WHERE run_id = %s ORDER BY {order}",
+                 (run_id,))
+
+
+@pytest.fixture(scope="module")
+def backtest_run(engine_settings):
+    return Backtest(engine_settings).run(SPEC, BARS, run_id="parity")
+
+
+def test_backtest_equals_the_live_loop_on_the_same_session(backtest_run, conn, embedded_settings):
+    for account, account_policy in DEMO_ACCOUNTS.items():
+        accounts.add(conn, account, capital="100000", max_leverage="2")
+        policy.update(conn, account, updated_by="backtest", at=START - timedelta(minutes=1), **account_policy)
+    live = ReplaySession(conn, embedded_settings, paper=DEMO_PAPER, policy_changes=(KILL,)).run([BARS])
+
+    assert (live.decisions, live.accepted, live.rejects) == (
+        backtest_run.decisions, backtest_run.accepted, backtest_run.rejects)
+    assert {"OPEN_LIMIT_EXCEEDED", "NO_OPEN_POSITION"} <= set(live.rejects)
+    for relation, (columns, order) in COMPARED.items():
+        expected = fetch(conn, f"SELECT {columns} FROM {relation} ORDER BY {order}")
+        assert stored(conn, relation, "parity") == expected, relation
+    assert len(stored(conn, "trade_match_history", "parity")) > 10
+    # the kill switch and the drawdown breach both happened along the way
+    events = {(account, rule) for account, rule, _, _ in stored(conn, "risk_events", "parity")}
+    assert ("ACC-INCOME", "KILL_SWITCH") in events
+    assert ("ACC-TIGHT", "DRAWDOWN_BREACHED") in events
+
+
+def test_same_inputs_same_results_and_run_id(backtest_run, engine_settings):
+    again = Backtest(engine_settings).run(SPEC, BARS, run_id="parity-again")
+    assert Backtest(engine_settings).run(SPEC, BARS).run_id == f"bt-{SPEC.fingerprint(BARS)}"
+    with engine.connect(engine_settings) as conn:
+        for relation in COMPARED:
+            assert stored(conn, relation, "parity") == stored(conn, relation, again.run_id), relation
+        metrics = fetch(conn, "SELECT run_id, scope, key, metrics FROM backtest_metrics"
+                              " WHERE run_id IN ('parity', 'parity-again') ORDER BY scope, key, run_id")
+    assert len(metrics) >= 2 * (len(DEMO_ACCOUNTS) + 1)
+    assert all(a[1:] == b[1:] for a, b in zip(metrics[::2], metrics[1::2]))
+
+
+def test_matches_only_keeps_the_matches_and_the_metrics(engine_settings):
+    result = Backtest(engine_settings).run(replace(SPEC, outputs="matches-only"), BARS, run_id="lean")
+    with engine.connect(engine_settings) as conn:
+        assert len(stored(conn, "trade_match_history", "lean")) > 0
+        assert stored(conn, "trade_decisions", "lean") == []
+        assert fetch(conn, "SELECT bars, accepted FROM backtest_runs WHERE run_id = 'lean'") == [
+            (len(BARS), result.accepted)]
+        assert fetch(conn, "SELECT count(*) FROM backtest_metrics WHERE run_id = 'lean'")[0][0] > 0
+
+
+def at(minute: int) -> pd.Timestamp:
+    return pd.Timestamp("2024-01-02 14:30", tz="UTC") + pd.Timedelta(minutes=minute)
+
+
+@pytest.mark.parametrize(("minutes", "signal", "expected"), [
+    (range(10), ("1m", 3), at(4)),                       # a minute bar: at its close
+    (range(10), ("5m", 0), at(5)),                       # all five minutes in: at the 5m bar's close
+    ([0, 1, 2, 3, 6, 7], ("5m", 0), at(7)),              # minute 4 missing: final at the next bar's close
+    ([0, 1, 2, 3, 4, 9, 11], ("5m", 5), at(12)),         # a lone minute: final when the next bar arrives
+    ([0, 1, 2, 3, 90], ("5m", 0), pd.NaT),               # final only 86 minutes later: stale, never decided
+    ([0, 1, 2], ("5m", 0), pd.NaT),                      # never final within the data
+])
+def test_a_signal_is_decided_when_the_live_gate_first_sees_it(minutes, signal, expected):
+    bars = pd.DataFrame({"symbol": "AAA", "ts": [at(m) for m in minutes]})
+    signals = pd.DataFrame({"symbol": ["AAA"], "timeframe": [signal[0]], "signal_ts": [at(signal[1])]})
+    got = decision_times(bars, signals, timedelta(minutes=2)).iloc[0]
+    assert (pd.isna(got) and pd.isna(expected)) or got == expected
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    ({"end": START}, "end"),
+    ({"start": START.replace(tzinfo=None)}, "start/end"),
+    ({"accounts": ()}, "accounts"),
+    ({"outputs": "everything"}, "outputs"),
+])
+def test_invalid_specs_name_the_field(change, field):
+    with pytest.raises(BacktestError, match=field):
+        replace(SPEC, **change)
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    ({"symbols": ("NOPE",)}, "symbols"),
+    ({"strategies": ("no_such_strategy",)}, "strategies"),
+    ({"start": datetime(2030, 1, 1, tzinfo=timezone.utc), "end": datetime(2030, 1, 2, tzinfo=timezone.utc)}, "bars"),
+])
+def test_runs_on_unknown_inputs_are_refused_with_the_field(engine_settings, change, field):
+    with pytest.raises(BacktestError, match=field):
+        Backtest(engine_settings).run(replace(SPEC, **change), BARS)
+
+
+def test_cli_backtest_writes_the_report_and_keeps_the_run(engine_settings, tmp_path):
+    report = tmp_path / "run.html"
+    result = CliRunner().invoke(app, ["backtest", "--from", "2024-01-02", "--to", "2024-01-03", "--synthetic", "2",
+                                      "--strategies", "sma_crossover,rsi_threshold", "--accounts", "X1:50000,X2",
+                                      "--run-id", "cli-run", "--report", str(report)])
+    assert result.exit_code == 0, result.output
+    assert "run cli-run" in result.output and "per strategy" in result.output
+    html = report.read_text()
+    assert 'id="equity-chart"' in html and "X1" in html
+    with engine.connect(engine_settings) as conn:
+        assert fetch(conn, "SELECT symbols FROM backtest_runs WHERE run_id = 'cli-run'") == [
+            (["SYM0000", "SYM0001"],)]
+        strategies = {row[0] for row in fetch(conn, "SELECT DISTINCT strategy_id FROM backtest_decisions"
+                                                    " WHERE run_id = 'cli-run'")}
+    assert strategies <= {"sma_crossover", "rsi_threshold"} and strategies
