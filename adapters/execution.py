@@ -175,7 +175,8 @@ def _order(row: dict) -> Order:
                  strategy_id=row["strategy_id"], symbol=row["symbol"], side=Side(row.get("side") or row["action"]),
                  qty=Decimal(row["qty"]), order_type=OrderType(row.get("order_type") or OrderType.MARKET),
                  time_in_force=TimeInForce(row.get("time_in_force") or TimeInForce.DAY),
-                 limit_price=row.get("limit_price"), stop_price=row.get("stop_price"), created_at=row["ts"])
+                 limit_price=row.get("limit_price"), stop_price=row.get("stop_price"),
+                 ref_price=row.get("ref_price"), created_at=row["ts"])
 
 
 def _fill(order: Order, event: OrderEvent) -> Fill:

@@ -60,6 +60,7 @@ class Order:
     time_in_force: TimeInForce = TimeInForce.DAY
     limit_price: Decimal | None = None
     stop_price: Decimal | None = None
+    ref_price: Decimal | None = None  # the close of the bar whose signal the order comes from
     created_at: datetime
 
     def __post_init__(self) -> None:

@@ -7,6 +7,11 @@ was not known yet). Then, per bar of its symbol, in submission order:
 
 - MARKET fills at the bar's open (fill_at="open", event stamped ts) or close
   ("close", stamped ts + 1 min), moved by slippage_bps against the order.
+  fill_at="signal_close" fills a MARKET order whole when it is submitted, at
+  its ref_price (the close of the bar that triggered it) plus slippage,
+  stamped created_at: the bar-execution model of event-driven backtesters
+  such as NautilusTrader, kept for comparisons with them (it trades at a
+  price the order could not have reached live).
 - LIMIT buy fills when low <= limit, at min(limit, open); a sell when high >=
   limit, at max(limit, open). No slippage: the limit is the price.
 - STOP buy triggers when high >= stop and fills at max(stop, open) plus
@@ -20,7 +25,9 @@ was not known yet). Then, per bar of its symbol, in submission order:
   created, or after midnight when session_end is None; a DAY order that
   could not trade before then is REJECTED at submit.
 - Fees per order: max(min_fee, fee_per_share x qty + fee_bps x notional) on
-  the cumulative fill, rounded up to fee_step; each fill carries the increase.
+  the cumulative fill, rounded up to fee_step (fee_rounding="up") or to the
+  nearest step, halves away from zero ("nearest"); each fill carries the
+  increase.
 - Prices are rounded to tick_size against the order (buys up, sells down):
   the simulation never flatters a strategy. Limit and stop prices off the
   tick are REJECTED, as venues do.
@@ -34,7 +41,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from typing import Callable, Literal, NamedTuple
 
 from adapters.broker import BrokerError
@@ -46,20 +53,23 @@ BPS = Decimal(10_000)
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PaperConfig:
-    fill_at: Literal["open", "close"] = "open"
+    fill_at: Literal["open", "close", "signal_close"] = "open"
     slippage_bps: Decimal = Decimal(0)
     fee_per_share: Decimal = Decimal(0)
     fee_bps: Decimal = Decimal(0)
     min_fee: Decimal = Decimal(0)
     fee_step: Decimal = Decimal("0.01")
+    fee_rounding: Literal["up", "nearest"] = "up"
     max_participation: Decimal = Decimal("0.1")
     lot_size: Decimal = Decimal(1)
     tick_size: Decimal = Decimal("0.01")
     session_end: time | None = time(21, 0)
 
     def __post_init__(self) -> None:
-        if self.fill_at not in ("open", "close"):
-            raise ValueError(f"fill_at: 'open' or 'close', got {self.fill_at!r}")
+        if self.fill_at not in ("open", "close", "signal_close"):
+            raise ValueError(f"fill_at: 'open', 'close' or 'signal_close', got {self.fill_at!r}")
+        if self.fee_rounding not in ("up", "nearest"):
+            raise ValueError(f"fee_rounding: 'up' or 'nearest', got {self.fee_rounding!r}")
         for name in ("slippage_bps", "fee_per_share", "fee_bps", "min_fee", "fee_step", "max_participation",
                      "lot_size", "tick_size"):
             value = getattr(self, name)
@@ -138,7 +148,10 @@ class PaperBroker:
         self._accepted += 1
         state.broker_order_id = f"paper-{self._accepted}"
         self._live[order.client_order_id] = state
-        return self._emit(state, OrderStatus.ACK, self._clock())
+        ack = self._emit(state, OrderStatus.ACK, self._clock())
+        if self.config.fill_at == "signal_close" and order.order_type is OrderType.MARKET:
+            self._fill(state, order.qty, self._slipped(order.ref_price, order.side is Side.BUY), order.created_at)
+        return ack
 
     def restore(self, order: Order, last: OrderEvent, *, notional: Decimal, fees: Decimal, fills: int) -> None:
         """Take back a live order after a restart, as its recorded events left it
@@ -198,6 +211,8 @@ class PaperBroker:
             price = getattr(order, name)
             if price is not None and (price <= 0 or price % self.config.tick_size):
                 return f"{name} {price} is not a positive multiple of tick_size {self.config.tick_size}"
+        if self.config.fill_at == "signal_close" and order.order_type is OrderType.MARKET and order.ref_price is None:
+            return "fill_at=signal_close needs the order's ref_price"
         if state.expires_at is not None and state.tradable_from >= state.expires_at:
             return f"DAY order created at {order.created_at} cannot trade before the session end {state.expires_at}"
         return ""
@@ -208,7 +223,10 @@ class PaperBroker:
         qty = min(state.order.qty - state.filled, capacity)
         if priced is None or qty <= 0:
             return Decimal(0)
-        price, at = priced
+        self._fill(state, qty, *priced)
+        return qty
+
+    def _fill(self, state: _State, qty: Decimal, price: Decimal, at: datetime) -> None:
         state.filled += qty
         state.notional += qty * price
         fee = self._fee(state.filled, state.notional) - state.fees
@@ -217,7 +235,6 @@ class PaperBroker:
         status = OrderStatus.FILLED if state.filled == state.order.qty else OrderStatus.PARTIAL
         self._emit(state, status, at, last_fill_qty=qty, last_fill_price=price, fee=fee,
                    fill_id=f"{state.order.client_order_id}-{state.fills}")
-        return qty
 
     def _price(self, state: _State, bar: _Bar) -> tuple[Decimal, datetime] | None:
         """The fill price and time in this bar, or None if the order does not trade in it."""
@@ -248,7 +265,8 @@ class PaperBroker:
     def _fee(self, qty: Decimal, notional: Decimal) -> Decimal:
         """The whole order's fee so far: min_fee applies once per order, not per fill."""
         c = self.config
-        return _step(max(c.min_fee, c.fee_per_share * qty + c.fee_bps * notional / BPS), c.fee_step, ROUND_CEILING)
+        return _step(max(c.min_fee, c.fee_per_share * qty + c.fee_bps * notional / BPS), c.fee_step,
+                     ROUND_CEILING if c.fee_rounding == "up" else ROUND_HALF_UP)
 
     def _emit(self, state: _State, status: OrderStatus, at: datetime, **details: object) -> OrderEvent:
         event = OrderEvent(client_order_id=state.order.client_order_id, status=status, event_ts=at,

@@ -311,3 +311,25 @@ def test_same_orders_and_bars_give_identical_events():
                                          OrderStatus.CANCELLED, OrderStatus.EXPIRED}
     fill_ids = [e.fill_id for e in first if e.fill_id]
     assert len(fill_ids) == len(set(fill_ids))
+
+
+@pytest.mark.parametrize("rounding, fee", [("up", "1.12"), ("nearest", "1.11")])
+def test_signal_close_fills_market_orders_at_the_triggering_close_on_submit(rounding, fee):
+    # 100 shares at 111.11: 1 bp of notional = 1.1111
+    broker = make_broker(fill_at="signal_close", fee_bps=D(1), fee_rounding=rounding)
+    assert broker.submit(make_order(ref_price=D("111.11"))) == ack()
+    assert broker.poll_events() == [ack(), fill(OrderStatus.FILLED, T0 + timedelta(seconds=30), "100", "100",
+                                                "111.11", fee)]
+    assert not broker.has_live_orders
+
+
+def test_signal_close_needs_the_reference_price():
+    broker = make_broker(fill_at="signal_close")
+    assert broker.submit(make_order()).status is OrderStatus.REJECTED
+    assert "ref_price" in broker.poll_events()[-1].reason
+
+
+@pytest.mark.parametrize("field, value", [("fill_at", "midpoint"), ("fee_rounding", "down")])
+def test_unknown_fill_modes_name_the_field(field, value):
+    with pytest.raises(ValueError, match=field):
+        PaperConfig(**{field: value})

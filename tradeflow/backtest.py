@@ -170,9 +170,14 @@ def decision_times(bars: pd.DataFrame, signals: pd.DataFrame, max_signal_age: ti
 
 
 class Backtest:
-    def __init__(self, settings: Settings) -> None:
+    """model_vars: dbt vars the backtest schema is deployed with (e.g. other
+    strategy params, pnl_method); the schema is redeployed whenever they or
+    the models change."""
+
+    def __init__(self, settings: Settings, *, model_vars: dict[str, object] | None = None) -> None:
         self.settings = settings
         self.bt_settings = backtest_settings(settings)
+        self.model_vars = {"temporal_filter": False, **(model_vars or {})}
 
     def run(self, spec: BacktestSpec, bars: pd.DataFrame, *, run_id: str | None = None,
             on_progress: Callable[[int], None] | None = None, report: Path | None = None,
@@ -230,11 +235,23 @@ class Backtest:
         return selected
 
     def _prepare_schema(self) -> None:
-        """Deploy the models into the backtest schema unless they are there already."""
+        """Deploy the models into the backtest schema unless these very models and vars are there."""
+        digest = hashlib.sha256(json.dumps(self.model_vars, sort_keys=True, default=str).encode())
+        project = self.settings.project_dir
+        for path in sorted([project / "dbt_project.yml", *(p for folder in ("models", "macros", "udfs")
+                                                           for p in (project / folder).rglob("*") if p.is_file())]):
+            digest.update(path.relative_to(project).as_posix().encode() + path.read_bytes())
+        fingerprint = digest.hexdigest()
+        marker = f'"{self.bt_settings.schema}".backtest_deployment'
         with engine.connect(self.settings) as conn:
-            deployed = engine.relation_exists(conn, self.bt_settings.schema, "strategy_signal_history")
-        if not deployed:
-            deploy(self.bt_settings, vars={"temporal_filter": False})
+            if engine.relation_exists(conn, self.bt_settings.schema, "backtest_deployment"):
+                if conn.execute(f"SELECT fingerprint FROM {marker}").fetchone() == (fingerprint,):
+                    return
+        deploy(self.bt_settings, vars=self.model_vars)
+        with engine.connect(self.settings) as conn:
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {marker} (fingerprint text)")
+            conn.execute(f"TRUNCATE {marker}")
+            conn.execute(f"INSERT INTO {marker} VALUES (%s)", (fingerprint,))
 
     @staticmethod
     def _open_accounts(conn: psycopg.Connection, spec: BacktestSpec) -> None:

@@ -71,7 +71,8 @@ class Sizing:
     """Per-strategy terms from strategy_config params. Sizing: risk equity *
     risk_per_trade_pct per ATR * atr_multiple of adverse move, in lots. Orders:
     MARKET, or LIMIT/STOP placed limit_offset_bps / stop_offset_bps from the
-    signal's close (a buy limit below it, a buy stop above it)."""
+    signal's close (a buy limit below it, a buy stop above it). fixed_qty
+    replaces the risk-based size (peer comparisons, simple setups)."""
     atr_multiple: Decimal = Decimal(2)
     lot_size: Decimal = Decimal(1)
     order_type: OrderType = OrderType.MARKET
@@ -79,6 +80,7 @@ class Sizing:
     limit_offset_bps: Decimal = Decimal(0)
     stop_offset_bps: Decimal = Decimal(0)
     tick_size: Decimal = Decimal("0.01")
+    fixed_qty: Decimal | None = None  # a fixed order size instead of the risk-based one
 
     def prices(self, action: str, ref_price: Decimal | None) -> tuple[Decimal | None, Decimal | None]:
         """(limit_price, stop_price) for an order on this signal."""
@@ -162,6 +164,8 @@ class Decision:
 
 def size_buy(signal: Signal, account: AccountState, sizing: Sizing) -> Decimal:
     """Risk budget over the adverse move, scaled by the signal's strength, in whole lots."""
+    if sizing.fixed_qty is not None:
+        return sizing.fixed_qty
     strength = Decimal(str(signal.size_hint)) * (Decimal("0.5") + Decimal("0.5") * Decimal(str(signal.confidence)))
     budget = account.equity * account.risk_per_trade_pct * strength
     per_unit_risk = Decimal(str(signal.atr_14)) * sizing.atr_multiple
@@ -356,7 +360,8 @@ class DecisionGate:
                       order_type=OrderType(params.get("order_type", defaults.order_type)),
                       time_in_force=TimeInForce(params.get("time_in_force", defaults.time_in_force)),
                       limit_offset_bps=Decimal(str(params.get("limit_offset_bps", defaults.limit_offset_bps))),
-                      stop_offset_bps=Decimal(str(params.get("stop_offset_bps", defaults.stop_offset_bps))))
+                      stop_offset_bps=Decimal(str(params.get("stop_offset_bps", defaults.stop_offset_bps))),
+                      fixed_qty=Decimal(str(params["fixed_qty"])) if params.get("fixed_qty") else None)
 
     def _account_states(self) -> list[AccountState]:
         now = self.clock()
