@@ -52,7 +52,7 @@ def _models_deployed(conn: psycopg.Connection, settings: Settings, relation: str
 
 def run_gate(settings: Settings, *, once: bool = False, interval: float = 1.0,
              max_signal_age: timedelta = timedelta(minutes=2), stop: threading.Event | None = None,
-             metrics_port: int | None = None, metrics_addr: str = "127.0.0.1") -> int:
+             metrics_port: int | None = None, metrics_addr: str = "127.0.0.1", shadow: bool = False) -> int:
     """Decide new signals every `interval` seconds; returns how many were decided."""
     stop = stop or threading.Event()
     decided = 0
@@ -60,7 +60,7 @@ def run_gate(settings: Settings, *, once: bool = False, interval: float = 1.0,
     with _health_server(metrics_port, metrics_addr, bootstrap), engine.connect(settings) as conn:
         bootstrap.passed("engine")
         _models_deployed(conn, settings, "account_risk_inputs", bootstrap)
-        gate = DecisionGate(conn, settings, gate_id="gate", max_signal_age=max_signal_age)
+        gate = DecisionGate(conn, settings, gate_id="gate", max_signal_age=max_signal_age, shadow=shadow)
         while True:
             decided += len(gate.run_once())
             if once or stop.wait(interval):

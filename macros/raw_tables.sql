@@ -42,6 +42,10 @@
     'order_commands': [
       ('client_order_id', 'TEXT'), ('command', 'TEXT'), ('reason', 'TEXT'),
       ('requested_at', 'TIMESTAMPTZ'), ('requested_by', 'TEXT')],
+    'manual_order_requests': [
+      ('request_id', 'TEXT'), ('account_id', 'TEXT'), ('strategy_id', 'TEXT'), ('symbol', 'TEXT'), ('side', 'TEXT'),
+      ('qty', 'NUMERIC'), ('order_type', 'TEXT'), ('time_in_force', 'TEXT'), ('limit_price', 'NUMERIC'),
+      ('stop_price', 'NUMERIC'), ('reason', 'TEXT'), ('requested_at', 'TIMESTAMPTZ'), ('requested_by', 'TEXT')],
     'adapter_feed_position': [
       ('consumer', 'TEXT'), ('feed_position', 'TEXT'), ('updated_at', 'TIMESTAMPTZ')],
     'audit_log': [
@@ -50,6 +54,9 @@
     'risk_events': [
       ('event_id', 'TEXT'), ('account_id', 'TEXT'), ('symbol', 'TEXT'), ('rule', 'TEXT'), ('severity', 'TEXT'),
       ('message', 'TEXT'), ('ts', 'TIMESTAMPTZ'), ('source', 'TEXT')],
+    'strategy_weight_history': [
+      ('strategy_id', 'TEXT'), ('weight', 'NUMERIC'), ('target', 'NUMERIC'), ('at', 'TIMESTAMPTZ'),
+      ('updated_by', 'TEXT')],
   }) }}
 {% endmacro %}
 
@@ -84,6 +91,7 @@
   create index if not exists trade_decisions_account on {{ target.schema }}.trade_decisions (account_id, decided_at);
   create index if not exists order_events_order on {{ target.schema }}.order_events (client_order_id, event_ts);
   create index if not exists account_policy_account on {{ target.schema }}.account_policy (account_id, updated_at);
+  create index if not exists strategy_weight_history_key on {{ target.schema }}.strategy_weight_history (strategy_id, at);
 {% endmacro %}
 
 {% macro risingwave__create_raw_tables() %}

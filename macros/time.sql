@@ -73,11 +73,15 @@
       where ts >= {{ embedded_setting('live_since', 'timestamptz') }}
         and {{ embedded_setting('live_bars', 'int') }} is not null
   ) as live
-  cross join lateral (
+  inner join lateral (
       select prices.*
       from {{ source('raw', 'price_1m_history') }} as prices
       where prices.symbol = live.symbol and {{ closed_before_as_of('prices.ts') }}
       order by prices.ts desc
       limit {{ embedded_setting('live_bars', 'int') }}
-  ) as recent
+  ) as recent on recent.symbol = live.symbol
 {%- endmacro %}
+
+{#- dbt-risingwave and dbt-materialize inherit PostgreSQL's dispatch: stay on the default. #}
+{% macro risingwave__price_rows() -%}{{ default__price_rows() }}{%- endmacro %}
+{% macro materialize__price_rows() -%}{{ default__price_rows() }}{%- endmacro %}

@@ -18,8 +18,8 @@ from tradeflow.config import Settings
 from tradeflow.dbt import deploy
 
 RAW_TABLES = ("price_1m_history", "dead_letter", "dead_letter_replay", "exec_report_history", "accounts", "risk_events",
-              "order_commands",
-              "account_policy", "trade_decisions", "order_events", "audit_log")
+              "order_commands", "manual_order_requests", "account_policy", "trade_decisions", "order_events",
+              "audit_log", "strategy_weight_history")
 
 
 @pytest.fixture(scope="session")

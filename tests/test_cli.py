@@ -79,3 +79,18 @@ def test_demo_runs_the_whole_loop(embedded_settings):
     for table in ("accounts", "strategies", "rejects by code", "risk events"):
         assert table in output
     assert "ACC-GROWTH" in output and "decisions" in output
+
+
+def test_manual_order_is_queued_decided_by_the_gate_and_weights_print(embedded_settings, prices_csv):
+    invoke("ingest", "prices", str(prices_csv))
+    invoke("accounts", "add", "M1", "--capital", "100000")
+    queued = invoke("orders", "submit", "M1", "ACME", "BUY", "10", "--reason", "hedge", "--wait", "0")
+    request_id = re.search(r"order request (\w+) queued", queued)[1]
+    assert "decided 1 signal(s)" in invoke("gate", "run", "--once", "--max-signal-age", "1e9")
+    listed = invoke("orders", "list")
+    assert "M1" in listed and "ACME" in listed
+    refused = runner.invoke(app, ["orders", "submit", "M1", "ACME", "HOLD", "10"], env={"COLUMNS": "200"})
+    assert refused.exit_code == 2 and "side" in refused.output
+    weights = invoke("weights", "--show")
+    assert "sma_crossover" in weights and "1.0" in weights  # equal weights until the scoreboard moves them
+    assert request_id in invoke("trace", f"manual:{request_id}")

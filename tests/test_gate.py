@@ -223,3 +223,85 @@ def test_signals_older_than_max_signal_age_are_recorded_stale(gate, conn, embedd
     assert (decision.accepted, decision.code) == (False, ReasonCode.STALE_SIGNAL)
     assert rows(conn, "SELECT reject_code FROM trade_rejections") == [{"reject_code": "STALE_SIGNAL"}]
     assert [d.code for d in strict.run_once()] == []  # nothing left undecided
+
+
+def test_shadow_decides_every_signal_again_for_the_strategys_paper_account(conn, embedded_settings):
+    accounts.add(conn, "A1", capital="100000", max_leverage="1")
+    set_policy(conn, "A1", max_open_symbols=1)
+    gate = DecisionGate(conn, embedded_settings, clock=lambda: T0 + timedelta(hours=1),
+                        max_signal_age=timedelta(days=30), shadow=True)
+    live = [gate.decide(signal(i, sym)) for i, sym in enumerate(["AAA", "BBB"])]
+    assert [d.accepted for d in live] == [True, False]  # the live account's cap binds...
+    paper = rows(conn, "SELECT decision_id, account_id, outcome FROM trade_decisions"
+                       " WHERE account_id LIKE 'paper:%%' ORDER BY decision_id")
+    assert paper == [  # ...the paper account has none, and takes both, under its own decision ids
+        {"decision_id": f"paper:{d.signal.signal_id}", "account_id": "paper:sma_crossover", "outcome": "ACCEPTED"}
+        for d in live]
+    assert gate.decide(signal(0, "AAA")) == live[0]  # deciding again changes nothing, adds no paper decision
+    assert rows(conn, "SELECT count(*) AS n FROM trade_decisions") == [{"n": 4}]
+    assert {o["account_id"] for o in rows(conn, "SELECT account_id FROM orders")} == {"A1", "paper:sma_crossover"}
+
+
+def test_the_strategy_weight_scales_the_size(gate, conn):
+    conn.execute("INSERT INTO strategy_weight_history (strategy_id, weight, target, at, updated_by)"
+                 " SELECT strategy_id, CASE WHEN strategy_id = 'sma_crossover' THEN 0.1 ELSE 0.225 END, 0.2, %s, 'test'"
+                 " FROM strategy_config WHERE enabled", (T0,))
+    decision = gate.decide(signal(1, "AAA", atr=2.0))
+    # 250 shares at an equal weight (see test_buy_is_sized_from_risk_budget_and_atr); weight 0.1 of 5 strategies
+    assert (decision.accepted, decision.qty) == (True, Decimal(125))
+    assert decision.inputs["size_multiplier"] == "0.5"
+
+
+@pytest.mark.parametrize(("side", "qty", "terms", "accepted", "code"), [
+    ("BUY", "10", {}, True, None),
+    ("BUY", "10", {"order_type": "LIMIT", "limit_price": "99.50"}, True, None),
+    ("BUY", "5000", {}, False, ReasonCode.LEVERAGE_EXCEEDED),   # 500k of notional on 100k at leverage 1
+    ("SELL", "10", {}, False, ReasonCode.NO_OPEN_POSITION),     # nothing to close
+])
+def test_manual_orders_go_through_the_gate_once_with_risk_checks_and_audit(gate, conn, side, qty, terms,
+                                                                           accepted, code):
+    from tradeflow.orders import request_manual_order
+
+    add_price(conn, "AAA", "100", minute=10)  # a bar closed before the request
+    request = request_manual_order(conn, "A2", "AAA", side, qty, requested_by="alice", reason="hedge",
+                                   at=gate.clock(), **terms)
+    [decision] = gate.run_once()
+    assert (decision.decision_id, decision.accepted, decision.code) == (f"manual:{request.request_id}", accepted,
+                                                                       code)
+    assert gate.run_once() == []  # decided once
+    assert decision.inputs["manual"] == {"request_id": request.request_id, "requested_by": "alice",
+                                         "reason": "hedge"}
+    [audit] = rows(conn, "SELECT actor, target, details FROM audit_history WHERE action = 'MANUAL_ORDER'")
+    assert (audit["actor"], audit["target"], audit["details"]["request_id"]) == ("alice", "A2", request.request_id)
+    orders_ = rows(conn, "SELECT account_id, qty, order_type, limit_price FROM orders")
+    assert orders_ == ([{"account_id": "A2", "qty": Decimal(qty), "order_type": terms.get("order_type", "MARKET"),
+                         "limit_price": Decimal(terms["limit_price"]) if "limit_price" in terms else None}]
+                       if accepted else [])
+
+
+def test_a_manual_order_the_gate_sees_too_late_is_stale(gate, conn):
+    from tradeflow.orders import request_manual_order
+
+    request_manual_order(conn, "A1", "AAA", "BUY", 1, requested_by="alice", at=gate.clock() - timedelta(days=31))
+    [decision] = gate.run_once()
+    assert (decision.accepted, decision.code) == (False, ReasonCode.STALE_SIGNAL)
+
+
+@pytest.mark.parametrize(("args", "kwargs", "field"), [
+    (("A1", "AAA", "HOLD", 1), {}, "side"),
+    (("A1", "AAA", "BUY", 0), {}, "qty"),
+    (("A1", "AAA", "BUY", "ten"), {}, "qty"),
+    (("NOPE", "AAA", "BUY", 1), {}, "account_id"),
+    (("A1", "", "BUY", 1), {}, "symbol"),
+    (("A1", "AAA", "BUY", 1), {"order_type": "LIMIT"}, "order_type"),
+    (("A1", "AAA", "BUY", 1), {"order_type": "MARKET", "limit_price": "10"}, "order_type"),
+    (("A1", "AAA", "BUY", 1), {"order_type": "ICEBERG"}, "order_type"),
+    (("A1", "AAA", "BUY", 1), {"time_in_force": "FOK"}, "time_in_force"),
+    (("A1", "AAA", "BUY", 1), {"order_type": "LIMIT", "limit_price": "-1"}, "limit_price"),
+])
+def test_invalid_manual_orders_name_the_field(gate, conn, args, kwargs, field):
+    from tradeflow.orders import OrderCommandError, request_manual_order
+
+    with pytest.raises(OrderCommandError, match=field):
+        request_manual_order(conn, *args, **kwargs)
+    assert rows(conn, "SELECT count(*) AS n FROM manual_order_requests") == [{"n": 0}]

@@ -19,7 +19,7 @@ from ingest.validation import utc_now
 from ingest.writer import insert_rows
 
 COLUMNS = ("audit_id", "actor", "action", "target", "details", "ts")
-ACTIONS = ("POLICY_CHANGE", "KILL_SWITCH", "ACCOUNT_ADD", "ACCOUNT_STATUS", "ORDER_CANCEL")
+ACTIONS = ("POLICY_CHANGE", "KILL_SWITCH", "ACCOUNT_ADD", "ACCOUNT_STATUS", "ORDER_CANCEL", "MANUAL_ORDER")
 
 
 def record(conn: psycopg.Connection, actor: str, action: str, target: str, details: dict[str, object], *,

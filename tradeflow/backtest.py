@@ -44,9 +44,6 @@ from tradeflow.report import ReportData, write_report
 from tradeflow.session import BAR, PolicyChange, ReplaySession
 
 Outputs = Literal["matches-only", "full"]
-RAW_TABLES = ("price_1m_history", "dead_letter", "dead_letter_replay", "exec_report_history", "accounts",
-              "account_policy", "trade_decisions", "order_events", "order_commands", "adapter_feed_position",
-              "audit_log", "risk_events")
 # result table -> (relation of the backtest schema, outputs that keep it)
 RESULTS = {
     "backtest_matches": ("trade_match_history", {"matches-only", "full"}),
@@ -82,6 +79,7 @@ class BacktestSpec:
     paper: PaperConfig = PaperConfig()
     outputs: Outputs = "full"
     max_signal_age: timedelta = timedelta(minutes=2)
+    shadow: bool = False  # also trade every signal in its strategy's paper account (the scoreboard's input)
 
     def __post_init__(self) -> None:
         if self.start.tzinfo is None or self.end.tzinfo is None:
@@ -188,7 +186,7 @@ class Backtest:
         started = time.perf_counter()
         self._prepare_schema()
         with engine.connect(self.bt_settings) as conn:
-            conn.execute("TRUNCATE " + ", ".join(RAW_TABLES))
+            self._empty_raw_tables(conn)
             self._open_accounts(conn, spec)
             # bulk ingest on the run's last clock: every bar is in the past
             PriceIngester(conn, self.bt_settings, source=f"backtest:{run_id}", clock=lambda: spec.end).ingest(
@@ -200,7 +198,8 @@ class Backtest:
             seconds["signals"] = time.perf_counter() - lap
             lap = time.perf_counter()
             session = ReplaySession(conn, self.bt_settings, paper=spec.paper, consumer="backtest",
-                                    policy_changes=spec.policy_changes, max_signal_age=spec.max_signal_age)
+                                    policy_changes=spec.policy_changes, max_signal_age=spec.max_signal_age,
+                                    shadow=spec.shadow)
             self._replay(session, bars, signals, on_progress)
             seconds["replay"] = time.perf_counter() - lap
             lap = time.perf_counter()
@@ -252,6 +251,13 @@ class Backtest:
             conn.execute(f"CREATE TABLE IF NOT EXISTS {marker} (fingerprint text)")
             conn.execute(f"TRUNCATE {marker}")
             conn.execute(f"INSERT INTO {marker} VALUES (%s)", (fingerprint,))
+
+    def _empty_raw_tables(self, conn: psycopg.Connection) -> None:
+        """Every table of the backtest schema is a raw table (models are views), but the deployment marker."""
+        tables = [row[0] for row in conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s AND table_type = 'BASE TABLE'"
+            " AND table_name <> 'backtest_deployment' ORDER BY table_name", (self.bt_settings.schema,))]
+        conn.execute("TRUNCATE " + ", ".join(f'"{self.bt_settings.schema}".{t}' for t in tables))
 
     @staticmethod
     def _open_accounts(conn: psycopg.Connection, spec: BacktestSpec) -> None:

@@ -430,6 +430,7 @@ def gate_run(once: bool = typer.Option(False, help="Decide what is pending, then
              max_signal_age: float = typer.Option(120.0, help="Older signals (bar close to now, s) are STALE_SIGNAL."),
              metrics_port: Optional[int] = typer.Option(None, help="Serve /metrics and /health on this port."),
              metrics_addr: str = typer.Option("127.0.0.1", help="Address for --metrics-port (0.0.0.0 for Docker)."),
+             shadow: bool = typer.Option(False, help="Also trade every signal in its strategy's paper account."),
              ) -> None:
     """Decide every new strategy signal, exactly once, until stopped."""
     from datetime import timedelta
@@ -437,7 +438,8 @@ def gate_run(once: bool = typer.Option(False, help="Decide what is pending, then
     from adapters.daemon import run_gate, stop_on_signals
 
     decided = run_gate(_settings(), once=once, interval=interval, max_signal_age=timedelta(seconds=max_signal_age),
-                       stop=None if once else stop_on_signals(), metrics_port=metrics_port, metrics_addr=metrics_addr)
+                       stop=None if once else stop_on_signals(), metrics_port=metrics_port, metrics_addr=metrics_addr,
+                       shadow=shadow)
     console.print(f"decided {decided} signal(s)")
 
 
@@ -458,7 +460,7 @@ def adapter_run(broker: str = typer.Option("paper", help="Only the paper broker 
                 metrics_port=metrics_port, metrics_addr=metrics_addr)
 
 
-orders_app = typer.Typer(no_args_is_help=True, help="Orders: list, cancel.")
+orders_app = typer.Typer(no_args_is_help=True, help="Orders: list, submit, cancel.")
 app.add_typer(orders_app, name="orders")
 
 
@@ -470,6 +472,47 @@ def orders_list(open_only: bool = typer.Option(False, "--open", help="Only order
         "SELECT client_order_id, account_id, strategy_id, symbol, side, qty, filled_qty, status, event_ts"
         " FROM orders WHERE NOT %s OR status NOT IN ('FILLED', 'CANCELLED', 'REJECTED', 'EXPIRED')"
         " ORDER BY event_ts DESC LIMIT 200", (open_only,))
+
+
+@orders_app.command("submit")
+def orders_submit(
+    account_id: str, symbol: str, side: str = typer.Argument(..., help="BUY or SELL."),
+    qty: str = typer.Argument(..., help="Quantity."),
+    order_type: str = typer.Option("MARKET", "--type", help="MARKET, LIMIT or STOP."),
+    limit_price: Optional[str] = typer.Option(None), stop_price: Optional[str] = typer.Option(None),
+    time_in_force: str = typer.Option("DAY", "--tif", help="DAY, GTC or IOC."),
+    strategy: str = typer.Option("manual", help="Strategy the position belongs to (a SELL closes its long)."),
+    reason: str = typer.Option("", help="Why, for the audit trail."),
+    wait: float = typer.Option(10.0, help="Seconds to wait for the gate's decision (0: just queue it)."),
+) -> None:
+    """Queue an operator's order: the running decision gate decides it once, with the same routing
+    limits and risk checks as a signal; audited with who, when and why."""
+    from tradeflow import orders
+
+    with engine_mod.connect(_settings()) as conn:
+        try:
+            request = orders.request_manual_order(conn, account_id, symbol, side, qty, order_type=order_type,
+                                                  time_in_force=time_in_force, limit_price=limit_price,
+                                                  stop_price=stop_price, strategy_id=strategy, reason=reason)
+        except orders.OrderCommandError as err:
+            console.print(f"[red]{err}[/]")
+            raise typer.Exit(2)
+        decision_id = f"manual:{request.request_id}"
+        console.print(f"order request {request.request_id} queued for the gate (decision {decision_id})")
+        deadline = time.monotonic() + wait
+        while True:
+            row = conn.execute("SELECT 'ACCEPTED', NULL, client_order_id FROM accepted_trade_signal_history"
+                               " WHERE decision_id = %s UNION ALL SELECT 'REJECTED', reject_code, NULL"
+                               " FROM trade_rejections WHERE decision_id = %s", (decision_id, decision_id)).fetchone()
+            if row is not None:
+                outcome, code, order_id = row
+                console.print(f"{outcome}" + (f": {code}" if code else f": order {order_id}"))
+                raise typer.Exit(0 if outcome == "ACCEPTED" else 1)
+            if time.monotonic() >= deadline:
+                if wait:
+                    console.print("no decision yet: is `tradeflow gate run` running?")
+                return
+            time.sleep(0.2)
 
 
 @orders_app.command("cancel")
@@ -484,6 +527,24 @@ def orders_cancel(client_order_id: str, reason: str = typer.Option("", help="Why
             console.print(f"[red]{err}[/]")
             raise typer.Exit(2)
     console.print(f"cancel of {client_order_id} requested")
+
+
+@app.command()
+def weights(max_change: str = typer.Option("0.05", help="Most a weight may move per update."),
+            show_only: bool = typer.Option(False, "--show", help="Print the current weights, change nothing.")) -> None:
+    """Move each strategy's weight toward its scoreboard target (at most --max-change), append the
+    new weights, and print them. Run it on a schedule (e.g. daily)."""
+    from ingest.validation import utc_now
+    from tradeflow.accounts import operator
+    from tradeflow.weights import update_weights
+
+    settings = _settings()
+    if not show_only:
+        with engine_mod.connect(settings) as conn:
+            update_weights(conn, at=utc_now(), max_change=Decimal(max_change), updated_by=operator())
+    _print_query("strategy weights", "SELECT w.strategy_id, w.weight, w.target, w.size_multiplier, w.at,"
+                 " p.trades, p.shrunk_sharpe, p.t_stat FROM strategy_weights_latest w"
+                 " LEFT JOIN strategy_perf_latest p USING (strategy_id) ORDER BY w.strategy_id", settings=settings)
 
 
 @app.command()
@@ -612,6 +673,7 @@ def backtest(
     synthetic: int = typer.Option(0, min=0, help="Run on N synthetic symbols instead of ingested bars."),
     seed: int = typer.Option(7, help="Seed of the synthetic bars."),
     run_id: Optional[str] = typer.Option(None, help="Default: derived from the inputs (same inputs, same id)."),
+    shadow: bool = typer.Option(False, help="Also trade every signal in its strategy's paper account."),
     tz: str = typer.Option("Europe/Oslo", help="Time zone of the daily buckets."),
 ) -> None:
     """A bounded replay of historical bars through the same models, decision gate and paper broker
@@ -626,7 +688,7 @@ def backtest(
         spec = BacktestSpec(start=start, end=end, accounts=_account_specs(accounts_, max_leverage),
                             symbols=tuple(wanted) if wanted else None,
                             strategies=tuple(s.strip() for s in strategies.split(",")) if strategies else None,
-                            outputs=outputs, paper=DEMO_PAPER)
+                            outputs=outputs, paper=DEMO_PAPER, shadow=shadow)
         with Progress(TextColumn("[bold]backtest[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("bars"),
                       TextColumn("{task.fields[rate]} bars/s"), TimeElapsedColumn(), console=console) as progress:
             task = progress.add_task("bars", total=len(bars), rate="-")

@@ -36,7 +36,8 @@ import psycopg
 from adapters.orders import OrderStatus, OrderType, TimeInForce, client_order_id
 from ingest.validation import utc_now
 from ingest.writer import insert_rows
-from tradeflow import accounts
+from tradeflow import accounts, orders
+from tradeflow.orders import ManualOrder
 from tradeflow.config import Settings
 from tradeflow.engine import read_scope
 from tradeflow.reasons import ReasonCode
@@ -81,9 +82,13 @@ class Sizing:
     stop_offset_bps: Decimal = Decimal(0)
     tick_size: Decimal = Decimal("0.01")
     fixed_qty: Decimal | None = None  # a fixed order size instead of the risk-based one
+    limit_price: Decimal | None = None  # explicit prices (manual orders) instead of offsets
+    stop_price: Decimal | None = None
 
     def prices(self, action: str, ref_price: Decimal | None) -> tuple[Decimal | None, Decimal | None]:
         """(limit_price, stop_price) for an order on this signal."""
+        if self.limit_price is not None or self.stop_price is not None:
+            return self.limit_price, self.stop_price
         if ref_price is None or self.order_type is OrderType.MARKET:
             return None, None
         buy = action == "BUY"
@@ -146,6 +151,16 @@ class AccountState:
         }
 
 
+MANUAL_PREFIX = "manual:"  # operators' orders: decision_id = MANUAL_PREFIX + request_id
+PAPER_PREFIX = "paper:"  # shadow accounts, one per strategy: every signal traded, for unbiased scoring
+PAPER_CAPITAL = Decimal(100_000)
+PAPER_OPEN_SYMBOLS = 1_000_000
+
+
+def paper_account_id(strategy_id: str) -> str:
+    return PAPER_PREFIX + strategy_id
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
     signal: Signal
@@ -156,10 +171,15 @@ class Decision:
     inputs: dict[str, object]
     blocked_accounts: tuple[str, ...] = ()  # drawdown breaches found on the way
     terms: Sizing = Sizing()
+    shadow: bool = False  # the paper account's decision on the signal, next to the live one
+
+    @property
+    def decision_id(self) -> str:
+        return PAPER_PREFIX + self.signal.signal_id if self.shadow else self.signal.signal_id
 
     @property
     def client_order_id(self) -> str | None:
-        return client_order_id(self.signal.signal_id) if self.accepted else None
+        return client_order_id(self.decision_id) if self.accepted else None
 
 
 def size_buy(signal: Signal, account: AccountState, sizing: Sizing) -> Decimal:
@@ -213,8 +233,9 @@ def _route(signal: Signal, states: list[AccountState], sizing: Sizing) -> Decisi
     inputs: dict[str, object] = {"signal": {"action": signal.action, "ref_price": str(signal.ref_price),
                                             "atr_14": signal.atr_14, "confidence": signal.confidence}}
     if signal.action == "SELL":
-        return _decide_sell(signal, states, inputs)
-    if signal.ref_price is None or not signal.atr_14 or not math.isfinite(signal.atr_14):
+        return _decide_sell(signal, states, inputs, sizing)
+    atr_needed = sizing.fixed_qty is None
+    if signal.ref_price is None or atr_needed and (not signal.atr_14 or not math.isfinite(signal.atr_14)):
         return Decision(signal, False, None, Decimal(0), ReasonCode.NO_REFERENCE_PRICE, inputs)
     live = [a for a in states if not a.kill_switch]
     if not live:
@@ -255,7 +276,7 @@ def _buy_candidates(symbol: str, active: list[AccountState]) -> list[AccountStat
     return sorted(fresh, key=fairness) + sorted(holders, key=fairness)
 
 
-def _decide_sell(signal: Signal, states: list[AccountState], inputs: dict[str, object]) -> Decision:
+def _decide_sell(signal: Signal, states: list[AccountState], inputs: dict[str, object], sizing: Sizing) -> Decision:
     def closable(a: AccountState) -> Decimal:
         held = a.positions.get((signal.strategy_id, signal.symbol), Decimal(0))
         pending = sum((p.open_qty for p in a.pending if p.action == "SELL" and p.symbol == signal.symbol
@@ -270,7 +291,7 @@ def _decide_sell(signal: Signal, states: list[AccountState], inputs: dict[str, o
     if not live:
         return Decision(signal, False, holders[0].account_id, Decimal(0), ReasonCode.KILL_SWITCH_ENGAGED, inputs)
     account = max(live, key=lambda a: (closable(a), a.account_id))
-    qty = closable(account)
+    qty = closable(account) if sizing.fixed_qty is None else min(closable(account), sizing.fixed_qty)
     if qty <= 0:
         return Decision(signal, False, account.account_id, Decimal(0), ReasonCode.NO_OPEN_POSITION,
                         {**inputs, "account": account.summary()})
@@ -281,8 +302,12 @@ class DecisionGate:
     """Reads the views, decides each undecided signal once, appends the decision."""
 
     def __init__(self, conn: psycopg.Connection, settings: Settings, *, gate_id: str = "gate",
-                 clock: Callable[[], datetime] = utc_now, max_signal_age: timedelta = timedelta(minutes=2)) -> None:
+                 clock: Callable[[], datetime] = utc_now, max_signal_age: timedelta = timedelta(minutes=2),
+                 shadow: bool = False) -> None:
         self.conn = conn
+        # shadow: each signal is also decided for its strategy's paper account
+        # (no open-symbol cap, unweighted), whose matches score the strategy
+        self.shadow = shadow
         self.settings = settings
         self.gate_id = gate_id
         self.clock = clock
@@ -313,6 +338,10 @@ class DecisionGate:
         return sorted(signals, key=lambda s: (s.signal_ts, s.signal_id))[:limit]
 
     def run_once(self, limit: int = 1000) -> list[Decision]:
+        manual = [self.decide_manual(request) for request in orders.pending_manual_orders(self.conn)]
+        return manual + self._run_signals(limit)
+
+    def _run_signals(self, limit: int) -> list[Decision]:
         signals = self.undecided_signals(limit)
         stale = [s for s in signals if self._is_stale(s)]
         if stale:
@@ -333,10 +362,53 @@ class DecisionGate:
                 return stored
             if self._is_stale(signal):
                 decision = Decision(signal, False, None, Decimal(0), ReasonCode.STALE_SIGNAL, {})
+                self._write_all([decision])
+                return decision
+            paper_id = paper_account_id(signal.strategy_id)
+            if self.shadow and accounts.get(self.conn, paper_id) is None:
+                self._open_paper_account(paper_id)
+            with read_scope(self.conn, self.settings, as_of=self.clock()):
+                states = self._account_states()
+                multiplier = self._size_multiplier(signal.strategy_id)
+            sizing = self._sizing(signal.strategy_id)
+            # the strategy's weight scales its size; TradePicker limits and risk checks still apply
+            weighted = replace(signal, size_hint=signal.size_hint * float(multiplier))
+            decision = decide(weighted, [a for a in states if not a.account_id.startswith(PAPER_PREFIX)], sizing)
+            decision = replace(decision, signal=signal, inputs={**decision.inputs, "size_multiplier": str(multiplier)})
+            decisions = [decision]
+            if self.shadow:  # the paper account has no open-symbol cap
+                paper = [replace(a, max_open_symbols=PAPER_OPEN_SYMBOLS) for a in states if a.account_id == paper_id]
+                decisions.append(replace(decide(signal, paper, sizing), shadow=True))
+            self._write_all(decisions)
+            return decision
+
+    def decide_manual(self, request: ManualOrder) -> Decision:
+        """An operator's order for one account (tradeflow.orders.request_manual_order):
+        routed and risk-checked like a signal (a SELL closes at most the
+        strategy's long), decided once under decision_id 'manual:' + request_id.
+        A request not decided within max_signal_age is STALE_SIGNAL."""
+        row = self.conn.execute("SELECT close FROM price_1m_history WHERE symbol = %s AND ts < %s"
+                                " ORDER BY ts DESC, received_at LIMIT 1",
+                                (request.symbol, request.requested_at)).fetchone()
+        signal = Signal(signal_id=MANUAL_PREFIX + request.request_id, strategy_id=request.strategy_id,
+                        symbol=request.symbol, timeframe="1m", signal_ts=request.requested_at - TIMEFRAMES["1m"],
+                        action=request.side, size_hint=1.0, confidence=1.0, ref_price=row[0] if row else None,
+                        atr_14=None)
+        terms = Sizing(order_type=request.order_type, time_in_force=request.time_in_force, fixed_qty=request.qty,
+                       limit_price=request.limit_price, stop_price=request.stop_price)
+        manual = {"request_id": request.request_id, "requested_by": request.requested_by, "reason": request.reason}
+        with self._lock:
+            stored = self._stored(signal)
+            if stored is not None:
+                return stored
+            if self._is_stale(signal):
+                decision = Decision(signal, False, request.account_id, Decimal(0), ReasonCode.STALE_SIGNAL,
+                                    {"manual": manual})
             else:
                 with read_scope(self.conn, self.settings, as_of=self.clock()):
-                    states = self._account_states()
-                decision = decide(signal, states, self._sizing(signal.strategy_id))
+                    states = [a for a in self._account_states() if a.account_id == request.account_id]
+                decision = decide(signal, states, terms)
+                decision = replace(decision, inputs={**decision.inputs, "manual": manual})
             self._write_all([decision])
             return decision
 
@@ -362,6 +434,15 @@ class DecisionGate:
                       limit_offset_bps=Decimal(str(params.get("limit_offset_bps", defaults.limit_offset_bps))),
                       stop_offset_bps=Decimal(str(params.get("stop_offset_bps", defaults.stop_offset_bps))),
                       fixed_qty=Decimal(str(params["fixed_qty"])) if params.get("fixed_qty") else None)
+
+    def _size_multiplier(self, strategy_id: str) -> Decimal:
+        row = self.conn.execute("SELECT size_multiplier FROM strategy_weights_latest WHERE strategy_id = %s",
+                                (strategy_id,)).fetchone()
+        return Decimal(str(row[0])) if row and row[0] is not None else Decimal(1)
+
+    def _open_paper_account(self, account_id: str) -> None:
+        """A strategy's shadow account: every signal gets an order, whatever the live accounts hold."""
+        accounts.add(self.conn, account_id, capital=PAPER_CAPITAL, max_leverage=Decimal(100))
 
     def _account_states(self) -> list[AccountState]:
         now = self.clock()
@@ -404,14 +485,14 @@ class DecisionGate:
             if decision.accepted:
                 self._write_new_order(decision, now)
         insert_rows(self.conn, "trade_decisions", DECISION_COLUMNS, [(
-            d.signal.signal_id, d.signal.signal_id, d.signal.strategy_id, d.signal.symbol, d.signal.action,
+            d.decision_id, d.signal.signal_id, d.signal.strategy_id, d.signal.symbol, d.signal.action,
             d.account_id, "ACCEPTED" if d.accepted else "REJECTED",
             None if d.code is None else str(d.code), d.qty if d.accepted else None,
             d.signal.ref_price, d.client_order_id, json.dumps(d.inputs, default=str), d.signal.signal_ts,
             now, self.gate_id) for d in decisions], batch_rows=1000)
         for decision in decisions:
             log.info("signal %s %s", "accepted" if decision.accepted else "rejected", decision.signal.action,
-                     extra={"signal_id": decision.signal.signal_id, "decision_id": decision.signal.signal_id,
+                     extra={"signal_id": decision.signal.signal_id, "decision_id": decision.decision_id,
                             "order_id": decision.client_order_id, "account_id": decision.account_id,
                             "strategy_id": decision.signal.strategy_id, "symbol": decision.signal.symbol,
                             "code": None if decision.code is None else str(decision.code)})

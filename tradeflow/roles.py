@@ -66,9 +66,12 @@ ROLES = (
          insert=("price_1m_history", "exec_report_history", "dead_letter", "dead_letter_replay", "risk_events")),
     # tradeflow/gate.py: the views it decides from, its own decisions (exactly
     # once), and the drawdown block (an account version, its audit row, a risk event).
+    # Operators' order requests are priced at the last close; paper accounts
+    # are opened on first use; each strategy's weight scales its size.
     Role("tradeflow_gate",
          select=("strategy_signal_history", "trade_decisions", "strategy_config", "account_risk_inputs",
-                 "unrealized_pnl_latest", "int_pending_orders", "stg_accounts"),
+                 "unrealized_pnl_latest", "int_pending_orders", "stg_accounts", "strategy_weights_latest",
+                 "manual_order_requests", "price_1m_history"),
          insert=("trade_decisions", "order_events", "risk_events", "accounts", "audit_log")),
     # adapters/execution.py, daemon.py, changefeed.py: accepted orders, order
     # state and fills; the feeds read the raw bars and order_commands; fills go
@@ -78,19 +81,21 @@ ROLES = (
                  "price_1m_history", "adapter_feed_position", "exec_report_history", "risk_events",
                  "stg_accounts"),
          insert=("order_events", "exec_report_history", "adapter_feed_position", "dead_letter", "risk_events")),
-    # tradeflow/accounts.py, policy.py, orders.py: versions on top of the
-    # current ones, the kill-switch risk event, and the audit row of each action.
+    # tradeflow/accounts.py, policy.py, orders.py, weights.py: versions on top
+    # of the current ones, the kill-switch risk event, order requests, weight
+    # updates, and the audit row of each action.
     Role("tradeflow_operator",
          select=("account_policy", "stg_account_policy", "stg_accounts"), marts=True,
-         insert=("account_policy", "accounts", "order_commands", "risk_events", "audit_log")),
+         insert=("account_policy", "accounts", "order_commands", "manual_order_requests", "strategy_weight_history",
+                 "risk_events", "audit_log")),
     Role("tradeflow_reader", marts=True, audit_views=True),
 )
 ROLE_NAMES = tuple(role.name for role in ROLES)
 
 
 def marts(project_dir: Path = PROJECT_DIR) -> tuple[str, ...]:
-    """The mart views: one per models/marts/*.sql (no mart sets an alias)."""
-    return tuple(sorted(path.stem for path in (project_dir / "models" / "marts").glob("*.sql")))
+    """The mart views: one per models/marts/**/*.sql (no mart sets an alias)."""
+    return tuple(sorted(path.stem for path in (project_dir / "models" / "marts").rglob("*.sql")))
 
 
 # -- credentials -----------------------------------------------------------------

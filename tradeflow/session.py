@@ -55,12 +55,13 @@ class SessionStats:
 class ReplaySession:
     def __init__(self, conn: psycopg.Connection, settings: Settings, *, paper: PaperConfig | None = None,
                  consumer: str = "replay-adapter", policy_changes: Iterable[PolicyChange] = (),
-                 max_signal_age: timedelta = timedelta(minutes=2)) -> None:
+                 max_signal_age: timedelta = timedelta(minutes=2), shadow: bool = False) -> None:
         self.conn = conn
         self.now = datetime.min
         clock: Callable[[], datetime] = lambda: self.now  # noqa: E731  (the replay's clock, not the wall's)
         self.prices = PriceIngester(conn, settings, source="replay", clock=clock)
-        self.gate = DecisionGate(conn, settings, gate_id="replay-gate", clock=clock, max_signal_age=max_signal_age)
+        self.gate = DecisionGate(conn, settings, gate_id="replay-gate", clock=clock, max_signal_age=max_signal_age,
+                                 shadow=shadow)
         self.broker = PaperBroker(paper or PaperConfig(), clock=clock)
         wake_on_insert(settings, conn, "trade_decisions", ACCEPTED_ORDERS)
         store = position_store(settings, conn, consumer)

@@ -83,7 +83,9 @@ GRANT SELECT ON VIEW :"schema".stg_accounts, :"schema".stg_dead_letter TO tradef
 -- gate: the views it decides from, its decisions (read back for exactly once), the drawdown block
 GRANT INSERT, SELECT ON TABLE :"schema".trade_decisions TO tradeflow_gate;
 GRANT INSERT ON TABLE :"schema".order_events, :"schema".risk_events, :"schema".accounts, :"schema".audit_log TO tradeflow_gate;
-GRANT SELECT ON MATERIALIZED VIEW :"schema".strategy_signal_history, :"schema".account_risk_inputs, :"schema".unrealized_pnl_latest, :"schema".int_pending_orders TO tradeflow_gate;
+-- gate: operators' order requests and the last close they are priced at
+GRANT SELECT ON TABLE :"schema".manual_order_requests, :"schema".price_1m_history TO tradeflow_gate;
+GRANT SELECT ON MATERIALIZED VIEW :"schema".strategy_signal_history, :"schema".account_risk_inputs, :"schema".unrealized_pnl_latest, :"schema".int_pending_orders, :"schema".strategy_weights_latest TO tradeflow_gate;
 GRANT SELECT ON VIEW :"schema".strategy_config, :"schema".stg_accounts TO tradeflow_gate;
 
 -- adapter: accepted orders and order state, fills through the exec ingester, its feed positions
@@ -102,12 +104,12 @@ ALTER SUBSCRIPTION :"schema"."adapter-commands_sub" OWNER TO tradeflow_adapter;
 
 -- operator: new versions on top of the current ones, cancels, the kill-switch risk event, the audit trail
 GRANT INSERT, SELECT ON TABLE :"schema".account_policy TO tradeflow_operator;
-GRANT INSERT ON TABLE :"schema".accounts, :"schema".order_commands, :"schema".risk_events, :"schema".audit_log TO tradeflow_operator;
+GRANT INSERT ON TABLE :"schema".accounts, :"schema".order_commands, :"schema".manual_order_requests, :"schema".strategy_weight_history, :"schema".risk_events, :"schema".audit_log TO tradeflow_operator;
 GRANT SELECT ON VIEW :"schema".stg_accounts, :"schema".stg_account_policy TO tradeflow_operator;
 
 -- operator and reader: every mart (models/marts; tradeflow.roles.marts() lists them)
-GRANT SELECT ON MATERIALIZED VIEW :"schema".accepted_trade_signal_history, :"schema".account_risk_inputs, :"schema".audit_history, :"schema".indicator_history, :"schema".indicator_latest, :"schema".open_positions_lots, :"schema".open_positions_rollup, :"schema".order_history, :"schema".orders, :"schema".pnl_timeseries, :"schema".portfolio_state, :"schema".position_close_history, :"schema".realized_pnl_latest, :"schema".sma_wide, :"schema".strategy_signal_history, :"schema".strategy_signal_latest, :"schema".trade_match_history, :"schema".trade_rejections, :"schema".unrealized_pnl_latest TO tradeflow_operator;
-GRANT SELECT ON MATERIALIZED VIEW :"schema".accepted_trade_signal_history, :"schema".account_risk_inputs, :"schema".audit_history, :"schema".indicator_history, :"schema".indicator_latest, :"schema".open_positions_lots, :"schema".open_positions_rollup, :"schema".order_history, :"schema".orders, :"schema".pnl_timeseries, :"schema".portfolio_state, :"schema".position_close_history, :"schema".realized_pnl_latest, :"schema".sma_wide, :"schema".strategy_signal_history, :"schema".strategy_signal_latest, :"schema".trade_match_history, :"schema".trade_rejections, :"schema".unrealized_pnl_latest TO tradeflow_reader;
+GRANT SELECT ON MATERIALIZED VIEW :"schema".accepted_trade_signal_history, :"schema".account_risk_inputs, :"schema".audit_history, :"schema".indicator_history, :"schema".indicator_latest, :"schema".open_positions_lots, :"schema".open_positions_rollup, :"schema".order_history, :"schema".orders, :"schema".paper_trade_match_history, :"schema".pnl_timeseries, :"schema".portfolio_state, :"schema".position_close_history, :"schema".realized_pnl_latest, :"schema".sma_wide, :"schema".strategy_perf_latest, :"schema".strategy_signal_history, :"schema".strategy_signal_latest, :"schema".strategy_weight_targets, :"schema".strategy_weights_latest, :"schema".trade_match_history, :"schema".trade_rejections, :"schema".unrealized_pnl_latest TO tradeflow_operator;
+GRANT SELECT ON MATERIALIZED VIEW :"schema".accepted_trade_signal_history, :"schema".account_risk_inputs, :"schema".audit_history, :"schema".indicator_history, :"schema".indicator_latest, :"schema".open_positions_lots, :"schema".open_positions_rollup, :"schema".order_history, :"schema".orders, :"schema".paper_trade_match_history, :"schema".pnl_timeseries, :"schema".portfolio_state, :"schema".position_close_history, :"schema".realized_pnl_latest, :"schema".sma_wide, :"schema".strategy_perf_latest, :"schema".strategy_signal_history, :"schema".strategy_signal_latest, :"schema".strategy_weight_targets, :"schema".strategy_weights_latest, :"schema".trade_match_history, :"schema".trade_rejections, :"schema".unrealized_pnl_latest TO tradeflow_reader;
 
 -- reader: the dbt test audit views (store_failures_as view), once `dbt test` has created the schema
 SELECT count(*) > 0 AS has_audit_schema FROM pg_catalog.pg_namespace WHERE nspname = :'audit_schema' \gset
