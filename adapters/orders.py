@@ -42,6 +42,15 @@ class OrderStatus(StrEnum):
         return self in {OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED, OrderStatus.EXPIRED}
 
 
+# Shadow (paper) accounts, one per strategy (account_id "paper:<strategy_id>"):
+# they score strategies and must never change what happens to real accounts.
+SHADOW_PREFIX = "paper:"
+
+
+def is_shadow(account_id: str) -> bool:
+    return account_id.startswith(SHADOW_PREFIX)
+
+
 def client_order_id(decision_id: str) -> str:
     """Deterministic: the same decision always maps to the same order id, so a
     resend is recognised by the broker and by us, never duplicated."""

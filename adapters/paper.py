@@ -19,7 +19,9 @@ was not known yet). Then, per bar of its symbol, in submission order:
   triggered it is a market order: a remainder fills like one on later bars.
 - All orders together take at most max_participation x volume of a bar,
   rounded down to lot_size, first submitted first served; the rest carries
-  over (PARTIAL events, cumulative filled_qty). IOC: whatever is left after
+  over (PARTIAL events, cumulative filled_qty). Shadow accounts' orders
+  (adapters.orders.is_shadow) trade against a share of their own, so they
+  never take liquidity from real accounts. IOC: whatever is left after
   the first bar the order may trade in is CANCELLED. DAY: EXPIRED on the
   first bar (any symbol) at or after session_end (UTC) of the day it was
   created, or after midnight when session_end is None; a DAY order that
@@ -45,7 +47,7 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from typing import Callable, Literal, NamedTuple
 
 from adapters.broker import BrokerError
-from adapters.orders import Order, OrderEvent, OrderStatus, OrderType, Side, TimeInForce
+from adapters.orders import Order, OrderEvent, OrderStatus, OrderType, Side, TimeInForce, is_shadow
 
 BAR = timedelta(minutes=1)
 BPS = Decimal(10_000)
@@ -189,13 +191,15 @@ class PaperBroker:
         if ts.tzinfo is None:
             raise ValueError(f"bar ts {ts} has no time zone")
         bar = _Bar(ts, open, high, low, close)
-        capacity = _step(self.config.max_participation * volume, self.config.lot_size, ROUND_FLOOR)
+        share = _step(self.config.max_participation * volume, self.config.lot_size, ROUND_FLOOR)
+        capacity = {False: share, True: share}  # real accounts, shadow accounts
         for state in list(self._live.values()):
             order = state.order
             if state.expires_at is not None and ts >= state.expires_at:
                 self._emit(state, OrderStatus.EXPIRED, state.expires_at, reason="DAY order: session end")
             elif order.symbol == symbol and ts >= state.tradable_from:
-                capacity -= self._trade(state, bar, capacity)
+                pool = is_shadow(order.account_id)
+                capacity[pool] -= self._trade(state, bar, capacity[pool])
                 if order.time_in_force is TimeInForce.IOC and not state.last.status.terminal:
                     self._emit(state, OrderStatus.CANCELLED, ts + BAR, reason="IOC: remainder cancelled")
 

@@ -150,3 +150,16 @@ def test_cli_backtest_writes_the_report_and_keeps_the_run(engine_settings, tmp_p
         strategies = {row[0] for row in fetch(conn, "SELECT DISTINCT strategy_id FROM backtest_decisions"
                                                     " WHERE run_id = 'cli-run'")}
     assert strategies <= {"sma_crossover", "rsi_threshold"} and strategies
+
+
+def test_shadow_accounts_trade_every_signal_without_changing_live_decisions(backtest_run, engine_settings):
+    Backtest(engine_settings).run(replace(SPEC, shadow=True), BARS, run_id="shadow")
+    with engine.connect(engine_settings) as conn:
+        live_only = ("SELECT decision_id, outcome, reject_code, account_id, qty FROM backtest_decisions"
+                     " WHERE run_id = %s AND decision_id NOT LIKE 'paper:%%' ORDER BY decision_id")
+        assert fetch(conn, live_only, ("shadow",)) == fetch(conn, live_only, ("parity",))
+        paper = fetch(conn, "SELECT count(*), count(*) FILTER (WHERE outcome = 'ACCEPTED') FROM backtest_decisions"
+                            " WHERE run_id = 'shadow' AND account_id LIKE 'paper:%%'")[0]
+        matches = fetch(conn, "SELECT count(*) FROM backtest_matches WHERE run_id = 'shadow'"
+                              " AND account_id LIKE 'paper:%%'")[0][0]
+    assert paper[1] > 0 and matches > 0

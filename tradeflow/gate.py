@@ -33,7 +33,7 @@ from typing import Callable, Iterable
 
 import psycopg
 
-from adapters.orders import OrderStatus, OrderType, TimeInForce, client_order_id
+from adapters.orders import SHADOW_PREFIX, OrderStatus, OrderType, TimeInForce, client_order_id, is_shadow
 from ingest.validation import utc_now
 from ingest.writer import insert_rows
 from tradeflow import accounts, orders
@@ -152,13 +152,13 @@ class AccountState:
 
 
 MANUAL_PREFIX = "manual:"  # operators' orders: decision_id = MANUAL_PREFIX + request_id
-PAPER_PREFIX = "paper:"  # shadow accounts, one per strategy: every signal traded, for unbiased scoring
+# a strategy's shadow account trades every signal, for unbiased scoring
 PAPER_CAPITAL = Decimal(100_000)
 PAPER_OPEN_SYMBOLS = 1_000_000
 
 
 def paper_account_id(strategy_id: str) -> str:
-    return PAPER_PREFIX + strategy_id
+    return SHADOW_PREFIX + strategy_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +175,7 @@ class Decision:
 
     @property
     def decision_id(self) -> str:
-        return PAPER_PREFIX + self.signal.signal_id if self.shadow else self.signal.signal_id
+        return SHADOW_PREFIX + self.signal.signal_id if self.shadow else self.signal.signal_id
 
     @property
     def client_order_id(self) -> str | None:
@@ -373,7 +373,7 @@ class DecisionGate:
             sizing = self._sizing(signal.strategy_id)
             # the strategy's weight scales its size; TradePicker limits and risk checks still apply
             weighted = replace(signal, size_hint=signal.size_hint * float(multiplier))
-            decision = decide(weighted, [a for a in states if not a.account_id.startswith(PAPER_PREFIX)], sizing)
+            decision = decide(weighted, [a for a in states if not is_shadow(a.account_id)], sizing)
             decision = replace(decision, signal=signal, inputs={**decision.inputs, "size_multiplier": str(multiplier)})
             decisions = [decision]
             if self.shadow:  # the paper account has no open-symbol cap
