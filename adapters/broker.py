@@ -3,6 +3,7 @@
     submit(order) -> OrderEvent      ACK or REJECTED, returned once the broker has answered
     cancel(client_order_id) -> OrderEvent
     poll_events() -> list[OrderEvent]
+    order_history(client_order_ids) -> list[OrderEvent]
 
 submit is idempotent on client_order_id: sending an order whose id the broker
 already knows creates nothing and returns that order's latest event. That is
@@ -30,6 +31,11 @@ order's complete history; an idempotent resubmit or a cancel of a terminal
 order adds nothing to it. fill_id is stable: a broker that re-sends a fill
 re-sends the same fill_id, and the exec ingester drops the copy.
 
+order_history returns, for the given orders, every event the broker holds,
+in the order they happened (a real broker's order-status and executions
+queries). The adapter reconciles with it at start-up: events it polled but
+did not write before it stopped are not lost.
+
 docs/brokers.md has the paper broker's fill model and what a real (FIX/REST)
 adapter must do.
 """
@@ -55,3 +61,5 @@ class Broker(Protocol):
     def cancel(self, client_order_id: str) -> OrderEvent: ...
 
     def poll_events(self) -> list[OrderEvent]: ...
+
+    def order_history(self, client_order_ids: list[str]) -> list[OrderEvent]: ...

@@ -92,6 +92,9 @@ class PaperAdapter:
         self.commands = open_feed(settings, ORDER_COMMANDS, f"{consumer}-commands", order_by=ORDER_COMMAND_KEY,
                                   start_position=self.commands_store.load(), poll_interval=0.2)
         self._restore_open_orders()
+        # a venue that outlived us may hold reports we polled but never wrote (a no-op on the
+        # paper book, rebuilt above from what was written; the step every broker adapter takes)
+        self.adapter.reconcile()
 
     def step(self, timeout: float = 0.5) -> None:
         self.adapter.submit_accepted(timeout=timeout)

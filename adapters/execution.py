@@ -95,6 +95,27 @@ class ExecutionAdapter:
         """Record the broker's order events; fills go through the exec ingester."""
         with self._timed("poll_events"):
             events = self.broker.poll_events()
+        return self._record(events)
+
+    def reconcile(self) -> int:
+        """At start-up: ask the broker for the whole history of every order we
+        hold open (ACK or PARTIAL) and record what we are missing, such as the
+        reports a previous run polled but died before writing. Returns how many
+        events were new."""
+        open_ids = [row[0] for row in self.conn.execute(
+            "SELECT client_order_id FROM orders WHERE status IN ('ACK', 'PARTIAL') ORDER BY client_order_id")]
+        if not open_ids:
+            return 0
+        with self._timed("order_history"):
+            events = self.broker.order_history(open_ids)
+        before = len(self._recorded(set(open_ids)))
+        self._record(events)
+        added = len(self._recorded(set(open_ids))) - before
+        if added:
+            log.warning("reconciled %d order event(s) missing after a restart", added)
+        return added
+
+    def _record(self, events: list[OrderEvent]) -> int:
         if not events:
             return 0
         orders = self._orders({e.client_order_id for e in events})

@@ -129,7 +129,9 @@ class PaperBroker:
         self._orders: dict[str, _State] = {}
         self._live: dict[str, _State] = {}  # submission order: who is served first in a bar
         self._events: list[OrderEvent] = []
+        self._history: dict[str, list[tuple[int, OrderEvent]]] = {}  # (emission number, event)
         self._accepted = 0
+        self._emitted = 0
 
     def submit(self, order: Order) -> OrderEvent:
         known = self._orders.get(order.client_order_id)
@@ -184,6 +186,12 @@ class PaperBroker:
     def poll_events(self) -> list[OrderEvent]:
         events, self._events = self._events, []
         return events
+
+    def order_history(self, client_order_ids: list[str]) -> list[OrderEvent]:
+        """Every event of these orders since this book opened (a restored order's
+        history starts at its restore), oldest first."""
+        numbered = sorted(item for coid in set(client_order_ids) for item in self._history.get(coid, ()))
+        return [event for _, event in numbered]
 
     def on_bar(self, symbol: str, ts: datetime, open: Decimal, high: Decimal, low: Decimal, close: Decimal,
                volume: Decimal) -> None:
@@ -277,6 +285,8 @@ class PaperBroker:
                            filled_qty=state.filled, broker_order_id=state.broker_order_id, **details)
         state.last = event
         self._events.append(event)
+        self._emitted += 1
+        self._history.setdefault(event.client_order_id, []).append((self._emitted, event))
         if status.terminal:
             self._live.pop(state.order.client_order_id, None)
         return event

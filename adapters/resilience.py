@@ -191,3 +191,7 @@ class ResilientBroker:
     def poll_events(self) -> list[OrderEvent]:
         # Reading reports places nothing; a failed poll is simply polled again by the caller's loop.
         return self.inner.poll_events()
+
+    def order_history(self, client_order_ids: list[str]) -> list[OrderEvent]:
+        # A read, safe to retry: start-up reconciliation must not give up on one timeout.
+        return self.policy.run(lambda: self.breaker.call(self.inner.order_history, client_order_ids))

@@ -143,3 +143,23 @@ def test_limit_orders_from_strategy_terms_fill_only_when_the_bar_reaches_the_lim
     adapter.process_reports()
     [fill] = rows(conn, "SELECT fill_price FROM exec_report_history")
     assert fill == {"fill_price": Decimal("99.00")}
+
+
+def test_reports_polled_but_not_written_before_a_crash_are_reconciled_at_start_up(conn, setup):
+    gate, broker, make_adapter, clock = setup
+    decisions = [gate.decide(signal(n, symbol)) for n, symbol in enumerate(["AAA", "BBB"])]
+    first = make_adapter()
+    first.submit_accepted(timeout=2)
+    first.process_reports()  # ACKs written
+    bar(broker, "AAA", 1, "101")
+    bar(broker, "BBB", 1, "102")
+    lost = broker.poll_events()  # the broker's fills reached the adapter, which died before writing them
+    assert [e.status for e in lost] == ["FILLED", "FILLED"]
+    assert rows(conn, "SELECT count(*) AS n FROM exec_report_history") == [{"n": 0}]
+    second = make_adapter()  # the broker (a venue) outlived the adapter
+    assert second.reconcile() == 2
+    assert second.reconcile() == 0  # nothing left to reconcile, nothing written twice
+    fills = rows(conn, "SELECT order_id, fill_qty, fill_price FROM exec_report_history ORDER BY fill_price")
+    assert fills == [{"order_id": d.client_order_id, "fill_qty": d.qty, "fill_price": Decimal(price)}
+                     for d, price in zip(decisions, ("101", "102"))]
+    assert {r["status"] for r in rows(conn, "SELECT status FROM orders")} == {"FILLED"}
