@@ -80,7 +80,6 @@
   {#- The embedded engine computes views on read: these indexes keep the
       reads that matter (one symbol's recent bars, dedup lookups) bounded. #}
   create index if not exists price_1m_history_symbol_ts on {{ target.schema }}.price_1m_history (symbol, ts);
-  create index if not exists price_1m_history_ts on {{ target.schema }}.price_1m_history (ts);
   create index if not exists dead_letter_kind on {{ target.schema }}.dead_letter (kind, received_at);
   create index if not exists dead_letter_replay_id on {{ target.schema }}.dead_letter_replay (dlq_id);
   create index if not exists exec_report_history_key on {{ target.schema }}.exec_report_history

@@ -8,11 +8,30 @@
   {{ return(all[strategy_id]) }}
 {% endmacro %}
 
-{# Final bars of the strategy's timeframe with their indicators. #}
-{% macro strategy_bars(strategy_id) -%}
-  {%- set cfg = strategy_cfg(strategy_id) -%}
+{# Final bars of a timeframe with their indicators: what every strategy reads. #}
+{% macro final_bars(timeframe) -%}
   select * from {{ ref('indicator_history') }}
-  where timeframe = '{{ cfg["timeframe"] }}' and final
+  where timeframe = '{{ timeframe }}' and final
+{%- endmacro %}
+
+{#
+  A strategy's signals over `bars` (a relation: a CTE name or an aliased
+  subquery). Each strategy is a macro signals_<id>(bars) in
+  macros/strategies/<id>.sql, so its own model and strategy_signal_history,
+  which computes each timeframe's indicators once for all its strategies,
+  run the same SQL.
+#}
+{% macro strategy_signals(strategy_id, bars) -%}
+  {%- set signals = context.get('signals_' ~ strategy_id) -%}
+  {%- if signals is none -%}
+    {{ exceptions.raise_compiler_error("strategy '" ~ strategy_id ~ "' has no macro signals_" ~ strategy_id ~ "(bars) in macros/strategies/") }}
+  {%- endif -%}
+  {{ return(signals(bars)) }}
+{%- endmacro %}
+
+{# The body of models/strategies/strategy_<id>.sql. #}
+{% macro strategy_model(strategy_id) -%}
+  {{ strategy_signals(strategy_id, '(' ~ final_bars(strategy_cfg(strategy_id)['timeframe']) ~ ') as final_bars') }}
 {%- endmacro %}
 
 {#
@@ -29,7 +48,7 @@
           || cast(cast(extract(epoch from bar_ts) as bigint) as text) as signal_id,
       '{{ strategy_id }}' as strategy_id,
       symbol,
-      timeframe,
+      '{{ cfg["timeframe"] }}' as timeframe,  {#- a literal: a read of one timeframe skips the others' strategies #}
       bar_ts as signal_ts,
       action,
       1.0::float8 as size_hint,
@@ -46,9 +65,9 @@
 {%- endmacro %}
 
 {# Fast/slow moving-average crossover on columns of indicator_history. #}
-{% macro crossover_candidates(strategy_id, fast_col, slow_col) -%}
+{% macro crossover_candidates(strategy_id, fast_col, slow_col, bars) -%}
 with bars as (
-    {{ strategy_bars(strategy_id) }}
+    select * from {{ bars }}
 ),
 
 spreads as (

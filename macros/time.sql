@@ -40,7 +40,8 @@
                           < as_of): a backtest's gate sees the past as it was;
     tradeflow.live_bars   only the newest N bars of each symbol that has a bar
     tradeflow.live_since  at or after live_since: the gate's live edge, read
-                          through the (ts) and (symbol, ts) indexes.
+                          through the (symbol, ts) index (PostgreSQL 18's
+                          skip scan finds the symbols with a fresh bar).
   Unset, the view reads all history.
 #}
 {% macro price_rows() %}
