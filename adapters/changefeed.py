@@ -161,7 +161,7 @@ class PostgresPollingFeed(_Closing):
 
     def __init__(self, conn_factory: ConnFactory, schema: str, relation: str, order_by: Sequence[str], *,
                  consumer: str, start_position: str | None = None, channel: str | None = None,
-                 poll_interval: float = 1.0) -> None:
+                 poll_interval: float = 1.0, from_now: bool = False) -> None:
         if not order_by:
             raise ValueError("order_by: at least one column")
         self._poll_interval = poll_interval
@@ -180,6 +180,13 @@ class PostgresPollingFeed(_Closing):
         # Names the session in pg_stat_activity.
         self._conn.execute(sql.SQL("SET application_name = {}").format(sql.Literal(f"tradeflow-feed-{consumer}")))
         self._conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel or notify_channel(relation))))
+        if from_now and start_position is None:  # skip the rows already there: begin after the last one
+            last = self._conn.execute(sql.SQL("SELECT {} FROM {}.{} ORDER BY {} LIMIT 1").format(
+                keys, sql.Identifier(schema), sql.Identifier(relation),
+                sql.SQL(", ").join(sql.SQL("{} DESC").format(sql.Identifier(c)) for c in self._order_by))).fetchone()
+            if last is not None:
+                self._after = list(last)
+                self._position = json.dumps(self._after, default=_json_value)
 
     @property
     def position(self) -> str | None:
@@ -423,16 +430,20 @@ def wake_on_insert(settings: Settings, conn: psycopg.Connection, table: str, rel
 
 
 def open_feed(settings: Settings, relation: str, consumer: str, *, order_by: Sequence[str] = (),
-              start_position: str | None = None, poll_interval: float = 1.0, retention: str = "1D") -> ChangeFeed:
+              start_position: str | None = None, poll_interval: float = 1.0, retention: str = "1D",
+              from_now: bool = False) -> ChangeFeed:
     """The feed for settings.target on `relation` in settings.schema.
 
-    order_by and poll_interval apply to the embedded engine, retention to RisingWave."""
+    order_by, poll_interval and from_now (a consumer without a saved position
+    starts after the rows already there, not at the first) apply to the
+    embedded engine, retention to RisingWave; the streaming engines' first
+    read is their retained snapshot."""
     def connect() -> psycopg.Connection:
         return engine.connect(settings)
 
     if settings.target == "embedded":
         return PostgresPollingFeed(connect, settings.schema, relation, order_by, consumer=consumer,
-                                   start_position=start_position, poll_interval=poll_interval)
+                                   start_position=start_position, poll_interval=poll_interval, from_now=from_now)
     qualified = f"{settings.schema}.{relation}"
     if settings.target == "risingwave":
         return RisingWaveSubscriptionFeed(connect, qualified, consumer, retention, start_position=start_position)

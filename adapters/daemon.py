@@ -85,8 +85,9 @@ class PaperAdapter:
             open_feed(settings, ACCEPTED_ORDERS, f"{consumer}-orders", order_by=ACCEPTED_ORDER_KEY,
                       start_position=orders_store.load(), poll_interval=0.2),
             orders_store, source=consumer, clock=clock)
+        # bars from before the first start trade nothing: there were no orders yet
         self.bars = open_feed(settings, BARS, f"{consumer}-bars", order_by=BAR_KEY,
-                              start_position=self.bars_store.load(), poll_interval=0.2)
+                              start_position=self.bars_store.load(), poll_interval=0.2, from_now=True)
         self._bars_seen = feed_age(BARS, clock)
         self.commands_store = position_store(settings, conn, f"{consumer}-commands")
         self.commands = open_feed(settings, ORDER_COMMANDS, f"{consumer}-commands", order_by=ORDER_COMMAND_KEY,

@@ -80,6 +80,9 @@
   {#- The embedded engine computes views on read: these indexes keep the
       reads that matter (one symbol's recent bars, dedup lookups) bounded. #}
   create index if not exists price_1m_history_symbol_ts on {{ target.schema }}.price_1m_history (symbol, ts);
+  {#- the paper adapter follows new bars in arrival order (a polling change feed) #}
+  create index if not exists price_1m_history_arrival on {{ target.schema }}.price_1m_history
+    (received_at, symbol, ts);
   create index if not exists dead_letter_kind on {{ target.schema }}.dead_letter (kind, received_at);
   create index if not exists dead_letter_replay_id on {{ target.schema }}.dead_letter_replay (dlq_id);
   create index if not exists exec_report_history_key on {{ target.schema }}.exec_report_history

@@ -127,6 +127,20 @@ def test_fetch_in_order_then_resume_from_persisted_position(source: Source) -> N
         assert ids(feed.fetch(100, timeout=0)) == [4, 5, 6, 7, 8]
 
 
+@pytest.mark.parametrize("existing", [range(1, 4), range(0)])
+def test_from_now_skips_the_rows_already_there_and_resumes_normally(source: Source, existing: range) -> None:
+    if existing:
+        source.insert(minutes(existing))
+    with source.feed("from-now", from_now=True) as feed:
+        assert feed.fetch(100, timeout=0) == []
+        source.insert(minutes(range(10, 12)))
+        assert ids(feed.fetch(100, timeout=0)) == [10, 11]
+        position = feed.position
+    with source.feed("from-now", position, from_now=True) as feed:  # a saved position wins
+        source.insert(minutes(range(12, 13)))
+        assert ids(feed.fetch(100, timeout=0)) == [12]
+
+
 def test_notify_wakes_a_blocked_fetch(source: Source) -> None:
     consumer = f"test-{source.view}"
     errors: list[BaseException] = []
