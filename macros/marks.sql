@@ -51,3 +51,41 @@
   {% endif %}
   {{ return(method) }}
 {% endmacro %}
+
+{#
+  Every bar of a position's symbol while the position is held: a bar stamped
+  t closes at t + 1 minute, so fills before then are in its position.
+  positions: a relation with account_id, symbol, valid_from, valid_to, position.
+  Returns account_id, symbol, position, bar_ts, close.
+#}
+{% macro bars_while_held(positions) %}
+  {{ return(adapter.dispatch('bars_while_held', 'tradeflow')(positions)) }}
+{% endmacro %}
+
+{% macro default__bars_while_held(positions) -%}
+  select held.account_id, held.symbol, held.position, bars.bar_ts, bars.close
+  from {{ ref('stg_prices') }} as bars
+  inner join {{ positions }} as held
+      on held.symbol = bars.symbol
+      and held.valid_from < bars.bar_ts + interval '1 minute'
+      and held.valid_to >= bars.bar_ts + interval '1 minute'
+{%- endmacro %}
+
+{% macro postgres__bars_while_held(positions) -%}
+  {#- Computed on read: an index range of the symbol's bars per holding period,
+      not a pass over all price history (first-received copy, as stg_prices). #}
+  select held.account_id, held.symbol, held.position, bars.bar_ts, bars.close
+  from {{ positions }} as held
+  inner join lateral (
+      select distinct on (prices.ts) prices.symbol, prices.ts as bar_ts, prices.close
+      from {{ source('raw', 'price_1m_history') }} as prices
+      where prices.symbol = held.symbol
+        and prices.ts > held.valid_from - interval '1 minute'
+        and prices.ts <= held.valid_to - interval '1 minute'
+        and {{ closed_before_as_of('prices.ts') }}
+      order by prices.ts, prices.received_at
+  ) as bars on bars.symbol = held.symbol
+{%- endmacro %}
+
+{% macro risingwave__bars_while_held(positions) -%}{{ default__bars_while_held(positions) }}{%- endmacro %}
+{% macro materialize__bars_while_held(positions) -%}{{ default__bars_while_held(positions) }}{%- endmacro %}

@@ -42,18 +42,14 @@ cash as (
     from cash_changes
 ),
 
+held_bars as (
+    {{ bars_while_held('positions') }}
+),
+
 marked as (
-    -- a bar stamped t closes at t + 1 minute: fills before then are in its position
-    select
-        positions.account_id,
-        bars.bar_ts,
-        sum(positions.position * bars.close) as market_value
-    from {{ ref('stg_prices') }} as bars
-    inner join positions
-        on positions.symbol = bars.symbol
-        and positions.valid_from < bars.bar_ts + interval '1 minute'
-        and positions.valid_to >= bars.bar_ts + interval '1 minute'
-    group by positions.account_id, bars.bar_ts
+    select account_id, bar_ts, sum(position * close) as market_value
+    from held_bars
+    group by account_id, bar_ts
 )
 
 select
