@@ -155,8 +155,9 @@ class FirstFailure:
 
     def flag(self, mask: pd.Series, name: str, reason: ReasonCode) -> None:
         hit = mask & self.code.isna()
-        self.code[hit] = reason
-        self.field[hit] = name
+        if hit.any():  # the usual case is no hit; assigning through an all-False mask still costs
+            self.code[hit] = reason
+            self.field[hit] = name
 
     @property
     def failed(self) -> pd.Series:

@@ -12,6 +12,7 @@ peaks as (
 
 select
     policy.*,
+    portfolio.initial_capital,
     portfolio.cash,
     portfolio.equity,
     greatest(coalesce(peaks.peak_equity, portfolio.equity), portfolio.initial_capital, portfolio.equity) as peak_equity,
