@@ -46,12 +46,11 @@ DECISION_COLUMNS = ("decision_id", "signal_id", "strategy_id", "symbol", "action
                     "reject_code", "qty", "ref_price", "client_order_id", "inputs", "signal_ts", "decided_at",
                     "gate_id")
 log = logging.getLogger("tradeflow.gate")
-# account_risk_inputs as the gate reads it: every column but peak_equity (the gate carries its own)
+# account_risk_inputs as the gate reads it: every column but peak_equity (see DecisionGate._peak_equity)
 RISK_INPUT_COLUMNS = ("account_id", "status", "kill_switch", "max_open_symbols", "allow_scale_in",
                       "sell_requires_long", "max_order_notional", "max_position_qty", "max_concentration_pct",
                       "max_drawdown_pct", "risk_per_trade_pct", "max_leverage", "reservation_ttl_seconds", "cash",
                       "equity", "initial_capital", "gross_exposure")
-PEAK_OVERLAP = timedelta(hours=1)
 TIMEFRAMES = {"1m": timedelta(minutes=1), "5m": timedelta(minutes=5), "15m": timedelta(minutes=15),
               "1h": timedelta(hours=1)}
 ORDER_EVENT_COLUMNS = ("client_order_id", "account_id", "strategy_id", "symbol", "side", "order_type",
@@ -321,7 +320,6 @@ class DecisionGate:
         # top of history, or catching up after an outage, must not trade the past
         self.max_signal_age = max_signal_age
         self._lock = threading.Lock()
-        self._peaks: dict[str, tuple[Decimal, datetime]] = {}  # account -> (peak equity, through clock)
 
     def undecided_signals(self, limit: int = 1000) -> list[Signal]:
         """Undecided signals of fresh bars, oldest first. Each timeframe is read
@@ -453,10 +451,10 @@ class DecisionGate:
 
     def _account_states(self) -> list[AccountState]:
         now = self.clock()
-        # every column but peak_equity, so the view's full-history peak is never computed (see _peaks)
+        # every column but peak_equity: the view's peak is computed only where a drawdown limit needs it
         cur = self.conn.execute(f"SELECT {', '.join(RISK_INPUT_COLUMNS)} FROM account_risk_inputs ORDER BY account_id")
         raw = [dict(zip(RISK_INPUT_COLUMNS, row)) for row in cur.fetchall()]
-        peaks = self._peak_equity(raw, now)
+        peaks = self._peak_equity(raw)
         for row in raw:
             row["peak_equity"] = peaks[row["account_id"]]
         positions: dict[str, dict[tuple[str, str], Decimal]] = {}
@@ -484,28 +482,16 @@ class DecisionGate:
                              last_accepted_at=last_accepted.get(row["account_id"]))
                 for row in raw]
 
-    def _peak_equity(self, accounts_: list[dict], now: datetime) -> dict[str, Decimal]:
-        """Peak equity per account, as account_risk_inputs defines it, carried
-        from read to read: the first read takes the maximum over the whole
-        equity history, later ones only over the bars since the previous read
-        (less PEAK_OVERLAP, for fills recorded late). On the embedded engine a
-        full read costs the whole history the account held; per decision that
-        would make a long backtest quadratic."""
-        known = [self._peaks.get(a["account_id"]) for a in accounts_]
-        if any(k is None or k[1] > now for k in known):
-            window, since = "", ()
-        else:
-            window, since = " WHERE bar_ts >= %s", (min(k[1] for k in known) - PEAK_OVERLAP,)
+    def _peak_equity(self, accounts_: list[dict]) -> dict[str, Decimal]:
+        """Peak equity as account_risk_inputs defines it, read for the accounts
+        with a drawdown limit only (the one check that uses it): on the embedded
+        engine it costs the account's whole equity history."""
+        limited = [a["account_id"] for a in accounts_ if a["max_drawdown_pct"] is not None]
         seen = dict(self.conn.execute(
-            f"SELECT account_id, max(equity) FROM pnl_timeseries{window} GROUP BY account_id", since).fetchall())
-        peaks = {}
-        for account in accounts_:
-            account_id = account["account_id"]
-            carried = self._peaks.get(account_id, (account["initial_capital"], now))[0]
-            peaks[account_id] = max(carried, seen.get(account_id) or carried, account["initial_capital"],
-                                    account["equity"])
-            self._peaks[account_id] = (peaks[account_id], now)
-        return peaks
+            "SELECT account_id, max(equity) FROM pnl_timeseries WHERE account_id = ANY(%s) GROUP BY account_id",
+            (limited,)).fetchall()) if limited else {}
+        return {a["account_id"]: max(seen.get(a["account_id"]) or a["equity"], a["initial_capital"], a["equity"])
+                for a in accounts_}
 
     # -- writing -----------------------------------------------------------------
     def _write_all(self, decisions: list[Decision]) -> None:

@@ -32,16 +32,6 @@ cash_changes as (
     group by account_id, exec_ts
 ),
 
-cash as (
-    select
-        account_id,
-        exec_ts as valid_from,
-        coalesce(lead(exec_ts, 1) over (partition by account_id order by exec_ts), {{ far_future }}) as valid_to,
-        sum(cash_change) over (partition by account_id order by exec_ts
-            rows between unbounded preceding and current row) as cash_delta
-    from cash_changes
-),
-
 held_bars as (
     {{ bars_while_held('positions') }}
 ),
@@ -50,17 +40,35 @@ marked as (
     select account_id, bar_ts, sum(position * close) as market_value
     from held_bars
     group by account_id, bar_ts
+),
+
+timeline as (
+    -- bar closes and cash changes in one time order per account: a running sum
+    -- gives the cash at each bar's close (fills stamped before it, not at it)
+    -- without joining every bar to every cash interval
+    select account_id, bar_ts + interval '1 minute' as at, 0 as is_fill, bar_ts, market_value,
+        cast(0 as numeric) as cash_change
+    from marked
+    union all
+    select account_id, exec_ts as at, 1 as is_fill, cast(null as timestamptz) as bar_ts,
+        cast(null as numeric) as market_value, cash_change
+    from cash_changes
+),
+
+running as (
+    select
+        timeline.*,
+        sum(cash_change) over (partition by account_id order by at, is_fill
+            rows between unbounded preceding and current row) as cash_delta
+    from timeline
 )
 
 select
-    marked.account_id,
-    marked.bar_ts,
-    accounts.initial_capital + cash.cash_delta as cash,
-    marked.market_value,
-    accounts.initial_capital + cash.cash_delta + marked.market_value as equity
-from marked
-inner join cash
-    on cash.account_id = marked.account_id
-    and cash.valid_from < marked.bar_ts + interval '1 minute'
-    and cash.valid_to >= marked.bar_ts + interval '1 minute'
-inner join {{ ref('stg_accounts') }} as accounts on accounts.account_id = marked.account_id
+    running.account_id,
+    running.bar_ts,
+    accounts.initial_capital + running.cash_delta as cash,
+    running.market_value,
+    accounts.initial_capital + running.cash_delta + running.market_value as equity
+from running
+inner join {{ ref('stg_accounts') }} as accounts on accounts.account_id = running.account_id
+where running.is_fill = 0
