@@ -225,7 +225,8 @@ class PaperBroker:
                 return f"{name} {price} is not a positive multiple of tick_size {self.config.tick_size}"
         if self.config.fill_at == "signal_close" and order.order_type is OrderType.MARKET and order.ref_price is None:
             return "fill_at=signal_close needs the order's ref_price"
-        if state.expires_at is not None and state.tradable_from >= state.expires_at:
+        fills_at_submit = self.config.fill_at == "signal_close" and order.order_type is OrderType.MARKET
+        if state.expires_at is not None and state.tradable_from >= state.expires_at and not fills_at_submit:
             return f"DAY order created at {order.created_at} cannot trade before the session end {state.expires_at}"
         return ""
 

@@ -8,8 +8,8 @@ For each symbol count (``--symbols``, default 1,10,100) over ``--days`` (default
 * tradeflow: ``Backtest.run`` on a scratch embedded engine, end to end: bulk
   ingest, signals (indicators + strategy views), replay (decisions, orders,
   fills), metrics (P&L views, performance) and store. The backtest schema is
-  deployed before the clock starts (``deploy_seconds``, paid once per model
-  version, not per run).
+  deployed before the clock starts (paid once per model
+  version, not per run; ``tradeflow_deploy_seconds`` in the output).
 * NautilusTrader: ``bench/nautilus_sma.py`` (``BacktestEngine``, bar execution;
   see its docstring for the exact venue), timed as setup (engine, instruments,
   DataFrame -> Bar, add_data) + ``engine.run()``.
@@ -37,7 +37,16 @@ Agreement
 
 Usage:
     python bench/bench_peers.py [--symbols 1,10,100] [--days 252] [--seed 7]
-        [--out FILE] [--engines tradeflow,nautilus] [--profile N]
+        [--out FILE] [--engines tradeflow,nautilus] [--tradeflow-limit S]
+        [--session-end HH:MM|none] [--profile N]
+
+``--tradeflow-limit S``: stop a tradeflow run once it has used S seconds
+(checked each replayed minute, so not during the bulk ingest and signals) and
+report how far it got, with a trace of (seconds, bars replayed) and two
+estimates of the whole run, marked EXTRAPOLATED: a floor (the rest at the last
+minute's cost per bar, which only grew in every run) and a power-law fit; the
+ratio to NautilusTrader is then an upper bound. The targets section counts a
+run that used more time than a target allows as not met.
 
 ``--profile N``: also run cProfile over tradeflow's run (N top functions by
 cumulative and by own time); profiling slows the run, its seconds are not the

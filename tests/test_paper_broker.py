@@ -333,3 +333,12 @@ def test_signal_close_needs_the_reference_price():
 def test_unknown_fill_modes_name_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         PaperConfig(**{field: value})
+
+
+def test_signal_close_fills_a_day_order_decided_at_the_session_end():
+    # the 20:59 bar's signal is decided at 21:00: no bar is left, but the order fills at submit
+    broker = PaperBroker(PaperConfig(fill_at="signal_close"), clock=lambda: datetime(2024, 3, 4, 21, 0, tzinfo=UTC))
+    order = make_order(time_in_force=TimeInForce.DAY, ref_price=D("100"),
+                       created_at=datetime(2024, 3, 4, 21, 0, tzinfo=UTC))
+    assert broker.submit(order).status is OrderStatus.ACK
+    assert broker.poll_events()[-1].status is OrderStatus.FILLED

@@ -147,9 +147,9 @@ def decision_times(bars: pd.DataFrame, signals: pd.DataFrame, max_signal_age: ti
     once the symbol has a later bar (at that bar's close)."""
     if signals.empty:
         return pd.Series([], dtype="datetime64[ns, UTC]")
-    out = pd.Series(pd.NaT, index=signals.index, dtype="datetime64[ns, UTC]")
     by_symbol = {symbol: frame.ts.sort_values().dt.tz_convert(None).to_numpy()
                  for symbol, frame in bars.groupby("symbol")}
+    final_at: dict[object, pd.Timestamp] = {}
     for timeframe, group in signals.groupby("timeframe"):
         length = pd.Timedelta(TIMEFRAMES[timeframe])
         minutes = int(length / pd.Timedelta(BAR))
@@ -160,9 +160,10 @@ def decision_times(bars: pd.DataFrame, signals: pd.DataFrame, max_signal_age: ti
             close = start + length
             lo, hi = (times.searchsorted(t.tz_convert(None).to_datetime64()) for t in (start, close))
             if hi - lo == minutes:
-                out[index] = close
+                final_at[index] = close
             elif hi < len(times):
-                out[index] = pd.Timestamp(times[hi]).tz_localize("UTC") + pd.Timedelta(BAR)
+                final_at[index] = pd.Timestamp(times[hi]).tz_localize("UTC") + pd.Timedelta(BAR)
+    out = pd.Series(final_at, index=signals.index, dtype="datetime64[ns, UTC]")
     stale = out - (signals.signal_ts + signals.timeframe.map(lambda tf: pd.Timedelta(TIMEFRAMES[tf])))
     return out.where(stale <= pd.Timedelta(max_signal_age))
 
