@@ -147,28 +147,34 @@ def parse_timestamps(values: pd.Series) -> pd.Series:
 
 
 class FirstFailure:
-    """Per record, the first rule that failed: later rules never overwrite it."""
+    """Per record, the first rule that failed: later rules never overwrite it.
+    Kept in numpy arrays: a live fill arrives alone, and pandas' per-call
+    overhead on one-row Series would dominate its validation."""
 
     def __init__(self, index: pd.Index) -> None:
-        self.code = pd.Series(None, index=index, dtype=object)
-        self.field = pd.Series(None, index=index, dtype=object)
+        self.index = index
+        self._code = np.full(len(index), None, dtype=object)
+        self._field = np.full(len(index), None, dtype=object)
+        self._failed = np.zeros(len(index), dtype=bool)
 
     def flag(self, mask: pd.Series, name: str, reason: ReasonCode) -> None:
-        hit = mask & self.code.isna()
-        if hit.any():  # the usual case is no hit; assigning through an all-False mask still costs
-            self.code[hit] = reason
-            self.field[hit] = name
+        hit = np.asarray(mask.to_numpy(dtype=bool, na_value=False) if isinstance(mask, pd.Series) else mask,
+                         dtype=bool) & ~self._failed
+        if hit.any():
+            self._code[hit] = reason
+            self._field[hit] = name
+            self._failed |= hit
 
     @property
     def failed(self) -> pd.Series:
-        return self.code.notna()
+        return pd.Series(self._failed, index=self.index)
 
     def rejections(self, raw: pd.DataFrame,
                    explain: Callable[[ReasonCode, str, pd.Series], str]) -> list[Rejection]:
         return [
-            Rejection(payload=payload(raw.loc[i]), field=self.field[i], code=self.code[i],
-                      reason=explain(self.code[i], self.field[i], raw.loc[i]))
-            for i in np.flatnonzero(self.failed.to_numpy())
+            Rejection(payload=payload(raw.iloc[i]), field=self._field[i], code=self._code[i],
+                      reason=explain(self._code[i], self._field[i], raw.iloc[i]))
+            for i in np.flatnonzero(self._failed)
         ]
 
 
