@@ -56,6 +56,12 @@ RESULTS = {
 }
 
 
+TRADE_REPORT_COLUMNS = ("match_ts", "account_id", "strategy_id", "symbol", "closed_side", "matched_qty", "buy_price",
+                        "sell_price", "realized_pnl", "fee_share")
+STRATEGY_REPORT_COLUMNS = ("trades", "win_rate", "profit_factor", "avg_win", "avg_loss", "realized_pnl",
+                           "exposure_time", "fees_paid")
+
+
 class BacktestError(ValueError):
     pass
 
@@ -340,8 +346,12 @@ class Backtest:
                         "strategies": ", ".join(spec.strategies) if spec.strategies else "all enabled",
                         "accounts": ", ".join(f"{a.account_id} ({a.capital})" for a in spec.accounts),
                         "bars": f"{len(bars):,}", "fill model": str(spec.paper), "time zone": tz},
-            equity=analysis.equity, metrics_by_strategy=analysis.by_strategy,
-            metrics_by_account=analysis.by_account, monthly_returns=monthly, trades=analysis.trades,
+            equity=analysis.equity,
+            # strategies share accounts: they have trade metrics, not equity curves of their own
+            metrics_by_strategy=analysis.by_strategy[[c for c in STRATEGY_REPORT_COLUMNS
+                                                      if c in analysis.by_strategy.columns]],
+            metrics_by_account=analysis.by_account, monthly_returns=monthly,
+            trades=analysis.trades[[c for c in TRADE_REPORT_COLUMNS if c in analysis.trades.columns]],
             rejects_by_code=analysis.rejects)
 
     def _store(self, conn: psycopg.Connection, spec: BacktestSpec, run_id: str, bars: pd.DataFrame, signals: int,
