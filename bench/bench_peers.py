@@ -225,9 +225,9 @@ def run_tradeflow(bt: Backtest, conn, bars: pd.DataFrame, run_id: str, session_e
         "fee": fills.fee.astype(float), "fill_ts": exec_ts})
     # the backtest schema's own view, as the run left it (the next run empties the schema)
     with engine.connect(bt.bt_settings) as bt_conn, engine.read_scope(bt_conn, bt.bt_settings, as_of=spec.end):
-        cur = bt_conn.execute("SELECT symbol, method, realized_pnl_gross, fees, realized_pnl FROM realized_pnl_latest"
-                              " WHERE account_id = %s AND strategy_id = %s", (ACCOUNT, STRATEGY))
-        pnl = pd.DataFrame(cur.fetchall(), columns=[c.name for c in cur.description])
+        pnl = engine.query_frame(bt_conn, "SELECT symbol, method, realized_pnl_gross, fees, realized_pnl"
+                                 " FROM realized_pnl_latest WHERE account_id = %s AND strategy_id = %s",
+                                 (ACCOUNT, STRATEGY))
     methods = sorted(set(pnl.method))
     pnl = pnl.drop(columns="method").set_index("symbol").astype(float)
     pnl.columns = ["realized_pnl_gross", "fees", "realized_pnl_net"]

@@ -130,11 +130,6 @@ class Analysis:
     rejects: pd.DataFrame
 
 
-def _frame(conn: psycopg.Connection, query: str) -> pd.DataFrame:
-    cur = conn.execute(query)
-    return pd.DataFrame(cur.fetchall(), columns=[c.name for c in cur.description])
-
-
 def _json_number(value: object) -> object:
     """JSON has no NaN or infinity: NaN becomes null, infinities their names."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -280,11 +275,10 @@ class Backtest:
         if wanted - known:
             raise BacktestError(f"strategies: {sorted(wanted - known)} not registered or not enabled"
                                 f" (enabled: {sorted(known)})")
-        cur = conn.execute(
-            "SELECT signal_id, strategy_id, symbol, timeframe, signal_ts, action, size_hint, confidence, ref_price,"
-            " atr_14 FROM strategy_signal_history WHERE strategy_id = ANY(%s) ORDER BY signal_ts, signal_id",
+        signals = engine.query_frame(
+            conn, "SELECT signal_id, strategy_id, symbol, timeframe, signal_ts, action, size_hint, confidence,"
+            " ref_price, atr_14 FROM strategy_signal_history WHERE strategy_id = ANY(%s) ORDER BY signal_ts, signal_id",
             (sorted(wanted),))
-        signals = pd.DataFrame(cur.fetchall(), columns=[c.name for c in cur.description])
         if signals.empty:
             return signals.assign(decide_at=pd.Series(dtype="datetime64[ns, UTC]"))
         signals["signal_ts"] = pd.to_datetime(signals.signal_ts, utc=True)
@@ -318,10 +312,10 @@ class Backtest:
     def _analyse(self, conn: psycopg.Connection, spec: BacktestSpec, tz: str) -> Analysis:
         """Metrics per account, per strategy and for the run, from the run's views at its end."""
         with engine.read_scope(conn, self.bt_settings, as_of=spec.end):
-            equity = _frame(conn, "SELECT account_id, bar_ts AS ts, equity FROM pnl_timeseries")
-            trades = _frame(conn, "SELECT * FROM trade_match_history ORDER BY match_ts, match_id")
-            fills = performance.fills_from_exec_reports(_frame(conn, "SELECT * FROM stg_execs ORDER BY exec_ts"))
-            rejects = _frame(conn, "SELECT reject_code, strategy_id, account_id, count(*) AS count"
+            equity = engine.query_frame(conn, "SELECT account_id, bar_ts AS ts, equity FROM pnl_timeseries")
+            trades = engine.query_frame(conn, "SELECT * FROM trade_match_history ORDER BY match_ts, match_id")
+            fills = performance.fills_from_exec_reports(engine.query_frame(conn, "SELECT * FROM stg_execs ORDER BY exec_ts"))
+            rejects = engine.query_frame(conn, "SELECT reject_code, strategy_id, account_id, count(*) AS count"
                                    " FROM trade_rejections GROUP BY 1, 2, 3 ORDER BY 4 DESC, 1, 2, 3")
         capital = {a.account_id: a.capital for a in spec.accounts}
         # every account starts the run at its capital (pnl_timeseries starts at its first fill)

@@ -497,7 +497,7 @@ def orders_submit(
         except orders.OrderCommandError as err:
             console.print(f"[red]{err}[/]")
             raise typer.Exit(2)
-        decision_id = f"manual:{request.request_id}"
+        decision_id = request.decision_id
         console.print(f"order request {request.request_id} queued for the gate (decision {decision_id})")
         deadline = time.monotonic() + wait
         while True:
@@ -637,10 +637,10 @@ def _bars_for_backtest(settings: Settings, start: datetime, end: datetime, symbo
         return pd.concat(list(generate_bars(symbols=synthetic, days=days, seed=seed, start=start.date())),
                          ignore_index=True)
     with engine_mod.connect(settings) as conn:
-        cur = conn.execute("SELECT symbol, bar_ts AS ts, open, high, low, close, volume FROM stg_prices"
-                           " WHERE bar_ts >= %s AND bar_ts < %s AND (%s::text[] IS NULL OR symbol = ANY(%s))"
-                           " ORDER BY bar_ts, symbol", (start, end, symbols, symbols))
-        bars = pd.DataFrame(cur.fetchall(), columns=[c.name for c in cur.description])
+        bars = engine_mod.query_frame(
+            conn, "SELECT symbol, bar_ts AS ts, open, high, low, close, volume FROM stg_prices"
+            " WHERE bar_ts >= %s AND bar_ts < %s AND (%s::text[] IS NULL OR symbol = ANY(%s))"
+            " ORDER BY bar_ts, symbol", (start, end, symbols, symbols))
     if bars.empty:
         raise typer.BadParameter(f"no ingested bars between {start} and {end} (ingest some, or pass --synthetic N)",
                                  param_hint="--from/--to")

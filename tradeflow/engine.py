@@ -5,11 +5,14 @@ from __future__ import annotations
 import warnings
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import psycopg
 
 from tradeflow.config import Settings, remote_conninfo
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 with warnings.catch_warnings():
     # platformdirs warns about XDG_RUNTIME_DIR on import; irrelevant here
@@ -35,6 +38,14 @@ def connect(settings: Settings, *, autocommit: bool = True) -> psycopg.Connectio
     conn = psycopg.connect(**conninfo(settings), autocommit=autocommit)
     conn.execute(f'SET search_path TO "{settings.schema}", public')
     return conn
+
+
+def query_frame(conn: psycopg.Connection, query: Any, params: Sequence[object] = ()) -> "pd.DataFrame":
+    """A query's rows as a DataFrame with the query's column names."""
+    import pandas as pd
+
+    cur = conn.execute(query, params)
+    return pd.DataFrame(cur.fetchall(), columns=[c.name for c in cur.description])
 
 
 @contextmanager

@@ -156,7 +156,6 @@ class AccountState:
         }
 
 
-MANUAL_PREFIX = "manual:"  # operators' orders: decision_id = MANUAL_PREFIX + request_id
 # a strategy's shadow account trades every signal, for unbiased scoring
 PAPER_CAPITAL = Decimal(100_000)
 PAPER_OPEN_SYMBOLS = 1_000_000
@@ -390,12 +389,12 @@ class DecisionGate:
     def decide_manual(self, request: ManualOrder) -> Decision:
         """An operator's order for one account (tradeflow.orders.request_manual_order):
         routed and risk-checked like a signal (a SELL closes at most the
-        strategy's long), decided once under decision_id 'manual:' + request_id.
+        strategy's long), decided once under the request's decision_id.
         A request not decided within max_signal_age is STALE_SIGNAL."""
         row = self.conn.execute("SELECT close FROM price_1m_history WHERE symbol = %s AND ts < %s"
                                 " ORDER BY ts DESC, received_at LIMIT 1",
                                 (request.symbol, request.requested_at)).fetchone()
-        signal = Signal(signal_id=MANUAL_PREFIX + request.request_id, strategy_id=request.strategy_id,
+        signal = Signal(signal_id=request.decision_id, strategy_id=request.strategy_id,
                         symbol=request.symbol, timeframe="1m", signal_ts=request.requested_at - TIMEFRAMES["1m"],
                         action=request.side, size_hint=1.0, confidence=1.0, ref_price=row[0] if row else None,
                         atr_14=None)

@@ -38,6 +38,7 @@ def request_cancel(conn: psycopg.Connection, client_order_id: str, *, reason: st
                  at=requested_at)
 
 
+MANUAL_PREFIX = "manual:"  # a manual order's decision_id is MANUAL_PREFIX + request_id
 MANUAL_REQUEST_COLUMNS = ("request_id", "account_id", "strategy_id", "symbol", "side", "qty", "order_type",
                           "time_in_force", "limit_price", "stop_price", "reason", "requested_at", "requested_by")
 
@@ -58,6 +59,10 @@ class ManualOrder:
     requested_at: datetime
     requested_by: str
 
+    @property
+    def decision_id(self) -> str:
+        return MANUAL_PREFIX + self.request_id
+
 
 def _decimal(field: str, value: object) -> Decimal | None:
     if value is None or value == "":
@@ -75,7 +80,7 @@ def request_manual_order(conn: psycopg.Connection, account_id: str, symbol: str,
                          order_type: str = "MARKET", time_in_force: str = "DAY", limit_price: object = None,
                          stop_price: object = None, strategy_id: str = "manual", reason: str = "",
                          requested_by: str | None = None, at: datetime | None = None) -> ManualOrder:
-    """Queue an operator's order for the gate; returns the request (its decision id is 'manual:' + request_id)."""
+    """Queue an operator's order for the gate; returns the request (see ManualOrder.decision_id)."""
     side = side.strip().upper()
     if side not in ("BUY", "SELL"):
         raise OrderCommandError(f"side: must be BUY or SELL, got {side!r}")
@@ -108,8 +113,8 @@ def pending_manual_orders(conn: psycopg.Connection) -> list[ManualOrder]:
     """Requests the gate has not decided yet, oldest first."""
     cur = conn.execute(
         "SELECT r.* FROM manual_order_requests r LEFT JOIN trade_decisions d"
-        " ON d.decision_id = 'manual:' || r.request_id WHERE d.decision_id IS NULL"
-        " ORDER BY r.requested_at, r.request_id")
+        " ON d.decision_id = %s || r.request_id WHERE d.decision_id IS NULL"
+        " ORDER BY r.requested_at, r.request_id", (MANUAL_PREFIX,))
     names = [c.name for c in cur.description]
     return [ManualOrder(**{**row, "order_type": OrderType(row["order_type"]),
                            "time_in_force": TimeInForce(row["time_in_force"])})

@@ -53,7 +53,7 @@ RUN_LABEL = "(run)"
 
 __all__ = [
     "DEFAULT_TZ", "PERIODS_PER_YEAR", "RUN_LABEL", "Metrics", "combine_equity", "compute_metrics", "daily_equity",
-    "daily_returns", "equity_from_pnl_timeseries", "exposure_time", "fills_from_exec_reports", "local_day",
+    "daily_returns", "drawdown", "equity_from_pnl_timeseries", "exposure_time", "fills_from_exec_reports", "local_day",
     "metrics_by", "position_intervals", "trade_stats",
 ]
 
@@ -250,6 +250,12 @@ def _cagr(growth: float, periods: int, periods_per_year: float) -> float:
     return growth ** (periods_per_year / periods) - 1.0
 
 
+def drawdown(equity: pd.Series) -> pd.Series:
+    """Fraction below the running peak (0 at a new high, negative below it)."""
+    peak = equity.cummax()
+    return (equity / peak - 1).where(peak > 0, 0.0)
+
+
 def _drawdown(closes: pd.Series) -> tuple[float, float]:
     """(max drawdown as a negative fraction, its duration in calendar days from the peak to the recovery, or to
     the last day when not recovered). The anchor counts as a peak."""
@@ -257,8 +263,7 @@ def _drawdown(closes: pd.Series) -> tuple[float, float]:
     if len(values) < 2:
         return math.nan, math.nan
     peaks = np.maximum.accumulate(values)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        dd = values / peaks - 1.0
+    dd = drawdown(closes.astype("float64")).to_numpy()
     trough = int(np.argmin(dd))
     depth = float(dd[trough])
     if not depth < 0:

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tradeflow.performance import drawdown
+
 MAX_CHART_POINTS = 2000
 MAX_TRADE_ROWS = 500
 # Metric columns whose name contains one of these hold fractions and are shown as percentages.
@@ -116,12 +118,6 @@ def downsample(equity: pd.DataFrame, max_points: int = MAX_CHART_POINTS, column:
     for bucket in np.array_split(np.arange(len(values)), (max_points - 2) // 2):
         keep.update((bucket[values[bucket].argmin()], bucket[values[bucket].argmax()]))
     return equity.iloc[sorted(keep)]
-
-
-def drawdown(equity: pd.Series) -> pd.Series:
-    """Fraction below the running peak (0 at a new high, negative below it)."""
-    peak = equity.cummax()
-    return (equity / peak - 1).where(peak > 0, 0.0)
 
 
 # ---- sections -------------------------------------------------------------------------------
