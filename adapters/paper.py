@@ -153,7 +153,7 @@ class PaperBroker:
         state.broker_order_id = f"paper-{self._accepted}"
         self._live[order.client_order_id] = state
         ack = self._emit(state, OrderStatus.ACK, self._clock())
-        if self.config.fill_at == "signal_close" and order.order_type is OrderType.MARKET:
+        if self._fills_at_submit(order):
             self._fill(state, order.qty, self._slipped(order.ref_price, order.side is Side.BUY), order.created_at)
         return ack
 
@@ -217,15 +217,18 @@ class PaperBroker:
             return datetime.combine(day + timedelta(days=1), time(0), UTC)
         return datetime.combine(day, self.config.session_end, UTC)
 
+    def _fills_at_submit(self, order: Order) -> bool:
+        return self.config.fill_at == "signal_close" and order.order_type is OrderType.MARKET
+
     def _refusal(self, state: _State) -> str:
         order = state.order
         for name in ("limit_price", "stop_price"):
             price = getattr(order, name)
             if price is not None and (price <= 0 or price % self.config.tick_size):
                 return f"{name} {price} is not a positive multiple of tick_size {self.config.tick_size}"
-        if self.config.fill_at == "signal_close" and order.order_type is OrderType.MARKET and order.ref_price is None:
+        fills_at_submit = self._fills_at_submit(order)
+        if fills_at_submit and order.ref_price is None:
             return "fill_at=signal_close needs the order's ref_price"
-        fills_at_submit = self.config.fill_at == "signal_close" and order.order_type is OrderType.MARKET
         if state.expires_at is not None and state.tradable_from >= state.expires_at and not fills_at_submit:
             return f"DAY order created at {order.created_at} cannot trade before the session end {state.expires_at}"
         return ""
