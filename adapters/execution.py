@@ -125,12 +125,9 @@ class ExecutionAdapter:
             key = (event.client_order_id, str(event.status), event.filled_qty)
             if key not in recorded:
                 recorded.add(key)
-                rows.append((order.client_order_id, order.account_id, order.strategy_id, order.symbol,
-                             str(order.side), str(order.order_type), str(order.time_in_force), order.qty,
-                             order.limit_price, order.stop_price, str(event.status), event.filled_qty,
-                             event.broker_order_id, event.reason, event.event_ts, self.source))
+                rows.append(order_event_row(order, event, self.source))
             if event.last_fill_qty > 0:
-                fills.append(_fill(order, event))
+                fills.append(fill_from_event(order, event))
                 log.info("fill %s @ %s", event.last_fill_qty, event.last_fill_price, extra={
                     "order_id": order.client_order_id, "fill_id": fills[-1].fill_id,
                     "account_id": order.account_id, "strategy_id": order.strategy_id, "symbol": order.symbol})
@@ -199,7 +196,15 @@ def _order(row: dict) -> Order:
                  ref_price=row.get("ref_price"), created_at=row["ts"])
 
 
-def _fill(order: Order, event: OrderEvent) -> Fill:
+def order_event_row(order: Order, event: OrderEvent, source: str) -> tuple:
+    """An order_events row (ORDER_EVENT_COLUMNS) for a broker's report on an order."""
+    return (order.client_order_id, order.account_id, order.strategy_id, order.symbol, str(order.side),
+            str(order.order_type), str(order.time_in_force), order.qty, order.limit_price, order.stop_price,
+            str(event.status), event.filled_qty, event.broker_order_id, event.reason, event.event_ts, source)
+
+
+def fill_from_event(order: Order, event: OrderEvent) -> Fill:
+    """The execution report a fill event stands for."""
     return Fill(account_id=order.account_id, strategy_id=order.strategy_id, order_id=order.client_order_id,
                 fill_id=event.fill_id or f"{order.client_order_id}-{event.filled_qty}", symbol=order.symbol,
                 side=str(order.side), fill_qty=event.last_fill_qty, fill_price=event.last_fill_price,
