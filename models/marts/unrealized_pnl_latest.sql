@@ -1,6 +1,9 @@
 -- Unrealized P&L per open key: (mark - avg_price) * net_qty, with the mark's
--- timestamp so a stale price is visible. avg_price follows pnl_method.
+-- timestamp so a stale price is visible. avg_price follows pnl_method. The
+-- mark is the last close at or before the read's as_of; a symbol without one
+-- yet marks at avg_price (no unrealized P&L, no lost value).
 {% set method = pnl_method() %}
+{% set avg_price = 'average_cost.avg_price_after' if method == 'average_cost' else 'positions.avg_price' %}
 
 with positions as (
     select * from {{ ref('open_positions_rollup') }}
@@ -25,11 +28,11 @@ select
     positions.symbol,
     positions.side,
     positions.net_qty,
-    {% if method == 'average_cost' %}average_cost.avg_price_after{% else %}positions.avg_price{% endif %} as avg_price,
-    marks.mark as current_price,
+    {{ avg_price }} as avg_price,
+    -- until its symbol has a bar, a position is marked at its average price (mark_ts null)
+    coalesce(marks.mark, {{ avg_price }}) as current_price,
     marks.mark_ts,
-    (marks.mark - {% if method == 'average_cost' %}average_cost.avg_price_after{% else %}positions.avg_price{% endif %})
-        * positions.net_qty as unrealized_pnl,
+    (coalesce(marks.mark, {{ avg_price }}) - {{ avg_price }}) * positions.net_qty as unrealized_pnl,
     '{{ method }}' as method
 from positions
 left join marks on marks.symbol = positions.symbol

@@ -11,7 +11,8 @@ book hands `decide` the AccountState it needs.
 
 Conventions are the views' (docs/positions.md), one definition each:
 - cash = initial capital - sum(signed_qty * fill_price) - fees;
-- a mark is the last close at or before now; a position without one is worth 0;
+- a mark is the last close at or before now; until its symbol has a bar, a
+  position is marked at its average price (unrealized P&L 0);
 - equity = cash + sum(net_qty * mark); gross exposure = sum(|net_qty * mark|)
   per (strategy, symbol);
 - peak equity = the highest equity at any bar close while the account held
@@ -210,6 +211,14 @@ class Position:
             self.avg_price = (self.avg_price * held + fill.price * opened) / (held + opened)
             self.avg_fee = (self.avg_fee * held + fee_part) / (held + opened)
 
+    def cost_value(self, method: str) -> Decimal:
+        """The open position at its average price under the method (signed): its value
+        until its symbol has a bar."""
+        if method != "fifo":
+            return self.net_qty * self.avg_price
+        cost = sum((lot.qty * lot.price for lot in self.lots), ZERO)
+        return cost if self.long else -cost
+
     def realized(self, method: str) -> tuple[Decimal, Decimal]:
         """(gross, fees) realized so far under the P&L method."""
         if method == "fifo":
@@ -380,14 +389,17 @@ class AccountBook:
         mark = self.marks.get(symbol)
         return None if mark is None else mark[1]
 
+    def _value(self, account: Account, strategy_id: str, symbol: str) -> Decimal:
+        """A position at its mark: the last close at or before now, or its average price
+        while its symbol has no bar yet (unrealized_pnl_latest's convention)."""
+        position = account.positions[(strategy_id, symbol)]
+        mark = self._mark(symbol)
+        return position.cost_value(self.pnl_method) if mark is None else position.net_qty * mark
+
     def _equity(self, account: Account) -> Decimal:
-        value = ZERO
-        for symbol, strategies in account.held_by_symbol.items():
-            mark = self._mark(symbol)
-            if mark is None or not strategies:
-                continue
-            value += sum((account.positions[(s, symbol)].net_qty for s in strategies), ZERO) * mark
-        return account.cash + value
+        return account.cash + sum((self._value(account, strategy_id, symbol)
+                                   for symbol, strategies in account.held_by_symbol.items()
+                                   for strategy_id in strategies), ZERO)
 
     def equity(self, account_id: str) -> Decimal:
         return self._equity(self._account(account_id))
@@ -399,15 +411,12 @@ class AccountBook:
         exposure: dict[str, Decimal] = {}
         market_value = gross = ZERO
         for symbol, strategies in account.held_by_symbol.items():
-            mark = self._mark(symbol)
             for strategy_id in strategies:
-                qty = account.positions[(strategy_id, symbol)].net_qty
-                positions[(strategy_id, symbol)] = qty
-                if mark is not None:
-                    value = qty * mark
-                    market_value += value
-                    gross += abs(value)
-                    exposure[symbol] = exposure.get(symbol, ZERO) + abs(value)
+                positions[(strategy_id, symbol)] = account.positions[(strategy_id, symbol)].net_qty
+                value = self._value(account, strategy_id, symbol)
+                market_value += value
+                gross += abs(value)
+                exposure[symbol] = exposure.get(symbol, ZERO) + abs(value)
         ttl = timedelta(seconds=int(policy["reservation_ttl_seconds"]))
         pending = tuple(Pending(o.strategy_id, o.symbol, o.side, o.remainder, o.ref_price)
                         for o in account.working.values()

@@ -69,7 +69,7 @@ def bootstrap(conn: psycopg.Connection, settings: Settings, book: AccountBook, a
         book.on_fill(_fill(row))
     with engine.read_scope(conn, settings, as_of=as_of):
         marks = conn.execute("SELECT DISTINCT symbol, mark_ts, current_price FROM unrealized_pnl_latest"
-                             " WHERE current_price IS NOT NULL").fetchall()
+                             " WHERE mark_ts IS NOT NULL").fetchall()
         book.on_bars(marks)
         peaks = conn.execute("SELECT account_id, peak_equity FROM account_risk_inputs").fetchall()
     for account_id, peak in peaks:
