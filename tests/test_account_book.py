@@ -21,7 +21,7 @@ from tradeflow.reasons import ReasonCode
 from tradeflow.trading import accounts
 from tradeflow.trading.book import AccountBook, BookFill
 from tradeflow.trading.book_sync import bootstrap, reconcile
-from tradeflow.trading.gate import DecisionGate, Signal
+from tradeflow.trading.gate import DecisionGate
 from tradeflow.writer import insert_rows
 
 from test_gate import fill_for, set_policy, signal  # noqa: E402  (same signals and helpers as the gate tests)

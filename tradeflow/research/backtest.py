@@ -28,7 +28,7 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import asdict, astuple, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -53,7 +53,7 @@ from tradeflow.trading.book_sync import reconcile
 from tradeflow.trading.gate import (DECISION_COLUMNS, PAPER_CAPITAL, PAPER_LEVERAGE, RISK_EVENT_COLUMNS, TIMEFRAMES,
                                     Decision, Gatekeeper, Signal, Sizing, decision_rows, load_terms)
 from tradeflow.trading.session import BAR, PolicyChange
-from tradeflow.writer import copy_rows
+from tradeflow.writer import copy_frame, copy_rows
 
 Outputs = Literal["matches-only", "full"]
 GATE_ID = "backtest-gate"
@@ -314,7 +314,8 @@ class SequentialReplay:
             self.rows["order_events"].append(order_event_row(order, event, self.source))
             if event.last_fill_qty > 0:
                 fill = fill_from_event(order, event)
-                self.rows["exec_report_history"].append((*astuple(fill), self.source, self.source, self.now))
+                self.rows["exec_report_history"].append((*(getattr(fill, f) for f in EXEC_FIELDS), self.source, self.source,
+                                                          self.now))
                 self.book.on_fill(BookFill(fill.account_id, fill.strategy_id, fill.symbol, fill.order_id,
                                            fill.fill_id, fill.side, fill.fill_qty, fill.fill_price, fill.fee,
                                            fill.exec_ts))
@@ -374,13 +375,16 @@ class Backtest:
             self._check_book(conn, spec, replay.book)
             seconds["write"] = time.perf_counter() - lap
             lap = time.perf_counter()
-            analysis = self._analyse(conn, spec, tz)
+            self._store_results(conn, spec, run_id)
+            seconds["store"] = time.perf_counter() - lap
+            lap = time.perf_counter()
+            analysis = self._analyse(conn, spec, run_id, tz)
             seconds["metrics"] = time.perf_counter() - lap
             lap = time.perf_counter()
-            self._store(conn, spec, run_id, bars, len(signals), replay.stats, seconds, analysis)
+            self._store_run(conn, spec, run_id, bars, len(signals), replay.stats, seconds, analysis)
             if report is not None:
                 write_report(self._report_data(spec, run_id, bars, analysis, tz), report)
-            seconds["store"] = time.perf_counter() - lap
+            seconds["store"] += time.perf_counter() - lap
         stats = replay.stats
         return BacktestResult(run_id, len(bars), len(signals), stats.decisions, stats.accepted, dict(stats.rejects),
                               {k: round(v, 3) for k, v in seconds.items()}, analysis.by_account,
@@ -391,12 +395,9 @@ class Backtest:
         """The run's bars in the backtest schema, and in memory sorted by (ts, symbol)."""
         if bars is not None:
             bars = self._select_bars(spec, bars)
-            received = spec.end  # every bar is in the past of the run
-            copy_rows(conn, "price_1m_history", BAR_COLUMNS, (
-                (symbol, ts, repr(float(o)), repr(float(h)), repr(float(lo)), repr(float(c)), repr(float(v)),
-                 "backtest", "backtest", received)
-                for symbol, ts, o, h, lo, c, v in zip(bars.symbol, bars.ts, bars.open, bars.high, bars.low,
-                                                       bars.close, bars.volume)))
+            # every bar is in the past of the run
+            copy_frame(conn, "price_1m_history", bars[list(BAR_COLUMNS[:7])].assign(
+                source="backtest", batch_id="backtest", received_at=spec.end))
         else:
             main = self.settings.schema
             if spec.symbols is not None:
@@ -520,19 +521,30 @@ class Backtest:
                 f"{m.account_id} {m.describe()}" for m in mismatches[:10]))
 
     # -- results ----------------------------------------------------------------------
-    def _analyse(self, conn: psycopg.Connection, spec: BacktestSpec, tz: str) -> Analysis:
-        """Metrics per account, per strategy and for the run, from the run's views at its end."""
+    def _analyse(self, conn: psycopg.Connection, spec: BacktestSpec, run_id: str, tz: str) -> Analysis:
+        """Metrics per account, per strategy and for the run, from the run's views at its end
+        (as stored under the run_id when the outputs keep them: each view is computed once)."""
+        main = self.settings.schema
+        full = spec.outputs == "full"
         with engine.read_scope(conn, self.bt_settings, as_of=spec.end):
-            equity = engine.query_frame(conn, "SELECT account_id, bar_ts AS ts, equity FROM pnl_timeseries")
-            trades = engine.query_frame(conn, "SELECT * FROM trade_match_history ORDER BY match_ts, match_id")
-            fills = performance.fills_from_exec_reports(engine.query_frame(conn, "SELECT * FROM stg_execs ORDER BY exec_ts"))
+            # epoch seconds: a float column converts to timestamps at once, tz-aware objects do not
+            equity = engine.query_frame(
+                conn, "SELECT account_id, extract(epoch FROM bar_ts)::float8 AS epoch, equity::float8 AS equity FROM "
+                + (f'"{main}".backtest_equity WHERE run_id = %s' if full else "pnl_timeseries"), (run_id,) if full else ())
+            equity = pd.DataFrame({"account_id": equity.account_id, "ts": pd.to_datetime(equity.epoch, unit="s",
+                                                                                          utc=True),
+                                   "equity": equity.equity})
+            trades = engine.query_frame(conn, f'SELECT * FROM "{main}".backtest_matches WHERE run_id = %s'
+                                        " ORDER BY match_ts, match_id", (run_id,)).drop(columns="run_id")
+            fills = performance.fills_from_exec_reports(engine.query_frame(
+                conn, "SELECT * FROM stg_execs ORDER BY exec_ts"))
             rejects = engine.query_frame(conn, "SELECT reject_code, strategy_id, account_id, count(*) AS count"
-                                   " FROM trade_rejections GROUP BY 1, 2, 3 ORDER BY 4 DESC, 1, 2, 3")
+                                               " FROM trade_rejections GROUP BY 1, 2, 3 ORDER BY 4 DESC, 1, 2, 3")
         capital = {a.account_id: a.capital for a in spec.accounts}
         # every account starts the run at its capital (pnl_timeseries starts at its first fill)
         opening = pd.DataFrame({"account_id": list(capital), "ts": spec.start,
                                 "equity": [float(c) for c in capital.values()]})
-        equity = pd.concat([opening, performance.equity_from_pnl_timeseries(equity)], ignore_index=True)
+        equity = pd.concat([opening, equity], ignore_index=True)
         common = {"initial_equity": capital, "tz": tz}
         return Analysis(
             equity=performance.combine_equity(equity, "account_id", capital),
@@ -559,20 +571,25 @@ class Backtest:
             trades=analysis.trades[[c for c in TRADE_REPORT_COLUMNS if c in analysis.trades.columns]],
             rejects_by_code=analysis.rejects)
 
-    def _store(self, conn: psycopg.Connection, spec: BacktestSpec, run_id: str, bars: pd.DataFrame, signals: int,
-               stats: ReplayStats, seconds: dict[str, float], analysis: Analysis) -> None:
+    def _store_results(self, conn: psycopg.Connection, spec: BacktestSpec, run_id: str) -> None:
+        """The run's views, as they stand at its end, under its run_id in the main schema."""
         main, bt = self.settings.schema, self.bt_settings.schema
-        conn.execute(f'CREATE TABLE IF NOT EXISTS "{main}".backtest_runs (run_id text PRIMARY KEY, spec jsonb,'
-                     ' period_start timestamptz, period_end timestamptz, symbols text[], bars bigint, signals bigint,'
-                     ' decisions bigint, accepted bigint, rejects jsonb, seconds jsonb, finished_at timestamptz)')
         for table, (relation, kept_by) in RESULTS.items():
             conn.execute(f"CREATE TABLE IF NOT EXISTS \"{main}\".{table} AS"
                          f" SELECT ''::text AS run_id, * FROM \"{bt}\".{relation} WITH NO DATA")
+            conn.execute(f'CREATE INDEX IF NOT EXISTS {table}_run ON "{main}".{table} (run_id)')
             conn.execute(f'DELETE FROM "{main}".{table} WHERE run_id = %s', (run_id,))
             if spec.outputs in kept_by:
                 # the snapshot at the run's end: open positions marked at the final prices
                 with engine.read_scope(conn, self.bt_settings, as_of=spec.end):
                     conn.execute(f'INSERT INTO "{main}".{table} SELECT %s, * FROM "{bt}".{relation}', (run_id,))
+
+    def _store_run(self, conn: psycopg.Connection, spec: BacktestSpec, run_id: str, bars: pd.DataFrame, signals: int,
+                   stats: ReplayStats, seconds: dict[str, float], analysis: Analysis) -> None:
+        main = self.settings.schema
+        conn.execute(f'CREATE TABLE IF NOT EXISTS "{main}".backtest_runs (run_id text PRIMARY KEY, spec jsonb,'
+                     ' period_start timestamptz, period_end timestamptz, symbols text[], bars bigint, signals bigint,'
+                     ' decisions bigint, accepted bigint, rejects jsonb, seconds jsonb, finished_at timestamptz)')
         conn.execute(f'CREATE TABLE IF NOT EXISTS "{main}".backtest_metrics (run_id text, scope text, key text,'
                      ' metrics jsonb, PRIMARY KEY (run_id, scope, key))')
         conn.execute(f'DELETE FROM "{main}".backtest_metrics WHERE run_id = %s', (run_id,))

@@ -32,6 +32,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Iterable, Mapping
 
 from adapters.orders import OrderStatus
@@ -62,7 +63,8 @@ class Pending:
 
 @dataclass(frozen=True, slots=True)
 class AccountState:
-    """What a decision reads about one account: a snapshot, never changed after it is handed out."""
+    """What a decision reads about one account. From the book, positions and
+    symbol_exposure are read-only views of its maps, valid until its next event."""
     account_id: str
     status: str
     kill_switch: bool
@@ -245,7 +247,8 @@ class WorkingOrder:
 
 
 class Account:
-    """One account's hot state. Mutated only through AccountBook."""
+    """One account's hot state. Mutated only through AccountBook, which keeps the
+    valuation incremental: a fill or a bar revalues one symbol, never the account."""
 
     def __init__(self, account_id: str, initial_capital: Decimal, status: str, max_leverage: Decimal) -> None:
         self.account_id = account_id
@@ -255,10 +258,19 @@ class Account:
         self.policy: dict[str, object] = dict(POLICY_DEFAULTS)
         self.cash = initial_capital
         self.positions: dict[tuple[str, str], Position] = {}
+        self.net: dict[tuple[str, str], Decimal] = {}        # non-zero net quantity per (strategy, symbol)
         self.held_by_symbol: dict[str, set[str]] = {}     # symbol -> strategies with a non-zero position
+        self.market_value: dict[str, Decimal] = {}        # symbol -> sum(net_qty * mark)
+        self.exposure: dict[str, Decimal] = {}            # symbol -> sum(|net_qty * mark|)
+        self.total_market_value = ZERO
+        self.gross_exposure = ZERO
         self.peak_equity = initial_capital
         self.working: dict[str, WorkingOrder] = {}
         self.last_accepted_at: datetime | None = None
+
+    @property
+    def equity(self) -> Decimal:
+        return self.cash + self.total_market_value
 
 
 class AccountBook:
@@ -306,23 +318,27 @@ class AccountBook:
         equity is taken once, as pnl_timeseries has one row per account and bar close."""
         touched: set[str] = set()
         for symbol, ts, close in bars:
-            last = self.marks.get(symbol)
-            if last is not None and ts < last[0]:
-                continue  # a late bar never moves the mark back
-            self.marks[symbol] = (ts, close)
-            touched |= self._holders.get(symbol, set())
+            if self._set_mark(symbol, ts, close):
+                touched |= self._holders.get(symbol, set())
         for account_id in touched:
             account = self.accounts[account_id]
-            account.peak_equity = max(account.peak_equity, self._equity(account))
+            account.peak_equity = max(account.peak_equity, account.equity)
 
     def on_bar(self, symbol: str, ts: datetime, close: Decimal) -> None:
         self.on_bars(((symbol, ts, close),))
 
     def set_mark(self, symbol: str, ts: datetime, close: Decimal) -> None:
         """A mark without an equity sample: a symbol about to be held, priced at its last close."""
+        self._set_mark(symbol, ts, close)
+
+    def _set_mark(self, symbol: str, ts: datetime, close: Decimal) -> bool:
         last = self.marks.get(symbol)
-        if last is None or ts >= last[0]:
-            self.marks[symbol] = (ts, close)
+        if last is not None and ts < last[0]:
+            return False  # a late bar never moves the mark back
+        self.marks[symbol] = (ts, close)
+        for account_id in self._holders.get(symbol, ()):
+            self._revalue(self.accounts[account_id], symbol)
+        return True
 
     def held_symbols(self) -> list[str]:
         """Symbols some account holds: the only ones whose bars move an equity."""
@@ -365,63 +381,64 @@ class AccountBook:
         account = self._account(fill.account_id)
         self._fill_ids.add(key)
         account.cash += -fill.signed_qty * fill.price - fill.fee
-        position = account.positions.get((fill.strategy_id, fill.symbol))
+        held = (fill.strategy_id, fill.symbol)
+        position = account.positions.get(held)
         if position is None:
-            position = account.positions[(fill.strategy_id, fill.symbol)] = Position()
+            position = account.positions[held] = Position()
         position.add(fill)
-        holders = account.held_by_symbol.setdefault(fill.symbol, set())
+        strategies = account.held_by_symbol.setdefault(fill.symbol, set())
         if position.net_qty != 0:
-            holders.add(fill.strategy_id)
+            account.net[held] = position.net_qty
+            strategies.add(fill.strategy_id)
         else:
-            holders.discard(fill.strategy_id)
-        if holders:
+            account.net.pop(held, None)
+            strategies.discard(fill.strategy_id)
+        if strategies:
             self._holders.setdefault(fill.symbol, set()).add(account.account_id)
         else:
+            del account.held_by_symbol[fill.symbol]
             self._holders.get(fill.symbol, set()).discard(account.account_id)
+        self._revalue(account, fill.symbol)
         order = account.working.get(fill.order_id)
         if order is not None:
             order.filled += fill.qty
             order.acknowledged = True  # a broker that fills has acknowledged
         return True
 
-    # -- reading -----------------------------------------------------------------------
-    def _mark(self, symbol: str) -> Decimal | None:
+    # -- valuation ---------------------------------------------------------------------
+    def _revalue(self, account: Account, symbol: str) -> None:
+        """One symbol's market value and exposure in one account, from its positions and
+        mark: the last close at or before now, or each position's average price while
+        the symbol has no bar yet (unrealized_pnl_latest's convention)."""
         mark = self.marks.get(symbol)
-        return None if mark is None else mark[1]
+        value = gross = ZERO
+        for strategy_id in account.held_by_symbol.get(symbol, ()):
+            position = account.positions[(strategy_id, symbol)]
+            each = position.cost_value(self.pnl_method) if mark is None else position.net_qty * mark[1]
+            value += each
+            gross += abs(each)
+        account.total_market_value += value - account.market_value.get(symbol, ZERO)
+        account.gross_exposure += gross - account.exposure.get(symbol, ZERO)
+        if symbol in account.held_by_symbol:
+            account.market_value[symbol], account.exposure[symbol] = value, gross
+        else:
+            account.market_value.pop(symbol, None)
+            account.exposure.pop(symbol, None)
 
-    def _value(self, account: Account, strategy_id: str, symbol: str) -> Decimal:
-        """A position at its mark: the last close at or before now, or its average price
-        while its symbol has no bar yet (unrealized_pnl_latest's convention)."""
-        position = account.positions[(strategy_id, symbol)]
-        mark = self._mark(symbol)
-        return position.cost_value(self.pnl_method) if mark is None else position.net_qty * mark
-
-    def _equity(self, account: Account) -> Decimal:
-        return account.cash + sum((self._value(account, strategy_id, symbol)
-                                   for symbol, strategies in account.held_by_symbol.items()
-                                   for strategy_id in strategies), ZERO)
-
+    # -- reading -----------------------------------------------------------------------
     def equity(self, account_id: str) -> Decimal:
-        return self._equity(self._account(account_id))
+        return self._account(account_id).equity
 
     def state(self, account_id: str, now: datetime) -> AccountState:
+        """The account as a decision reads it: positions and exposure are read-only views
+        of the book's own maps (valid until its next event), so a decision costs no copy."""
         account = self._account(account_id)
         policy = account.policy
-        positions: dict[tuple[str, str], Decimal] = {}
-        exposure: dict[str, Decimal] = {}
-        market_value = gross = ZERO
-        for symbol, strategies in account.held_by_symbol.items():
-            for strategy_id in strategies:
-                positions[(strategy_id, symbol)] = account.positions[(strategy_id, symbol)].net_qty
-                value = self._value(account, strategy_id, symbol)
-                market_value += value
-                gross += abs(value)
-                exposure[symbol] = exposure.get(symbol, ZERO) + abs(value)
         ttl = timedelta(seconds=int(policy["reservation_ttl_seconds"]))
         pending = tuple(Pending(o.strategy_id, o.symbol, o.side, o.remainder, o.ref_price)
                         for o in account.working.values()
                         if o.remainder > 0 and (o.acknowledged or o.decided_at + ttl > now))
-        equity = account.cash + market_value
+        equity = account.equity
         return AccountState(
             account_id=account_id, status=account.status, kill_switch=bool(policy["kill_switch"]),
             max_open_symbols=int(policy["max_open_symbols"]), allow_scale_in=bool(policy["allow_scale_in"]),
@@ -430,8 +447,9 @@ class AccountBook:
             max_concentration_pct=policy["max_concentration_pct"], max_drawdown_pct=policy["max_drawdown_pct"],
             risk_per_trade_pct=Decimal(policy["risk_per_trade_pct"]), max_leverage=account.max_leverage,
             reservation_ttl_seconds=int(policy["reservation_ttl_seconds"]), cash=account.cash, equity=equity,
-            peak_equity=max(account.peak_equity, account.initial_capital, equity), gross_exposure=gross,
-            positions=positions, symbol_exposure=exposure, pending=pending,
+            peak_equity=max(account.peak_equity, account.initial_capital, equity),
+            gross_exposure=account.gross_exposure, positions=MappingProxyType(account.net),
+            symbol_exposure=MappingProxyType(account.exposure), pending=pending,
             last_accepted_at=account.last_accepted_at)
 
     def states(self, now: datetime) -> list[AccountState]:
@@ -449,8 +467,7 @@ class AccountBook:
             g, f = position.realized(method or self.pnl_method)
             gross += g
             fees += f
-        return {"cash": account.cash, "realized_pnl": gross - fees,
-                "positions": {key: p.net_qty for key, p in account.positions.items() if p.net_qty != 0}}
+        return {"cash": account.cash, "realized_pnl": gross - fees, "positions": dict(account.net)}
 
 
 __all__ = ["AccountBook", "AccountState", "BookError", "BookFill", "Pending", "POLICY_DEFAULTS", "WorkingOrder"]

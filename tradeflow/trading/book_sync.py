@@ -151,7 +151,8 @@ def reconcile(conn: psycopg.Connection, settings: Settings, book: AccountBook, a
     and net quantity per (strategy, symbol)."""
     with engine.read_scope(conn, settings, as_of=as_of):
         cash = dict(conn.execute("SELECT account_id, cash FROM portfolio_state").fetchall())
-        realized = {account_id: (method, value) for account_id, method, value in conn.execute(
+        # average cost is float8 in the views: compared as the decimal it prints as
+        realized = {account_id: (method, Decimal(str(value))) for account_id, method, value in conn.execute(
             "SELECT account_id, max(method), sum(realized_pnl) FROM realized_pnl_latest GROUP BY account_id")}
         positions: dict[str, dict[tuple[str, str], Decimal]] = {}
         for account_id, strategy_id, symbol, qty in conn.execute(
