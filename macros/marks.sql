@@ -53,39 +53,73 @@
 {% endmacro %}
 
 {#
-  Every bar of a position's symbol while the position is held: a bar stamped
-  t closes at t + 1 minute, so fills before then are in its position.
-  positions: a relation with account_id, symbol, valid_from, valid_to, position.
-  Returns account_id, symbol, position, bar_ts, close.
+  Bars of each (account, symbol) for pnl_timeseries. first_fills: a relation
+  with account_id, symbol, first_fill_ts. A bar stamped t closes at t + 1 minute.
+  - bars_after_first_fill: every bar closing after the first fill (the rows of
+    the equity series); account_id, symbol, bar_ts, close.
+  - opening_marks: the last bar closing at or before the first fill (the mark
+    of a position opened between two bars); account_id, symbol, bar_ts, close.
 #}
-{% macro bars_while_held(positions) %}
-  {{ return(adapter.dispatch('bars_while_held', 'tradeflow')(positions)) }}
+{% macro bars_after_first_fill(first_fills) %}
+  {{ return(adapter.dispatch('bars_after_first_fill', 'tradeflow')(first_fills)) }}
 {% endmacro %}
 
-{% macro default__bars_while_held(positions) -%}
-  select held.account_id, held.symbol, held.position, bars.bar_ts, bars.close
+{% macro opening_marks(first_fills) %}
+  {{ return(adapter.dispatch('opening_marks', 'tradeflow')(first_fills)) }}
+{% endmacro %}
+
+{% macro default__bars_after_first_fill(first_fills) -%}
+  select traded.account_id, traded.symbol, bars.bar_ts, bars.close
   from {{ ref('stg_prices') }} as bars
-  inner join {{ positions }} as held
-      on held.symbol = bars.symbol
-      and held.valid_from < bars.bar_ts + interval '1 minute'
-      and held.valid_to >= bars.bar_ts + interval '1 minute'
+  inner join {{ first_fills }} as traded
+      on traded.symbol = bars.symbol
+      and traded.first_fill_ts < bars.bar_ts + interval '1 minute'
 {%- endmacro %}
 
-{% macro postgres__bars_while_held(positions) -%}
-  {#- Computed on read: an index range of the symbol's bars per holding period,
-      not a pass over all price history (first-received copy, as stg_prices). #}
-  select held.account_id, held.symbol, held.position, bars.bar_ts, bars.close
-  from {{ positions }} as held
+{% macro default__opening_marks(first_fills) -%}
+  {#- A band join of each (account, symbol)'s first fill with the retained bars
+      of its symbol before it, top-1: work once per (account, symbol), bounded
+      by the price retention window (stg_prices' temporal filter). #}
+  select distinct on (traded.account_id, traded.symbol)
+      traded.account_id, traded.symbol, bars.bar_ts, bars.close
+  from {{ ref('stg_prices') }} as bars
+  inner join {{ first_fills }} as traded
+      on traded.symbol = bars.symbol
+      and bars.bar_ts + interval '1 minute' <= traded.first_fill_ts
+  order by traded.account_id, traded.symbol, bars.bar_ts desc
+{%- endmacro %}
+
+{% macro postgres__bars_after_first_fill(first_fills) -%}
+  {#- Computed on read: one index range of the symbol's bars per (account,
+      symbol), not a pass over all price history (first-received copy, as stg_prices). #}
+  select traded.account_id, traded.symbol, bars.bar_ts, bars.close
+  from {{ first_fills }} as traded
   inner join lateral (
       select distinct on (prices.ts) prices.symbol, prices.ts as bar_ts, prices.close
       from {{ source('raw', 'price_1m_history') }} as prices
-      where prices.symbol = held.symbol
-        and prices.ts > held.valid_from - interval '1 minute'
-        and prices.ts <= held.valid_to - interval '1 minute'
+      where prices.symbol = traded.symbol
+        and prices.ts > traded.first_fill_ts - interval '1 minute'
         and {{ closed_before_as_of('prices.ts') }}
       order by prices.ts, prices.received_at
-  ) as bars on bars.symbol = held.symbol
+  ) as bars on bars.symbol = traded.symbol
 {%- endmacro %}
 
-{% macro risingwave__bars_while_held(positions) -%}{{ default__bars_while_held(positions) }}{%- endmacro %}
-{% macro materialize__bars_while_held(positions) -%}{{ default__bars_while_held(positions) }}{%- endmacro %}
+{% macro postgres__opening_marks(first_fills) -%}
+  {#- One index probe per (account, symbol). #}
+  select traded.account_id, traded.symbol, opening.bar_ts, opening.close
+  from {{ first_fills }} as traded
+  inner join lateral (
+      select prices.symbol, prices.ts as bar_ts, prices.close
+      from {{ source('raw', 'price_1m_history') }} as prices
+      where prices.symbol = traded.symbol
+        and prices.ts <= traded.first_fill_ts - interval '1 minute'
+        and {{ closed_before_as_of('prices.ts') }}
+      order by prices.ts desc, prices.received_at
+      limit 1
+  ) as opening on opening.symbol = traded.symbol
+{%- endmacro %}
+
+{% macro risingwave__bars_after_first_fill(first_fills) -%}{{ default__bars_after_first_fill(first_fills) }}{%- endmacro %}
+{% macro materialize__bars_after_first_fill(first_fills) -%}{{ default__bars_after_first_fill(first_fills) }}{%- endmacro %}
+{% macro risingwave__opening_marks(first_fills) -%}{{ default__opening_marks(first_fills) }}{%- endmacro %}
+{% macro materialize__opening_marks(first_fills) -%}{{ default__opening_marks(first_fills) }}{%- endmacro %}
