@@ -53,73 +53,75 @@
 {% endmacro %}
 
 {#
-  Bars of each (account, symbol) for pnl_timeseries. first_fills: a relation
-  with account_id, symbol, first_fill_ts. A bar stamped t closes at t + 1 minute.
-  - bars_after_first_fill: every bar closing after the first fill (the rows of
-    the equity series); account_id, symbol, bar_ts, close.
-  - opening_marks: the last bar closing at or before the first fill (the mark
-    of a position opened between two bars); account_id, symbol, bar_ts, close.
+  The closes that mark each (account, symbol) in pnl_timeseries. first_fills:
+  a relation with account_id, symbol, first_fill_ts. A bar stamped t closes at
+  t + 1 minute. Returns account_id, symbol, bar_ts, close, is_opening and
+  close_step (close minus the previous close of this list, the first close
+  itself), for: the last bar closing at or before the first fill (is_opening:
+  the mark of a position opened between two bars) and every bar closing after
+  it (the rows of the equity series).
 #}
-{% macro bars_after_first_fill(first_fills) %}
-  {{ return(adapter.dispatch('bars_after_first_fill', 'tradeflow')(first_fills)) }}
+{% macro traded_closes(first_fills) %}
+  {{ return(adapter.dispatch('traded_closes', 'tradeflow')(first_fills)) }}
 {% endmacro %}
 
-{% macro opening_marks(first_fills) %}
-  {{ return(adapter.dispatch('opening_marks', 'tradeflow')(first_fills)) }}
-{% endmacro %}
-
-{% macro default__bars_after_first_fill(first_fills) -%}
-  select traded.account_id, traded.symbol, bars.bar_ts, bars.close
-  from {{ ref('stg_prices') }} as bars
-  inner join {{ first_fills }} as traded
-      on traded.symbol = bars.symbol
-      and traded.first_fill_ts < bars.bar_ts + interval '1 minute'
+{% macro default__traded_closes(first_fills) -%}
+  {#- The opening close is a band join of each (account, symbol)'s first fill
+      with the retained bars of its symbol before it, top-1: work once per
+      (account, symbol), bounded by the price retention window. #}
+  select
+      account_id, symbol, bar_ts, close, is_opening,
+      close - coalesce(lag(close, 1) over (partition by account_id, symbol order by bar_ts), 0) as close_step
+  from (
+      select traded.account_id, traded.symbol, bars.bar_ts, bars.close, false as is_opening
+      from {{ ref('stg_prices') }} as bars
+      inner join {{ first_fills }} as traded
+          on traded.symbol = bars.symbol
+          and traded.first_fill_ts < bars.bar_ts + interval '1 minute'
+      union all
+      select opening.account_id, opening.symbol, opening.bar_ts, opening.close, true as is_opening
+      from (
+          select distinct on (traded.account_id, traded.symbol)
+              traded.account_id, traded.symbol, bars.bar_ts, bars.close
+          from {{ ref('stg_prices') }} as bars
+          inner join {{ first_fills }} as traded
+              on traded.symbol = bars.symbol
+              and bars.bar_ts + interval '1 minute' <= traded.first_fill_ts
+          order by traded.account_id, traded.symbol, bars.bar_ts desc
+      ) as opening
+  ) as closes
 {%- endmacro %}
 
-{% macro default__opening_marks(first_fills) -%}
-  {#- A band join of each (account, symbol)'s first fill with the retained bars
-      of its symbol before it, top-1: work once per (account, symbol), bounded
-      by the price retention window (stg_prices' temporal filter). #}
-  select distinct on (traded.account_id, traded.symbol)
-      traded.account_id, traded.symbol, bars.bar_ts, bars.close
-  from {{ ref('stg_prices') }} as bars
-  inner join {{ first_fills }} as traded
-      on traded.symbol = bars.symbol
-      and bars.bar_ts + interval '1 minute' <= traded.first_fill_ts
-  order by traded.account_id, traded.symbol, bars.bar_ts desc
-{%- endmacro %}
-
-{% macro postgres__bars_after_first_fill(first_fills) -%}
-  {#- Computed on read: one index range of the symbol's bars per (account,
-      symbol), not a pass over all price history (first-received copy, as stg_prices). #}
-  select traded.account_id, traded.symbol, bars.bar_ts, bars.close
+{% macro postgres__traded_closes(first_fills) -%}
+  {#- Computed on read: per (account, symbol) one index probe for the opening
+      close and one index range from it on, read in time order (so the close
+      steps need no sort), not a pass over all price history; first-received
+      copy of each bar, as stg_prices. #}
+  select
+      traded.account_id, traded.symbol, closes.bar_ts, closes.close,
+      closes.bar_ts + interval '1 minute' <= traded.first_fill_ts as is_opening,
+      closes.close_step
   from {{ first_fills }} as traded
   inner join lateral (
-      select distinct on (prices.ts) prices.symbol, prices.ts as bar_ts, prices.close
-      from {{ source('raw', 'price_1m_history') }} as prices
-      where prices.symbol = traded.symbol
-        and prices.ts > traded.first_fill_ts - interval '1 minute'
-        and {{ closed_before_as_of('prices.ts') }}
-      order by prices.ts, prices.received_at
-  ) as bars on bars.symbol = traded.symbol
+      select
+          bars.symbol, bars.bar_ts, bars.close,
+          bars.close - coalesce(lag(bars.close, 1) over (partition by bars.symbol order by bars.bar_ts), 0)
+              as close_step
+      from (
+          select distinct on (prices.ts) prices.symbol, prices.ts as bar_ts, prices.close
+          from {{ source('raw', 'price_1m_history') }} as prices
+          where prices.symbol = traded.symbol
+            and prices.ts >= coalesce(
+                (select max(opening.ts) from {{ source('raw', 'price_1m_history') }} as opening
+                 where opening.symbol = traded.symbol
+                   and opening.ts <= traded.first_fill_ts - interval '1 minute'
+                   and {{ closed_before_as_of('opening.ts') }}),
+                traded.first_fill_ts - interval '1 minute')
+            and {{ closed_before_as_of('prices.ts') }}
+          order by prices.ts, prices.received_at
+      ) as bars
+  ) as closes on closes.symbol = traded.symbol
 {%- endmacro %}
 
-{% macro postgres__opening_marks(first_fills) -%}
-  {#- One index probe per (account, symbol). #}
-  select traded.account_id, traded.symbol, opening.bar_ts, opening.close
-  from {{ first_fills }} as traded
-  inner join lateral (
-      select prices.symbol, prices.ts as bar_ts, prices.close
-      from {{ source('raw', 'price_1m_history') }} as prices
-      where prices.symbol = traded.symbol
-        and prices.ts <= traded.first_fill_ts - interval '1 minute'
-        and {{ closed_before_as_of('prices.ts') }}
-      order by prices.ts desc, prices.received_at
-      limit 1
-  ) as opening on opening.symbol = traded.symbol
-{%- endmacro %}
-
-{% macro risingwave__bars_after_first_fill(first_fills) -%}{{ default__bars_after_first_fill(first_fills) }}{%- endmacro %}
-{% macro materialize__bars_after_first_fill(first_fills) -%}{{ default__bars_after_first_fill(first_fills) }}{%- endmacro %}
-{% macro risingwave__opening_marks(first_fills) -%}{{ default__opening_marks(first_fills) }}{%- endmacro %}
-{% macro materialize__opening_marks(first_fills) -%}{{ default__opening_marks(first_fills) }}{%- endmacro %}
+{% macro risingwave__traded_closes(first_fills) -%}{{ default__traded_closes(first_fills) }}{%- endmacro %}
+{% macro materialize__traded_closes(first_fills) -%}{{ default__traded_closes(first_fills) }}{%- endmacro %}

@@ -11,10 +11,11 @@
 -- Per (account, symbol) an event stream, in (at, kind) order: the last close
 -- at or before the first fill (kind 0, sets the mark, no row of its own), every
 -- bar closing after the first fill (kind 1), the fills of one instant (kind 2).
--- Each event's value (position x mark) minus the previous event's is the
--- change of market value it causes; one running sum per account of those
--- changes plus the cash changes gives equity at each close, with no re-scan
--- of earlier rows.
+-- One pass of running sums over it gives the position, the mark (a running
+-- sum of close steps) and the change of market value each event causes: a
+-- close moves the position's value by position x close step, a fill adds its
+-- units at the mark. One running sum per account of those changes plus the
+-- cash changes gives equity at each close, with no re-scan of earlier rows.
 with fill_events as (
     select
         account_id,
@@ -33,69 +34,52 @@ first_fills as (
     group by account_id, symbol
 ),
 
-opening as (
-    {{ opening_marks('first_fills') }}
-),
-
-traded_bars as (
-    {{ bars_after_first_fill('first_fills') }}
+closes as (
+    {{ traded_closes('first_fills') }}
 ),
 
 events as (
-    select account_id, symbol, bar_ts + interval '1 minute' as at, 0 as kind, close,
+    select account_id, symbol, bar_ts + interval '1 minute' as at,
+        case when is_opening then 0 else 1 end as kind,
+        close, close_step,
         cast(0 as numeric) as qty_change, cast(0 as numeric) as cost_change, cast(0 as numeric) as fees
-    from opening
+    from closes
     union all
-    select account_id, symbol, bar_ts + interval '1 minute' as at, 1 as kind, close,
-        cast(0 as numeric) as qty_change, cast(0 as numeric) as cost_change, cast(0 as numeric) as fees
-    from traded_bars
-    union all
-    select account_id, symbol, at, 2 as kind, cast(null as numeric) as close, qty_change, cost_change, fees
+    select account_id, symbol, at, 2 as kind, cast(null as numeric) as close, cast(0 as numeric) as close_step,
+        qty_change, cost_change, fees
     from fill_events
 ),
 
 running as (
-    -- closes_seen numbers the stretches between closes: a fill shares its
-    -- number with the close before it
     select
         events.*,
         sum(qty_change) over (partition by account_id, symbol order by at, kind
             rows between unbounded preceding and current row) as position,
         sum(cost_change) over (partition by account_id, symbol order by at, kind
             rows between unbounded preceding and current row) as cost_to_date,
+        sum(close_step) over (partition by account_id, symbol order by at, kind
+            rows between unbounded preceding and current row) as mark,
         sum(case when kind < 2 then 1 else 0 end) over (partition by account_id, symbol order by at, kind
             rows between unbounded preceding and current row) as closes_seen
     from events
 ),
 
-marked as (
-    select
-        running.*,
-        max(close) over (partition by account_id, symbol, closes_seen
-            rows between unbounded preceding and unbounded following) as mark
-    from running
-),
-
-valued as (
+changes as (
+    -- before the symbol's first close its units count at cost; the first
+    -- close swaps that cost for position x close
     select
         account_id,
-        symbol,
         at,
         kind,
         -cost_change - fees as cash_change,
-        case when closes_seen = 0 then cost_to_date else position * mark end as market_value
-    from marked
-),
-
-changes as (
-    select
-        account_id,
-        at,
-        kind,
-        cash_change,
-        market_value - coalesce(lag(market_value, 1) over (partition by account_id, symbol order by at, kind), 0)
-            as value_change
-    from valued
+        case
+            when kind = 2 and closes_seen = 0 then cost_change
+            when kind = 2 then qty_change * mark
+            when closes_seen = 1 then position * close - cost_to_date
+            else position * close_step
+        end as value_change
+    from running
+    where kind > 0
 ),
 
 instants as (
@@ -103,7 +87,6 @@ instants as (
     -- stamped at that instant (a fill at the close is not in that bar's equity)
     select account_id, at, kind, sum(cash_change) as cash_change, sum(value_change) as value_change
     from changes
-    where kind > 0
     group by account_id, at, kind
 ),
 
