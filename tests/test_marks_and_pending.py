@@ -105,6 +105,9 @@ def test_equity_marks_each_symbol_at_its_last_close(conn, seed):
     # no cliff: bars move 1% at most, and both positions together are ~20% of the account
     steps = [abs(b / a - 1) for a, b in zip(got["equity"], got["equity"][1:])]
     assert max(steps) < D("0.01")
+    # the last close is after the last fill: portfolio_state marks the same
+    [state] = rows(conn, "SELECT equity FROM portfolio_state")
+    assert state["equity"] == got["equity"].iloc[-1]
 
 
 def test_fill_between_bars_uses_the_last_close_before_it(conn):
@@ -153,3 +156,80 @@ def test_drawdown_peak_has_no_cliff(conn):
     want = expected_equity(fills, bars)
     assert risk["peak_equity"] == max(max(want["equity"]), CAPITAL, risk["equity"])
     assert (risk["peak_equity"] - risk["equity"]) / risk["peak_equity"] < D("0.05")
+
+
+# --------------------------------------------------------------------------- int_pending_orders
+
+def accept(conn, order_id, action, qty, account_id="A1", symbol="AAA"):
+    conn.execute(
+        "INSERT INTO trade_decisions (decision_id, signal_id, strategy_id, symbol, action, account_id, outcome, qty,"
+        " ref_price, client_order_id, inputs, signal_ts, decided_at, gate_id)"
+        " VALUES (%s, %s, 'S1', %s, %s, %s, 'ACCEPTED', %s, 100, %s, '{}', %s, %s, 'test')",
+        (f"D-{order_id}", f"SIG-{order_id}", symbol, action, account_id, D(qty), order_id, T0, T0))
+
+
+def order_event(conn, order_id, status, filled_qty="0", qty="100", side="SELL", minute=0):
+    conn.execute(
+        "INSERT INTO order_events (client_order_id, account_id, strategy_id, symbol, side, order_type, time_in_force,"
+        " qty, status, filled_qty, event_ts, source) VALUES (%s, 'A1', 'S1', 'AAA', %s, 'MARKET', 'DAY', %s, %s, %s,"
+        " %s, 'test')", (order_id, side, D(qty), status, D(filled_qty), T0 + timedelta(minutes=minute)))
+
+
+def fill(conn, order_id, fill_id, qty, side="SELL", minute=1):
+    conn.execute(
+        "INSERT INTO exec_report_history (account_id, strategy_id, order_id, fill_id, symbol, side, fill_qty,"
+        " fill_price, fee, venue, exec_ts, source, batch_id, received_at)"
+        " VALUES ('A1', 'S1', %s, %s, 'AAA', %s, %s, 100, 0, 'TEST', %s, 'test', 'b', now())",
+        (order_id, fill_id, side, D(qty), T0 + timedelta(minutes=minute)))
+
+
+def pending(conn):
+    return {r["client_order_id"]: (r["open_qty"], r["status"], r["acknowledged"])
+            for r in rows(conn, "SELECT client_order_id, open_qty, status, acknowledged FROM int_pending_orders")}
+
+
+def test_partial_sell_keeps_reserving_its_remainder(conn):
+    add_account(conn)
+    accept(conn, "SELL-1", "SELL", "100")
+    order_event(conn, "SELL-1", "NEW")
+    order_event(conn, "SELL-1", "ACK", minute=1)
+    fill(conn, "SELL-1", "F1", "30", minute=2)
+    order_event(conn, "SELL-1", "PARTIAL", filled_qty="30", minute=2)
+    assert pending(conn) == {"SELL-1": (70, "PARTIAL", True)}
+    fill(conn, "SELL-1", "F2", "50", minute=3)  # before its PARTIAL event: the fills count
+    assert pending(conn) == {"SELL-1": (20, "PARTIAL", True)}
+    fill(conn, "SELL-1", "F3", "20", minute=4)
+    assert pending(conn) == {}  # nothing left to sell, even before the FILLED event
+
+
+@pytest.mark.parametrize("events,fills,expected", [
+    ([], [], (100, "NEW", False)),                               # decided, not yet sent
+    (["NEW"], [], (100, "NEW", False)),                          # sent, never acknowledged: the TTL may release it
+    (["NEW", "ACK"], [], (100, "ACK", True)),                    # working at the broker, whatever its age
+    (["NEW"], ["40"], (60, "NEW", True)),                        # a fill proves the broker has it
+    (["NEW", "ACK", "CANCELLED"], [], None),                     # terminal: nothing reserved
+    (["NEW", "ACK", "PARTIAL", "EXPIRED"], ["40"], None),
+    (["NEW", "REJECTED"], [], None),
+    (["NEW", "ACK", "PARTIAL", "FILLED"], ["40", "60"], None),
+])
+def test_every_working_order_reserves_its_unfilled_remainder(conn, events, fills, expected):
+    add_account(conn)
+    accept(conn, "O-1", "BUY", "100")
+    for minute, status in enumerate(events):
+        order_event(conn, "O-1", status, side="BUY", minute=minute)
+    for n, qty in enumerate(fills):
+        fill(conn, "O-1", f"F{n}", qty, side="BUY", minute=n)
+    assert pending(conn) == ({} if expected is None else {"O-1": expected})
+
+
+def test_position_without_any_close_counts_at_cost_in_portfolio_state(conn):
+    add_account(conn)
+    insert_fills(conn, [("AAA", "BUY", 10, "100", "1", T0), ("AAA", "BUY", 10, "110", "1", T0 + timedelta(minutes=1)),
+                        ("BBB", "BUY", 5, "20", "0", T0)])
+    insert_bars(conn, [("BBB", T0 + timedelta(minutes=1), "22")])
+    [state] = rows(conn, "SELECT cash, market_value, gross_exposure, equity, unrealized_pnl, open_symbols"
+                         " FROM portfolio_state")
+    assert state == {"cash": CAPITAL - 2202, "market_value": 2100 + 110, "gross_exposure": 2100 + 110,
+                     "equity": CAPITAL + 8, "unrealized_pnl": 10, "open_symbols": 2}
+    [last] = rows(conn, "SELECT equity FROM pnl_timeseries ORDER BY bar_ts DESC LIMIT 1")
+    assert last["equity"] == state["equity"]  # the same marks, no fill after the last close
