@@ -233,3 +233,28 @@ def test_position_without_any_close_counts_at_cost_in_portfolio_state(conn):
                      "equity": CAPITAL + 8, "unrealized_pnl": 10, "open_symbols": 2}
     [last] = rows(conn, "SELECT equity FROM pnl_timeseries ORDER BY bar_ts DESC LIMIT 1")
     assert last["equity"] == state["equity"]  # the same marks, no fill after the last close
+
+
+# --------------------------------------------------------------------------- peak equity and price retention
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target,retention", [
+    ("risingwave", "ts > now() - interval '336 hours'"),
+    ("materialize", "mz_now() <= ts + interval '336 hours'"),
+    ("embedded", None),
+])
+def test_equity_series_reads_prices_within_retention_on_streaming_engines(tmp_path, target, retention):
+    """docs/positions.md: on the streaming engines pnl_timeseries (and so
+    account_risk_inputs.peak_equity) has rows for the retained bars only, the
+    last 336 hours; the embedded engine reads all price history."""
+    from tradeflow.portability import compile_inline
+
+    closes, _, rows_read = compile_inline(
+        target, tmp_path, "{{ traded_closes('first_fills') }} @@ {{ price_rows() }}").partition(" @@ ")
+    normalized = " ".join(rows_read.split())
+    if retention is None:
+        assert "price_1m_history" in closes and "stg_prices" not in closes
+        assert "now()" not in normalized
+    else:
+        assert '"stg_prices"' in closes and "price_1m_history" not in closes
+        assert f"where {retention}" in normalized
