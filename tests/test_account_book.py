@@ -182,6 +182,4 @@ def test_any_interleaving_of_fills_and_bars_leaves_the_book_equal_to_the_views(c
     assert (again.cash, dict(again.positions)) == (state.cash, dict(state.positions))
     [portfolio] = rows(conn, "SELECT cash, equity FROM portfolio_state")
     assert portfolio["cash"] == state.cash
-    # equity is exact at a mark; a symbol with no bar yet is marked at the views' rounded average price
-    assert abs(portfolio["equity"] - state.equity) < Decimal("1e-9")
-    assert abs(again.equity - state.equity) < Decimal("1e-9")
+    assert portfolio["equity"] == state.equity == again.equity

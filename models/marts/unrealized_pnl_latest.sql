@@ -1,9 +1,9 @@
 -- Unrealized P&L per open key: (mark - avg_price) * net_qty, with the mark's
--- timestamp so a stale price is visible. avg_price follows pnl_method. The
--- mark is the last close at or before the read's as_of; a symbol without one
--- yet marks at avg_price (no unrealized P&L, no lost value).
+-- timestamp so a stale price is visible. The mark is the symbol's last close
+-- at or before the read's as_of (the same marks as pnl_timeseries; NULL before
+-- the symbol's first close) or, with mark_source=last_fill, its latest fill
+-- price. avg_price follows pnl_method (exact NUMERIC under fifo).
 {% set method = pnl_method() %}
-{% set avg_price = 'average_cost.avg_price_after' if method == 'average_cost' else 'positions.avg_price' %}
 
 with positions as (
     select * from {{ ref('open_positions_rollup') }}
@@ -28,11 +28,11 @@ select
     positions.symbol,
     positions.side,
     positions.net_qty,
-    {{ avg_price }} as avg_price,
-    -- until its symbol has a bar, a position is marked at its average price (mark_ts null)
-    coalesce(marks.mark, {{ avg_price }}) as current_price,
+    {% if method == 'average_cost' %}average_cost.avg_price_after{% else %}positions.avg_price{% endif %} as avg_price,
+    marks.mark as current_price,
     marks.mark_ts,
-    (coalesce(marks.mark, {{ avg_price }}) - {{ avg_price }}) * positions.net_qty as unrealized_pnl,
+    (marks.mark - {% if method == 'average_cost' %}average_cost.avg_price_after{% else %}positions.avg_price{% endif %})
+        * positions.net_qty as unrealized_pnl,
     '{{ method }}' as method
 from positions
 left join marks on marks.symbol = positions.symbol

@@ -11,8 +11,8 @@ book hands `decide` the AccountState it needs.
 
 Conventions are the views' (docs/positions.md), one definition each:
 - cash = initial capital - sum(signed_qty * fill_price) - fees;
-- a mark is the last close at or before now; until its symbol has a bar, a
-  position is marked at its average price (unrealized P&L 0);
+- a mark is the last close at or before now; before a symbol's first close,
+  its positions count at the signed notional of the account's fills in it;
 - equity = cash + sum(net_qty * mark); gross exposure = sum(|net_qty * mark|)
   per (strategy, symbol);
 - peak equity = the highest equity at any bar close while the account held
@@ -213,14 +213,6 @@ class Position:
             self.avg_price = (self.avg_price * held + fill.price * opened) / (held + opened)
             self.avg_fee = (self.avg_fee * held + fee_part) / (held + opened)
 
-    def cost_value(self, method: str) -> Decimal:
-        """The open position at its average price under the method (signed): its value
-        until its symbol has a bar."""
-        if method != "fifo":
-            return self.net_qty * self.avg_price
-        cost = sum((lot.qty * lot.price for lot in self.lots), ZERO)
-        return cost if self.long else -cost
-
     def realized(self, method: str) -> tuple[Decimal, Decimal]:
         """(gross, fees) realized so far under the P&L method."""
         if method == "fifo":
@@ -260,6 +252,7 @@ class Account:
         self.positions: dict[tuple[str, str], Position] = {}
         self.net: dict[tuple[str, str], Decimal] = {}        # non-zero net quantity per (strategy, symbol)
         self.held_by_symbol: dict[str, set[str]] = {}     # symbol -> strategies with a non-zero position
+        self.net_cost: dict[str, Decimal] = {}            # symbol -> sum(signed_qty * fill_price), every fill
         self.market_value: dict[str, Decimal] = {}        # symbol -> sum(net_qty * mark)
         self.exposure: dict[str, Decimal] = {}            # symbol -> sum(|net_qty * mark|)
         self.total_market_value = ZERO
@@ -381,6 +374,7 @@ class AccountBook:
         account = self._account(fill.account_id)
         self._fill_ids.add(key)
         account.cash += -fill.signed_qty * fill.price - fill.fee
+        account.net_cost[fill.symbol] = account.net_cost.get(fill.symbol, ZERO) + fill.signed_qty * fill.price
         held = (fill.strategy_id, fill.symbol)
         position = account.positions.get(held)
         if position is None:
@@ -408,18 +402,22 @@ class AccountBook:
     # -- valuation ---------------------------------------------------------------------
     def _revalue(self, account: Account, symbol: str) -> None:
         """One symbol's market value and exposure in one account, from its positions and
-        mark: the last close at or before now, or each position's average price while
-        the symbol has no bar yet (unrealized_pnl_latest's convention)."""
+        mark: the last close at or before now; before the symbol's first close, the
+        signed notional of the account's fills in it (pnl_timeseries, portfolio_state)."""
         mark = self.marks.get(symbol)
-        value = gross = ZERO
-        for strategy_id in account.held_by_symbol.get(symbol, ()):
-            position = account.positions[(strategy_id, symbol)]
-            each = position.cost_value(self.pnl_method) if mark is None else position.net_qty * mark[1]
-            value += each
-            gross += abs(each)
+        held = account.held_by_symbol.get(symbol, ())
+        if mark is None:
+            value = account.net_cost.get(symbol, ZERO) if held else ZERO
+            gross = abs(value)
+        else:
+            value = gross = ZERO
+            for strategy_id in held:
+                each = account.positions[(strategy_id, symbol)].net_qty * mark[1]
+                value += each
+                gross += abs(each)
         account.total_market_value += value - account.market_value.get(symbol, ZERO)
         account.gross_exposure += gross - account.exposure.get(symbol, ZERO)
-        if symbol in account.held_by_symbol:
+        if held:
             account.market_value[symbol], account.exposure[symbol] = value, gross
         else:
             account.market_value.pop(symbol, None)

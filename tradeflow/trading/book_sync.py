@@ -53,7 +53,8 @@ def load_accounts(conn: psycopg.Connection, book: AccountBook) -> None:
 def bootstrap(conn: psycopg.Connection, settings: Settings, book: AccountBook, as_of: datetime) -> None:
     """Rebuild the book from the views as of `as_of`: accounts and policy, every fill
     in the views' order, the marks of the held symbols, peak equity, the working
-    orders with their remainders and each account's last accepted time."""
+    orders with their remainders and each account's last accepted time. Reads
+    all fills and each symbol's last bar once: the start-up cost, never per decision."""
     load_accounts(conn, book)
     # working orders before the fills, so each fill reduces its order's remainder
     for row in conn.execute(
@@ -67,10 +68,12 @@ def bootstrap(conn: psycopg.Connection, settings: Settings, book: AccountBook, a
                 book.on_order_status(order_id, status)
     for row in conn.execute(f"SELECT {FILL_COLUMNS} FROM stg_execs ORDER BY exec_ts, order_id, fill_id"):
         book.on_fill(_fill(row))
+    # every symbol's last close by as_of (first-received copy, as stg_prices), so a fill in
+    # a symbol not held now is valued at its mark, as pnl_timeseries does
+    book.on_bars(conn.execute(
+        "SELECT DISTINCT ON (symbol) symbol, ts, close FROM price_1m_history WHERE ts + interval '1 minute' <= %s"
+        " ORDER BY symbol, ts DESC, received_at", (as_of,)).fetchall())
     with engine.read_scope(conn, settings, as_of=as_of):
-        marks = conn.execute("SELECT DISTINCT symbol, mark_ts, current_price FROM unrealized_pnl_latest"
-                             " WHERE mark_ts IS NOT NULL").fetchall()
-        book.on_bars(marks)
         peaks = conn.execute("SELECT account_id, peak_equity FROM account_risk_inputs").fetchall()
     for account_id, peak in peaks:
         if account_id in book.accounts and peak is not None:
