@@ -72,7 +72,8 @@ ROLES = (
     # strategy's weight scales its size.
     Role("tradeflow_gate",
          select=("strategy_signal_history", "trade_decisions", "strategy_config", "account_risk_inputs",
-                 "unrealized_pnl_latest", "stg_accounts", "stg_account_policy", "stg_execs", "orders",
+                 "unrealized_pnl_latest", "int_pending_orders", "stg_accounts", "stg_account_policy", "stg_execs",
+                 "orders",
                  "portfolio_state", "realized_pnl_latest", "open_positions_rollup", "strategy_weights_latest",
                  "manual_order_requests", "price_1m_history", "exec_report_history"),
          insert=("trade_decisions", "order_events", "risk_events", "accounts", "audit_log")),

@@ -56,18 +56,17 @@ def bootstrap(conn: psycopg.Connection, settings: Settings, book: AccountBook, a
     orders with their remainders and each account's last accepted time. Reads
     all fills and each symbol's last bar once: the start-up cost, never per decision."""
     load_accounts(conn, book)
-    # working orders before the fills, so each fill reduces its order's remainder
-    for row in conn.execute(
-            "SELECT d.client_order_id, d.account_id, d.strategy_id, d.symbol, d.action, d.qty, d.ref_price,"
-            " d.decided_at, o.status FROM trade_decisions d LEFT JOIN orders o USING (client_order_id)"
-            " WHERE d.outcome = 'ACCEPTED' AND coalesce(o.status, 'NEW') IN ('NEW', 'ACK', 'PARTIAL')"):
-        order_id, account_id, strategy_id, symbol, side, qty, ref_price, decided_at, status = row
-        if account_id in book.accounts:
-            book.on_accepted(order_id, account_id, strategy_id, symbol, side, qty, ref_price, decided_at)
-            if status is not None:
-                book.on_order_status(order_id, status)
     for row in conn.execute(f"SELECT {FILL_COLUMNS} FROM stg_execs ORDER BY exec_ts, order_id, fill_id"):
         book.on_fill(_fill(row))
+    # working orders after the fills: int_pending_orders has already taken their fills off
+    for row in conn.execute(
+            "SELECT client_order_id, account_id, strategy_id, symbol, action, open_qty, ref_price, decided_at,"
+            " acknowledged FROM int_pending_orders"):
+        order_id, account_id, strategy_id, symbol, side, open_qty, ref_price, decided_at, acknowledged = row
+        if account_id in book.accounts:
+            book.on_accepted(order_id, account_id, strategy_id, symbol, side, open_qty, ref_price, decided_at)
+            if acknowledged:
+                book.on_order_status(order_id, "ACK")
     # every symbol's last close by as_of (first-received copy, as stg_prices), so a fill in
     # a symbol not held now is valued at its mark, as pnl_timeseries does
     book.on_bars(conn.execute(
