@@ -8,9 +8,11 @@ point: positions and cash are sums of them. exec_ts is ISO 8601 (no offset
 means UTC) or a datetime, stored to the microsecond.
 
 Each record is checked in this order and refused on the first failure:
-missing field (fee and venue are optional: 0 and ''), unparseable/future
-exec_ts, non-numeric or non-finite number, non-positive quantity or price,
-negative fee, side not BUY/SELL (any case), account_id not in stg_accounts.
+malformed record, missing field (fee and venue are optional: 0 and ''), an
+id, symbol or venue not storable as text, unparseable/out-of-range/future
+exec_ts, non-numeric, non-finite or out-of-range number, non-positive
+quantity or price, price below MIN_PRICE, negative fee, side not BUY/SELL
+(any case), account_id not in stg_accounts (limits: ingest/validation.py).
 """
 from __future__ import annotations
 

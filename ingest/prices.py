@@ -3,9 +3,10 @@ conflicting ones, batch-insert the rest into price_1m_history.
 
 Timestamps: ISO 8601 strings (a missing offset means UTC) or datetime values.
 Each record is checked in this order and refused on the first failure:
-missing field, unparseable/off-minute/future timestamp, non-numeric or
-non-finite value, non-positive price, negative volume, high < low,
-open or close outside [low, high].
+malformed record, missing field, symbol not storable as text,
+unparseable/out-of-range/off-minute/future timestamp, per number non-numeric,
+non-finite, out of range, non-positive or too small a price, negative volume,
+high < low, open or close outside [low, high] (limits: ingest/validation.py).
 """
 from __future__ import annotations
 

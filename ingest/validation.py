@@ -2,7 +2,6 @@
 first-failing-rule bookkeeping, missing values, timestamps and payloads."""
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import math
 import time
@@ -12,14 +11,14 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Callable, ContextManager, Iterable, Mapping, Sequence
+from typing import Callable, ContextManager, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 import psycopg
 from psycopg.pq import TransactionStatus
 
-from ingest.dlq import Rejection, write_rejections
+from ingest.dlq import Rejection, encodable, integer_text, storable, storable_text, write_rejections
 from tradeflow.clock import utc_now
 from tradeflow.config import Settings
 from tradeflow.ops.metrics import observe_ingest
@@ -249,7 +248,7 @@ def as_text(value: object) -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8", "surrogateescape")
     if isinstance(value, (int, np.integer)):
-        return _integer_text(int(value))
+        return integer_text(int(value))
     return str(value)
 
 
@@ -260,7 +259,7 @@ def text_problem(value: object) -> ReasonCode | None:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (str, bytes, int, np.integer)):
         return ReasonCode.NOT_TEXT
     text = as_text(value)
-    if not _encodable(text):
+    if not encodable(text):
         return ReasonCode.INVALID_ENCODING
     if "\x00" in text:
         return ReasonCode.NUL_CHARACTER
@@ -279,15 +278,6 @@ def flag_text(checks: "FirstFailure", values: pd.Series, name: str) -> None:
 def flag_malformed(checks: "FirstFailure", raw: pd.DataFrame) -> None:
     if MALFORMED in raw.columns:
         checks.flag(raw[MALFORMED].notna(), "record", ReasonCode.MALFORMED_RECORD)
-
-
-def _encodable(text: str) -> bool:
-    """False for lone surrogates: undecodable bytes (decoded with surrogateescape) or bad JSON escapes."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 class FirstFailure:
@@ -326,66 +316,6 @@ def payload(row: pd.Series) -> dict[str, object]:
     """The record as received, in a form jsonb stores (see storable)."""
     return {storable_text(str(k)): storable(v) for k, v in row.items()
             if not (k in (MALFORMED, RAW_TEXT) and _absent(v))}
-
-
-def storable(value: object) -> object:
-    """A received value as JSON that PostgreSQL's jsonb accepts, keeping what was
-    received: NaN as missing (pandas' null), other non-finite numbers as strings
-    ('inf'), Decimals and big integers as their text, and text PostgreSQL cannot
-    store (a NUL, bytes that are not UTF-8) as {"escaped": ...}: an object, so a
-    replay refuses it until the field is fixed with --set."""
-    if value is None or value is pd.NA or value is pd.NaT:
-        return None
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        number = int(value)
-        return number if abs(number) < 2 ** 53 else _integer_text(number)
-    if isinstance(value, (float, np.floating)):
-        number = float(value)
-        return None if math.isnan(number) else number if math.isfinite(number) else str(number)
-    if isinstance(value, (pd.Timestamp, datetime, dt.date)):
-        return value.isoformat()
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "surrogateescape")
-    if isinstance(value, str):
-        return value if _encodable(value) and "\x00" not in value else {"escaped": escape(value)}
-    if isinstance(value, Mapping):
-        return {storable_text(str(k)): storable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [storable(v) for v in value]
-    return storable(str(value))  # Decimal and anything else: its text
-
-
-def _integer_text(number: int) -> str:
-    try:
-        return str(number)
-    except ValueError:  # more digits than Python converts to decimal
-        return f"<integer of {number.bit_length()} bits>"
-
-
-def escape(text: str) -> str:
-    """Backslash escapes for what PostgreSQL text cannot hold: a byte that was
-    not UTF-8 as \\xNN, a NUL as \\x00, a lone surrogate as \\uDNNN; a backslash
-    doubles, so the escaped text reads back unambiguously."""
-    out = []
-    for char in text:
-        code = ord(char)
-        if char == "\\":
-            out.append("\\\\")
-        elif code == 0:
-            out.append("\\x00")
-        elif 0xDC80 <= code <= 0xDCFF:  # surrogateescape's stand-in for an undecodable byte
-            out.append(f"\\x{code - 0xDC00:02x}")
-        elif 0xD800 <= code <= 0xDFFF:
-            out.append(f"\\u{code:04x}")
-        else:
-            out.append(char)
-    return "".join(out)
-
-
-def storable_text(text: str) -> str:
-    return text if _encodable(text) and "\x00" not in text else escape(text)
 
 
 def _shown(value: object, limit: int = 80) -> str:

@@ -21,6 +21,8 @@ BAR_FIELDS = ("symbol", "ts", "open", "high", "low", "close", "volume")
 FILL_FIELDS = ("account_id", "strategy_id", "order_id", "fill_id", "symbol", "side", "fill_qty", "fill_price", "fee",
                "venue", "exec_ts")
 ACCOUNTS = ("ACC1", "ACC2")
+# Fills for an account that is added only later: refused as UNKNOWN_ACCOUNT, then replayed.
+LATE_ACCOUNT = "ACC3"
 
 NASTY_TEXT = ("", "   ", "A\x00B", "AB\udc80", "\ud800X", "S" * 9000, "O" * 20000, "\U0001F600" * 129, "\\x00",
               "a,\"b\"\nc", {"id": 7}, ["x", {"y": "\x00"}], 1.5, True, None, 12345, 2 ** 70, b"\xff\xfe")
@@ -50,7 +52,8 @@ def plausible_bar(rng: random.Random) -> dict[str, object]:
 def plausible_fill(rng: random.Random) -> dict[str, object]:
     order, fill = rng.randrange(400), rng.randrange(3)
     qty = 10 + order % 7 + (1 if rng.random() < 0.1 else 0)
-    return {"account_id": ACCOUNTS[order % 2], "strategy_id": "s1", "order_id": f"O{order}", "fill_id": f"F{fill}",
+    account = LATE_ACCOUNT if order % 25 == 0 else ACCOUNTS[order % 2]
+    return {"account_id": account, "strategy_id": "s1", "order_id": f"O{order}", "fill_id": f"F{fill}",
             "symbol": "AAA", "side": ("BUY", "SELL")[order % 2], "fill_qty": str(qty),
             "fill_price": f"{10 + order / 100:.2f}", "fee": "0.5", "venue": "XNAS",
             "exec_ts": f"2024-03-01T14:{order % 60:02d}:{fill:02d}.5Z"}
