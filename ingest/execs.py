@@ -160,7 +160,10 @@ class ExecIngester(Ingester):
         checks.flag(stamps > pd.Timestamp(now + self.settings.max_future_skew), "exec_ts",
                     ReasonCode.FUTURE_TIMESTAMP)
 
-        values: dict[str, list[object]] = {"exec_ts": [None if pd.isna(t) else t.to_pydatetime() for t in stamps]}
+        # Only stamps in range convert: year 0001 with a positive offset falls before year 1.
+        in_range = stamps.notna() & ~timestamp_out_of_range(stamps)
+        values: dict[str, list[object]] = {
+            "exec_ts": [t.to_pydatetime() if ok else None for t, ok in zip(stamps, in_range)]}
         for name in NUMERIC_FIELDS:
             numbers = values[name] = column(name, _decimal)
             checks.flag(mask(n is None for n in numbers), name, ReasonCode.NOT_A_NUMBER)

@@ -70,7 +70,7 @@ import pyarrow.parquet as pq
 
 from ingest.execs import EXEC_FIELDS, REQUIRED as REQUIRED_EXEC_FIELDS
 from ingest.synthetic import generate_bars
-from ingest.validation import MALFORMED, RAW_TEXT
+from ingest.validation import MALFORMED, RAW_TEXT, parse_timestamps
 
 CANONICAL_COLUMNS = ("symbol", "ts", "open", "high", "low", "close", "volume")
 
@@ -325,7 +325,7 @@ def _ts_groups(batches: Iterable[pd.DataFrame]) -> Iterator[tuple[np.datetime64,
         with warnings.catch_warnings():
             # A leading unparseable value makes pandas warn that it parses element by element.
             warnings.simplefilter("ignore", UserWarning)
-            parsed = pd.to_datetime(chunk["ts"], utc=True, errors="coerce").to_numpy(dtype="datetime64[us]")
+            parsed = parse_timestamps(chunk["ts"]).to_numpy(dtype="datetime64[us]")
         if held is not None:
             chunk = pd.concat([held, chunk], ignore_index=True)
             parsed = np.concatenate([held_stamps, parsed])

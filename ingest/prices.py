@@ -16,7 +16,7 @@ from decimal import Decimal, InvalidOperation
 import numpy as np
 import pandas as pd
 
-from ingest.dlq import Rejection
+from ingest.dlq import Rejection, encodable
 from ingest.validation import (
     MAX_MAGNITUDE,
     MAX_SCALE,
@@ -82,7 +82,8 @@ def validate_bars(raw: pd.DataFrame, *, now: datetime, settings: Settings) -> tu
 def _check_number(values: pd.Series, name: str, checks: FirstFailure) -> pd.Series:
     """One numeric field as float64, flagging what NUMERIC (or a price) cannot take."""
     if values.dtype == object:  # a boolean or an object is not a number, whatever pandas makes of it
-        values = each(values, lambda v: None if isinstance(v, (bool, np.bool_, dict, list)) else v)
+        values = each(values, lambda v: None if isinstance(v, (bool, np.bool_, dict, list))
+                      or (isinstance(v, str) and not encodable(v)) else v)
     parsed = pd.to_numeric(values, errors="coerce").astype("float64")
     spelled_non_finite = np.zeros(len(values), dtype=bool)
     for i in np.flatnonzero((parsed.isna() | np.isinf(parsed)).to_numpy()):

@@ -223,8 +223,10 @@ def parse_timestamps(values: pd.Series) -> pd.Series:
     """UTC timestamps; NaT where a value does not parse. Strings must be ISO 8601
     (no offset means UTC); datetime values pass as they are."""
     if values.dtype == object:
-        # Anything but a string or a datetime (an object or a number from JSON, say) is unparseable.
-        values = each(values, lambda v: v if isinstance(v, (str, datetime, np.datetime64)) else None)
+        # Anything but a string or a datetime (an object or a number from JSON, say) is unparseable,
+        # and so is undecodable text, which pandas' parse cache would turn into Arrow strings.
+        values = each(values, lambda v: v if isinstance(v, (datetime, np.datetime64))
+                      or (isinstance(v, str) and encodable(v)) else None)
         if any(isinstance(v, str) for v in values):
             return pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601")
         return pd.to_datetime(values, utc=True, errors="coerce")

@@ -98,6 +98,8 @@ EXEC_CASES = [
     (fill(fill_qty=float("-inf")), "fill_qty", ReasonCode.NON_FINITE),
     (fill(exec_ts="0001-01-01T00:00:00Z"), "exec_ts", ReasonCode.TIMESTAMP_OUT_OF_RANGE),
     (fill(exec_ts=["2024-03-01"]), "exec_ts", ReasonCode.UNPARSEABLE_TIMESTAMP),
+    # +14:00 takes year 1 back to year 0, which Python's datetime cannot hold
+    (fill(exec_ts="0001-01-01T00:00:00+14:00"), "exec_ts", ReasonCode.TIMESTAMP_OUT_OF_RANGE),
 ]
 
 
@@ -112,6 +114,18 @@ def test_a_hostile_record_is_dead_lettered_alone(conn, embedded_settings, accoun
     [(stored_field, stored_code, stored_payload)] = letters(conn, kind)
     assert (stored_field, stored_code) == (field, str(code))
     assert set(stored_payload) == set(record)
+
+
+@pytest.mark.parametrize("kind", ["price", "exec"])
+def test_undecodable_text_in_a_large_batch_costs_its_record_only(conn, embedded_settings, account, kind):
+    """From 50 values on pandas caches timestamp parses in an index that would
+    infer Arrow strings, which cannot hold undecodable bytes: the batch must survive."""
+    if kind == "price":
+        records = [bar(i % 30, symbol=f"S{i // 30}") for i in range(120)] + [bar(close="1\udc80", ts="2024\udc80")]
+    else:
+        records = [fill(i) for i in range(120)] + [fill(999, exec_ts="2024\udc80", fill_qty="1\udc80")]
+    report = ingester(kind, conn, embedded_settings).ingest([pd.DataFrame(records, dtype=object)])
+    assert (report.read, report.inserted, report.rejected) == (121, 120, 1)
 
 
 def test_payload_keeps_the_raw_text_escaped_and_non_finite_numbers_as_strings(conn, embedded_settings):
