@@ -146,7 +146,8 @@ def main() -> None:
             out[kind] = {
                 "read": read, "stored": stored, "duplicates": duplicates, "dead_lettered": dead_lettered, "lost": lost,
                 "report_mismatch": (report_totals["inserted"] - stored) + (report_totals["rejected"] - dead_lettered),
-                "exceptions": exceptions, "by_format": per_format, "dead_lettered_by_reason": dict(reasons.most_common()),
+                "exceptions": exceptions, "by_format": per_format,
+                "dead_lettered_by_reason": dict(reasons.most_common()),
                 "seconds": round(seconds, 2),
             }
             totals.update(read=read, stored=stored, duplicates=duplicates, dead_lettered=dead_lettered, lost=lost)

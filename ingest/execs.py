@@ -94,7 +94,7 @@ def _finite(number: Decimal | None) -> bool:
 
 def _in_range(number: Decimal) -> bool:
     """Fits every engine's NUMERIC: RisingWave holds 28 significant digits, 28 of them after the point."""
-    sign, digits, exponent = number.as_tuple()  # not normalize(): it rounds to the context's 28 digits
+    _, digits, exponent = number.as_tuple()  # not normalize(): it rounds to the context's 28 digits
     while len(digits) > 1 and digits[-1] == 0:
         digits, exponent = digits[:-1], exponent + 1
     if digits == (0,):

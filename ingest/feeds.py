@@ -219,7 +219,8 @@ class ExecFileFeed:
 
     def _json_chunks(self) -> Iterator[pd.DataFrame]:
         records: list[dict] = []
-        with self.path.open(encoding="utf-8", errors="surrogateescape") as lines:
+        # utf-8-sig: a leading byte-order mark is not part of the first record.
+        with self.path.open(encoding="utf-8-sig", errors="surrogateescape") as lines:
             for number, line in enumerate(lines, 1):
                 if not line.strip():
                     continue

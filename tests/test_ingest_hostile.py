@@ -201,7 +201,9 @@ def test_bar_files_in_every_format_lose_nothing(conn, embedded_settings, tmp_pat
 
 def test_a_bad_json_line_costs_that_line_only(conn, embedded_settings, account, tmp_path):
     path = tmp_path / "fills.jsonl"
-    lines = [json.dumps(fill(1)).encode(), b"{not json", b"[1, 2]", b'{"order_id": "O\xff", "fill_id": "F"}',
+    # The first line starts with a byte-order mark.
+    lines = [b"\xef\xbb\xbf" + json.dumps(fill(1)).encode(), b"{not json", b"[1, 2]",
+             b'{"order_id": "O\xff", "fill_id": "F"}',
              json.dumps(fill(2, order_id="O\xff")).encode().replace(b"\\u00ff", b"\xff"),
              json.dumps(fill(3, fill_qty=1e-300)).encode().replace(b"1e-300", b"1e-20000"),
              b"[" * 100_000, json.dumps(fill(4)).encode()]

@@ -77,7 +77,8 @@ _DESCRIPTIONS: dict[ReasonCode, str] = {
     ReasonCode.UNKNOWN_ACCOUNT: "The account_id is not in the accounts table.",
     ReasonCode.MALFORMED_RECORD: "The feed could not split the record into fields (a line that is not a JSON object,"
                                  " a CSV row with more cells than the header); the payload keeps its raw text.",
-    ReasonCode.NOT_TEXT: "An id, symbol or venue is not a string or an integer (a JSON object or array, a float, a boolean).",
+    ReasonCode.NOT_TEXT: ("An id, symbol or venue is not a string or an integer"
+                          " (a JSON object or array, a float, a boolean)."),
     ReasonCode.INVALID_ENCODING: "A text value is not valid UTF-8 (the payload keeps it escaped).",
     ReasonCode.NUL_CHARACTER: "A text value contains a NUL character, which PostgreSQL text cannot store.",
     ReasonCode.TEXT_TOO_LONG: "An id, symbol or venue is longer than 128 characters.",
