@@ -25,6 +25,7 @@ from ingest.validation import (
     FirstFailure,
     Ingester,
     IngestReport,
+    all_strings,
     as_text,
     each,
     explain_row,
@@ -81,7 +82,8 @@ def validate_bars(raw: pd.DataFrame, *, now: datetime, settings: Settings) -> tu
 
 def _check_number(values: pd.Series, name: str, checks: FirstFailure) -> pd.Series:
     """One numeric field as float64, flagging what NUMERIC (or a price) cannot take."""
-    if values.dtype == object:  # a boolean or an object is not a number, whatever pandas makes of it
+    if values.dtype == object and not all_strings(values):
+        # A boolean or an object is not a number, whatever pandas makes of it.
         values = each(values, lambda v: None if isinstance(v, (bool, np.bool_, dict, list))
                       or (isinstance(v, str) and not encodable(v)) else v)
     parsed = pd.to_numeric(values, errors="coerce").astype("float64")

@@ -16,6 +16,7 @@ from typing import Callable, ContextManager, Iterable, Sequence
 import numpy as np
 import pandas as pd
 import psycopg
+from pandas.api.types import infer_dtype
 from psycopg.pq import TransactionStatus
 
 from ingest.dlq import Rejection, encodable, integer_text, storable, storable_text, write_rejections
@@ -223,8 +224,13 @@ def parse_timestamps(values: pd.Series) -> pd.Series:
     """UTC timestamps; NaT where a value does not parse. Strings must be ISO 8601
     (no offset means UTC); datetime values pass as they are."""
     if values.dtype == object:
+        if all_strings(values):  # a CSV column: the fast path, unless some text is undecodable
+            try:
+                return pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601")
+            except UnicodeEncodeError:  # pandas' parse cache turns the strings into Arrow strings
+                pass
         # Anything but a string or a datetime (an object or a number from JSON, say) is unparseable,
-        # and so is undecodable text, which pandas' parse cache would turn into Arrow strings.
+        # and so is undecodable text.
         values = each(values, lambda v: v if isinstance(v, (datetime, np.datetime64))
                       or (isinstance(v, str) and encodable(v)) else None)
         if any(isinstance(v, str) for v in values):
@@ -239,6 +245,10 @@ def each(values: pd.Series, convert: Callable[[object], object]) -> pd.Series:
     """convert applied to every value, kept as Python objects: Series.map may infer
     an Arrow string dtype, which cannot hold undecodable bytes (lone surrogates)."""
     return pd.Series([convert(v) for v in values], index=values.index, dtype=object)
+
+
+def all_strings(values: pd.Series) -> bool:
+    return infer_dtype(values, skipna=False) == "string"
 
 
 def timestamp_out_of_range(stamps: pd.Series) -> pd.Series:
@@ -271,7 +281,19 @@ def text_problem(value: object) -> ReasonCode | None:
 
 
 def flag_text(checks: "FirstFailure", values: pd.Series, name: str) -> None:
-    problems = each(values, text_problem)
+    known: dict[tuple[type, object], ReasonCode | None] = {}
+
+    def problem(value: object) -> ReasonCode | None:
+        # Symbols and account ids repeat: each distinct value is checked once.
+        try:
+            key = (type(value), value)
+            if key not in known:
+                known[key] = text_problem(value)
+            return known[key]
+        except TypeError:  # unhashable: a dict or a list
+            return text_problem(value)
+
+    problems = each(values, problem)
     for code in (ReasonCode.NOT_TEXT, ReasonCode.INVALID_ENCODING, ReasonCode.NUL_CHARACTER,
                  ReasonCode.TEXT_TOO_LONG):
         checks.flag(problems == code, name, code)
