@@ -269,3 +269,21 @@ def test_concurrent_replays_of_the_same_letters_insert_each_once(conn, embedded_
     assert outcomes == (60, 60)
     assert pending(conn, kind="exec") == []
     assert conn.execute("SELECT sum(fill_qty) FROM exec_report_history").fetchone()[0] == Decimal(600)
+
+
+def test_parquet_ids_of_other_types(conn, embedded_settings, account, tmp_path):
+    """Binary ids are decoded (bytes that are not UTF-8 refused), integer ids with nulls stay integers
+    (7, not '7.0'), a struct is not an id."""
+    path = tmp_path / "fills.parquet"
+    base = {name: [value] * 4 for name, value in fill().items() if name not in ("order_id", "fill_id", "venue")}
+    pq.write_table(pa.table({
+        **base,
+        "order_id": pa.array([b"O1", b"O\xff", b"O3", b"O4"], pa.binary()),
+        "fill_id": pa.array([7, 8, None, 9], pa.int64()),
+        "venue": pa.array([{"mic": "XNAS"}, {"mic": "X"}, {"mic": "X"}, None], pa.struct([("mic", pa.string())])),
+    }), path)
+    report = ingester("exec", conn, embedded_settings).ingest(ExecFileFeed(path).batches())
+    assert (report.read, report.inserted, report.rejected) == (4, 1, 3)
+    assert conn.execute("SELECT order_id, fill_id, venue FROM exec_report_history").fetchall() == [("O4", "9", "")]
+    assert sorted((field, code) for field, code, _ in letters(conn, "exec")) == [
+        ("fill_id", "MISSING_FIELD"), ("order_id", "INVALID_ENCODING"), ("venue", "NOT_TEXT")]
