@@ -232,8 +232,9 @@ def test_new_letters_replay_once_fixed(conn, embedded_settings):
     # Unfixed, the escaped value is an object: refused again, not stored with its escapes.
     outcome = replay(conn, embedded_settings, kind="price")
     assert outcome["rejected"] == 1 and "NOT_TEXT" in outcome["still_rejected"][0]["reason"]
-    outcome = replay(conn, embedded_settings, kind="price", overrides={"symbol": "AAA"})
-    assert outcome == {"replayed": 1, "inserted": 1, "still_rejected": []}
+    result = CliRunner().invoke(app, ["dlq", "replay", letter.dlq_id, "--set", "symbol=AAA"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == {"replayed": 1, "inserted": 1, "still_rejected": []}
     assert conn.execute("SELECT symbol FROM price_1m_history").fetchall() == [("AAA",)]
 
 
