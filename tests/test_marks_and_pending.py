@@ -258,3 +258,26 @@ def test_equity_series_reads_prices_within_retention_on_streaming_engines(tmp_pa
     else:
         assert '"stg_prices"' in closes and "price_1m_history" not in closes
         assert f"where {retention}" in normalized
+
+
+@pytest.mark.slow
+def test_streaming_closes_equal_the_embedded_index_reads(conn, tmp_path):
+    """The streaming engines' traded_closes (band joins over stg_prices, run
+    here on the embedded engine) gives the rows the embedded engine's index
+    reads give."""
+    from tradeflow.portability import compile_inline
+
+    add_account(conn)
+    fills, bars = misaligned_book(4)
+    insert_fills(conn, fills)
+    insert_bars(conn, bars)
+    first_fills = ("with first_fills as (select account_id, symbol, min(exec_ts) as first_fill_ts"
+                   " from stg_execs group by account_id, symbol) ")
+    order = " order by account_id, symbol, bar_ts"
+    default, _, postgres = compile_inline(
+        "embedded", tmp_path,
+        "{{ default__traded_closes('first_fills') }} @@ {{ postgres__traded_closes('first_fills') }}").partition(" @@ ")
+    streaming = rows(conn, first_fills + "select * from (" + default + ") as closes" + order)
+    embedded = rows(conn, first_fills + "select * from (" + postgres + ") as closes" + order)
+    assert streaming == embedded
+    assert sum(r["is_opening"] for r in embedded) == 2 and len(embedded) > 80
