@@ -253,16 +253,22 @@ class SequentialReplay:
             while changes and changes[0].at <= self.now:
                 change = changes.pop(0)
                 self._set_policy(change.account_id, change.changes)
+            at_close: list[OrderEvent] = []
             if self.broker.has_live_orders:
                 for row in range(lo, hi):
                     self.broker.on_bar(symbols[codes[row]], bar_ts, *(_decimal(a[row]) for a in
                                                                        (opens, highs, lows, closes, volumes)))
-                self._record(self.broker.poll_events())
+                events = self.broker.poll_events()
+                # a fill stamped at the close is not in that close's equity (pnl_timeseries): after the marks
+                at_close = [e for e in events if e.event_ts >= self.now]
+                self._record([e for e in events if e.event_ts < self.now])
             last_row[codes[lo:hi]] = np.arange(lo, hi)
             held = [(symbol, bar_ts, _decimal(closes[last_row[code]])) for symbol in self.book.held_symbols()
                     if lo <= last_row[code := code_of[symbol]] < hi]
             if held:
                 self.book.on_bars(held)
+            if at_close:
+                self._record(at_close)
             pending = due.pop(self.now, None)
             if pending:
                 self._decide(pending, lambda symbol: self._mark_for(symbol, last_row, code_of, ts, closes))

@@ -60,6 +60,7 @@ DECISION_COLUMNS = ("decision_id", "signal_id", "strategy_id", "symbol", "action
                     "reject_code", "qty", "ref_price", "client_order_id", "inputs", "signal_ts", "decided_at",
                     "gate_id")
 log = logging.getLogger("tradeflow.gate")
+book_log = logging.getLogger("tradeflow.book")
 TIMEFRAMES = {"1m": timedelta(minutes=1), "5m": timedelta(minutes=5), "15m": timedelta(minutes=15),
               "1h": timedelta(hours=1)}
 
@@ -426,7 +427,7 @@ class DecisionGate:
         bootstrap(self.conn, self.settings, book, self.clock())
         self.keeper.book = book
         self._follower = follower
-        log.info("account book rebuilt from the views", extra={"accounts": len(book.accounts)})
+        book_log.info("account book rebuilt from the views", extra={"accounts": len(book.accounts)})
 
     def sync(self) -> None:
         """Bring the book up to date (rebuilding it first if it was never built)."""
@@ -459,7 +460,7 @@ class DecisionGate:
             f"book:{account_id}:{now.isoformat()}", account_id, None, str(ReasonCode.BOOK_MISMATCH), "CRITICAL",
             "account book differs from the views (" + "; ".join(m.describe() for m in items) + "): rebuilt",
             now, self.gate_id) for account_id, items in by_account.items()], batch_rows=100)
-        log.error("account book differs from the views: rebuilding", extra={"accounts": sorted(by_account)})
+        book_log.error("account book differs from the views: rebuilding", extra={"accounts": sorted(by_account)})
         self._rebuild()
         self.keeper.halted = {m.account_id for m in reconcile(self.conn, self.settings, self.book, now)}
         return found
