@@ -25,14 +25,13 @@ import psycopg
 
 from adapters.broker import Broker
 from adapters.changefeed import ChangeFeed, FeedPositionStore
-from adapters.orders import Order, OrderEvent, OrderType, Side, TimeInForce
+from adapters.orders import ORDER_EVENT_COLUMNS, Order, OrderEvent, OrderType, Side, TimeInForce
 from adapters.resilience import BreakerState, ResilientBroker
 from ingest.execs import ExecIngester, Fill
-from ingest.validation import utc_now
-from ingest.writer import insert_rows
+from tradeflow.clock import utc_now
 from tradeflow.config import Settings
-from tradeflow.gate import ORDER_EVENT_COLUMNS
-from tradeflow.metrics import PROCESS_METRICS, feed_age
+from tradeflow.ops.metrics import PROCESS_METRICS, feed_age
+from tradeflow.writer import insert_rows
 
 log = logging.getLogger("tradeflow.adapter")
 ACCEPTED_ORDERS = "accepted_trade_signal_history"

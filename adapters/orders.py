@@ -10,6 +10,11 @@ from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 
+# order_events as the gate and the adapter append to it
+ORDER_EVENT_COLUMNS = ("client_order_id", "account_id", "strategy_id", "symbol", "side", "order_type",
+                       "time_in_force", "qty", "limit_price", "stop_price", "status", "filled_qty",
+                       "broker_order_id", "reason", "event_ts", "source")
+
 
 class Side(StrEnum):
     BUY = "BUY"

@@ -23,11 +23,11 @@ from decimal import Decimal
 import pandas as pd
 from scratch import scratch_engine  # also puts the project on sys.path
 
-from adapters.daemon import PaperAdapter  # noqa: E402
 from ingest.prices import PriceIngester  # noqa: E402
 from ingest.synthetic import generate_bars  # noqa: E402
-from tradeflow import accounts, policy  # noqa: E402
-from tradeflow.gate import DecisionGate  # noqa: E402
+from tradeflow.trading import accounts, policy  # noqa: E402
+from tradeflow.trading.daemon import PaperAdapter  # noqa: E402
+from tradeflow.trading.gate import DecisionGate  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float:

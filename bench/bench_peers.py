@@ -72,13 +72,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
-from nautilus_sma import (TRADE_COLUMNS, average_cost_pnl, expected_trades, run_nautilus,  # bench/ is on sys.path
-                          synthetic_bars)
+from nautilus_sma import (  # bench/ is on sys.path
+    TRADE_COLUMNS,
+    average_cost_pnl,
+    expected_trades,
+    run_nautilus,
+    synthetic_bars,
+)
 from scratch import scratch_engine  # also puts the project on sys.path
 
 from adapters.paper import PaperConfig  # noqa: E402
 from tradeflow import engine  # noqa: E402
-from tradeflow.backtest import AccountSpec, Backtest, BacktestSpec  # noqa: E402
+from tradeflow.research.backtest import AccountSpec, Backtest, BacktestSpec  # noqa: E402
 
 FAST, SLOW, QTY = 5, 21, 100
 FEE_BPS = 1

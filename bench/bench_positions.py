@@ -24,7 +24,7 @@ from decimal import Decimal
 from scratch import scratch_engine  # also puts the project on sys.path
 
 from ingest.execs import ExecIngester, Fill  # noqa: E402
-from tradeflow import accounts  # noqa: E402
+from tradeflow.trading import accounts  # noqa: E402
 
 T0 = datetime(2024, 1, 2, 14, 30, tzinfo=timezone.utc)
 KEY_READS = (

@@ -11,8 +11,8 @@ from typing import Any, Iterable, Mapping
 
 import psycopg
 
-from ingest.writer import insert_rows
 from tradeflow.reasons import ReasonCode
+from tradeflow.writer import insert_rows
 
 DLQ_COLUMNS = ("dlq_id", "kind", "payload", "field", "reason_code", "reason", "source", "batch_id", "received_at")
 

@@ -24,10 +24,20 @@ import numpy as np
 import pandas as pd
 
 from ingest.dlq import Rejection, dlq_id
-from ingest.validation import (MAX_DIGITS, MAX_MAGNITUDE, FirstFailure, IngestReport, Ingester, explain, is_missing,
-                               parse_timestamps, payload, with_fields)
-from ingest.writer import insert_rows
+from ingest.validation import (
+    MAX_DIGITS,
+    MAX_MAGNITUDE,
+    FirstFailure,
+    Ingester,
+    IngestReport,
+    explain,
+    is_missing,
+    parse_timestamps,
+    payload,
+    with_fields,
+)
 from tradeflow.reasons import ReasonCode
+from tradeflow.writer import insert_rows
 
 KIND = "exec"
 SIDES = ("BUY", "SELL")

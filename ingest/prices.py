@@ -15,11 +15,20 @@ import numpy as np
 import pandas as pd
 
 from ingest.dlq import Rejection
-from ingest.validation import (MAX_MAGNITUDE, FirstFailure, IngestReport, Ingester, explain, is_missing,
-                               parse_timestamps, payload, with_fields)
-from ingest.writer import insert_rows
+from ingest.validation import (
+    MAX_MAGNITUDE,
+    FirstFailure,
+    Ingester,
+    IngestReport,
+    explain,
+    is_missing,
+    parse_timestamps,
+    payload,
+    with_fields,
+)
 from tradeflow.config import Settings
 from tradeflow.reasons import ReasonCode
+from tradeflow.writer import insert_rows
 
 BAR_FIELDS = ("symbol", "ts", "open", "high", "low", "close", "volume")
 PRICE_FIELDS = ("open", "high", "low", "close")

@@ -10,7 +10,8 @@ import psycopg
 from ingest.dlq import pending, record_replay
 from ingest.execs import ExecIngester
 from ingest.prices import PriceIngester
-from ingest.validation import Ingester, utc_now
+from ingest.validation import Ingester
+from tradeflow.clock import utc_now
 from tradeflow.config import Settings
 
 INGESTERS: dict[str, type[Ingester]] = {cls.kind: cls for cls in (PriceIngester, ExecIngester)}

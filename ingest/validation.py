@@ -8,7 +8,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from decimal import Decimal
 from typing import Callable, Iterable
 
@@ -17,10 +17,10 @@ import pandas as pd
 import psycopg
 
 from ingest.dlq import Rejection, write_rejections
+from tradeflow.clock import utc_now
 from tradeflow.config import Settings
-from tradeflow.metrics import observe_ingest
+from tradeflow.ops.metrics import observe_ingest
 from tradeflow.reasons import ReasonCode
-
 
 # Largest magnitude and precision a number may have to fit every engine's
 # NUMERIC (RisingWave keeps about 28 significant digits).
@@ -47,10 +47,6 @@ class IngestReport:
     def as_dict(self) -> dict[str, object]:
         return {"read": self.read, "inserted": self.inserted, "duplicates": self.duplicates,
                 "rejected": self.rejected, "rejected_by_reason": dict(self.reasons)}
-
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class Ingester:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
-from tradeflow import accounts
+from tradeflow.trading import accounts
 
 T0 = datetime(2024, 1, 2, 14, 30, tzinfo=timezone.utc)
 

@@ -1,6 +1,6 @@
 """Prometheus alert rules (deploy/prometheus/rules/): promtool checks and
 unit-tests them, and they may use only the metrics and labels of
-tradeflow.metric_names."""
+tradeflow.ops.metric_names."""
 from __future__ import annotations
 
 import re
@@ -13,7 +13,7 @@ import promql_parser
 import pytest
 import yaml
 
-from tradeflow.metric_names import ALL_METRICS
+from tradeflow.ops.metric_names import ALL_METRICS
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"

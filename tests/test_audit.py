@@ -3,9 +3,10 @@ engine trades leaves exactly one audit_log row with who, when and what."""
 from __future__ import annotations
 
 import pytest
-
 from positions_helpers import T0, rows
-from tradeflow import accounts, audit, orders, policy
+
+from tradeflow.ops import audit
+from tradeflow.trading import accounts, orders, policy
 
 
 def audit_rows(conn) -> list[dict]:

@@ -10,10 +10,11 @@ import pytest
 from typer.testing import CliRunner
 
 from ingest.synthetic import generate_bars
-from tradeflow import accounts, engine, policy
-from tradeflow.backtest import AccountSpec, Backtest, BacktestError, BacktestSpec, PolicyChange, decision_times
+from tradeflow import engine
 from tradeflow.cli import DEMO_ACCOUNTS, DEMO_PAPER, app
-from tradeflow.session import ReplaySession
+from tradeflow.research.backtest import AccountSpec, Backtest, BacktestError, BacktestSpec, PolicyChange, decision_times
+from tradeflow.trading import accounts, policy
+from tradeflow.trading.session import ReplaySession
 
 BARS = pd.concat(list(generate_bars(symbols=4, days=1, seed=7)), ignore_index=True)
 START = BARS.ts.min().to_pydatetime()

@@ -7,14 +7,14 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pandas as pd
+from positions_helpers import T0, rows
 from typer.testing import CliRunner
 
-from adapters.daemon import PaperAdapter
 from ingest.prices import PriceIngester
-from positions_helpers import T0, rows
-from tradeflow import accounts
 from tradeflow.cli import app
-from tradeflow.gate import DecisionGate, Signal
+from tradeflow.trading import accounts
+from tradeflow.trading.daemon import PaperAdapter
+from tradeflow.trading.gate import DecisionGate, Signal
 
 
 def bars(minute: int, symbol: str = "AAA", price: float = 100.0) -> pd.DataFrame:

@@ -18,9 +18,9 @@ from ingest.dlq import pending
 from ingest.execs import EXEC_FIELDS, ExecIngester, Fill
 from ingest.feeds import ExecFileFeed, FeedError
 from ingest.replay import replay
-from tradeflow import accounts
 from tradeflow.cli import app
 from tradeflow.reasons import ReasonCode
+from tradeflow.trading import accounts
 
 NOW = datetime(2024, 3, 1, 21, 0, tzinfo=timezone.utc)
 runner = CliRunner()

@@ -8,14 +8,15 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from positions_helpers import T0, rows
 
 from adapters.changefeed import PostgresPollingFeed, position_store
 from adapters.execution import ACCEPTED_ORDER_KEY, ACCEPTED_ORDERS, ExecutionAdapter
 from adapters.orders import OrderType, TimeInForce
 from adapters.paper import PaperBroker, PaperConfig
-from positions_helpers import T0, rows
-from tradeflow import accounts, engine, policy
-from tradeflow.gate import DecisionGate, Signal
+from tradeflow import engine
+from tradeflow.trading import accounts, policy
+from tradeflow.trading.gate import DecisionGate, Signal
 
 
 class Crash(Exception):
@@ -125,7 +126,7 @@ def test_killed_at_random_points_loses_and_duplicates_nothing(conn, setup, seed)
 
 
 def test_limit_orders_from_strategy_terms_fill_only_when_the_bar_reaches_the_limit(conn, setup, embedded_settings):
-    from tradeflow.gate import Sizing
+    from tradeflow.trading.gate import Sizing
 
     gate, broker, make_adapter, clock = setup
     terms = Sizing(order_type=OrderType.LIMIT, limit_offset_bps=Decimal(100), time_in_force=TimeInForce.GTC)

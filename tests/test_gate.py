@@ -7,13 +7,13 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
+from positions_helpers import T0, add_price, rows
 
 from adapters.orders import client_order_id
 from ingest.execs import ExecIngester, Fill
-from positions_helpers import T0, add_price, rows
-from tradeflow import accounts
-from tradeflow.gate import DecisionGate, Signal
 from tradeflow.reasons import ReasonCode
+from tradeflow.trading import accounts
+from tradeflow.trading.gate import DecisionGate, Signal
 
 
 def signal(n: int, symbol: str, action: str = "BUY", *, price: str = "100", atr: float = 1.0,
@@ -189,7 +189,7 @@ def test_gate_decides_the_strategies_signals(gate, conn, embedded_settings):
 
 
 def test_policy_change_applies_to_the_next_decision_and_is_audited(gate, conn):
-    from tradeflow import policy
+    from tradeflow.trading import policy
 
     policy.update(conn, "A1", kill_switch=True, updated_by="alice")
     policy.update(conn, "A2", kill_switch=True, updated_by="alice")
@@ -210,7 +210,7 @@ def test_policy_change_applies_to_the_next_decision_and_is_audited(gate, conn):
     ({"max_speed": 3}, "max_speed"),
 ])
 def test_invalid_policy_changes_name_the_field(gate, conn, changes, field):
-    from tradeflow import policy
+    from tradeflow.trading import policy
 
     with pytest.raises(policy.PolicyError, match=field):
         policy.update(conn, "A1", **changes)
@@ -260,7 +260,7 @@ def test_the_strategy_weight_scales_the_size(gate, conn):
 ])
 def test_manual_orders_go_through_the_gate_once_with_risk_checks_and_audit(gate, conn, side, qty, terms,
                                                                            accepted, code):
-    from tradeflow.orders import request_manual_order
+    from tradeflow.trading.orders import request_manual_order
 
     add_price(conn, "AAA", "100", minute=10)  # a bar closed before the request
     request = request_manual_order(conn, "A2", "AAA", side, qty, requested_by="alice", reason="hedge",
@@ -280,7 +280,7 @@ def test_manual_orders_go_through_the_gate_once_with_risk_checks_and_audit(gate,
 
 
 def test_a_manual_order_the_gate_sees_too_late_is_stale(gate, conn):
-    from tradeflow.orders import request_manual_order
+    from tradeflow.trading.orders import request_manual_order
 
     request_manual_order(conn, "A1", "AAA", "BUY", 1, requested_by="alice", at=gate.clock() - timedelta(days=31))
     [decision] = gate.run_once()
@@ -300,7 +300,7 @@ def test_a_manual_order_the_gate_sees_too_late_is_stale(gate, conn):
     (("A1", "AAA", "BUY", 1), {"order_type": "LIMIT", "limit_price": "-1"}, "limit_price"),
 ])
 def test_invalid_manual_orders_name_the_field(gate, conn, args, kwargs, field):
-    from tradeflow.orders import OrderCommandError, request_manual_order
+    from tradeflow.trading.orders import OrderCommandError, request_manual_order
 
     with pytest.raises(OrderCommandError, match=field):
         request_manual_order(conn, *args, **kwargs)

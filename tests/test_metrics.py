@@ -20,23 +20,23 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from positions_helpers import T0, add_price
 from prometheus_client import CollectorRegistry, generate_latest
 
 from adapters.broker import BrokerError
-from adapters.daemon import PaperAdapter, run_adapter
 from adapters.execution import instrument_broker
 from adapters.orders import Order, Side
 from adapters.paper import PaperBroker, PaperConfig
 from adapters.resilience import CircuitBreaker, ResilientBroker, RetryPolicy
 from ingest.execs import ExecIngester, Fill
 from ingest.prices import PriceIngester
-from positions_helpers import T0, add_price
-from tradeflow import accounts, policy
 from tradeflow.config import PROJECT_DIR, Settings
-from tradeflow.gate import Decision, DecisionGate, Signal
-from tradeflow.health import Bootstrap, HealthServer
-from tradeflow.metric_names import ADAPTER_METRICS, ALL_METRICS, INGEST_METRICS, VIEW_METRICS
-from tradeflow.metrics import PROCESS_REGISTRY, ViewCollector, serve
+from tradeflow.ops.health import Bootstrap, HealthServer
+from tradeflow.ops.metric_names import ADAPTER_METRICS, ALL_METRICS, INGEST_METRICS, VIEW_METRICS
+from tradeflow.ops.metrics import PROCESS_REGISTRY, ViewCollector, serve
+from tradeflow.trading import accounts, policy
+from tradeflow.trading.daemon import PaperAdapter, run_adapter
+from tradeflow.trading.gate import Decision, DecisionGate, Signal
 
 GATE_NOW = T0 + timedelta(hours=1)
 NOW = T0 + timedelta(hours=2)
@@ -392,7 +392,7 @@ def test_ingest_command_serves_its_process_metrics(embedded_settings):
     from typer.testing import CliRunner
 
     from tradeflow.cli import app
-    from tradeflow.metrics import PROCESS_REGISTRY
+    from tradeflow.ops.metrics import PROCESS_REGISTRY
 
     def inserted() -> float:
         return PROCESS_REGISTRY.get_sample_value("ingest_records_total", {"kind": "price", "outcome": "inserted"}) or 0

@@ -1,4 +1,4 @@
-"""Performance metrics (tradeflow.performance): agreement with empyrical on the same daily returns, hand-worked
+"""Performance metrics (tradeflow.research.performance): agreement with empyrical on the same daily returns, hand-worked
 golden cases for the trade and fill metrics, drawdown duration, exposure and the time-zone bucketing. No database."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tradeflow import performance as perf
+from tradeflow.research import performance as perf
 
 empyrical = pytest.importorskip("empyrical")
 

@@ -7,12 +7,13 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from positions_helpers import T0, add_price, rows
 from typer.testing import CliRunner
 
 from ingest.execs import ExecIngester, Fill
-from positions_helpers import T0, add_price, rows
-from tradeflow import accounts, engine
+from tradeflow import engine
 from tradeflow.cli import app
+from tradeflow.trading import accounts
 
 STATE_QUERIES = {
     "rollup": "SELECT account_id, strategy_id, symbol, side, net_qty, avg_price FROM open_positions_rollup ORDER BY 1, 2, 3",

@@ -12,7 +12,14 @@ import pandas as pd
 import pytest
 from PIL import Image  # in the test environment through backtesting -> bokeh
 
-from tradeflow.report import MAX_CHART_POINTS, MAX_TRADE_ROWS, ReportData, downsample, render_report, write_report
+from tradeflow.research.report import (
+    MAX_CHART_POINTS,
+    MAX_TRADE_ROWS,
+    ReportData,
+    downsample,
+    render_report,
+    write_report,
+)
 
 START = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
 HOSTILE = "<script>alert(1)</script>"

@@ -13,6 +13,7 @@ from decimal import Decimal
 import pandas as pd
 import psycopg
 import pytest
+from positions_helpers import T0, rows
 from psycopg import errors
 
 from adapters.changefeed import open_feed, position_store
@@ -21,13 +22,22 @@ from adapters.paper import PaperBroker, PaperConfig
 from ingest.dlq import pending
 from ingest.prices import PriceIngester
 from ingest.replay import replay
-from positions_helpers import T0, rows
-from tradeflow import accounts, engine, policy
+from tradeflow import engine
 from tradeflow.config import PROJECT_DIR
 from tradeflow.dbt import deploy
-from tradeflow.gate import DecisionGate, Signal
-from tradeflow.roles import (CREDENTIALS_FILE_VAR, ROLE_NAMES, ROLES, CredentialsError, connect_as, create_roles,
-                             load_passwords, marts, read_credentials_file)
+from tradeflow.ops.roles import (
+    CREDENTIALS_FILE_VAR,
+    ROLE_NAMES,
+    ROLES,
+    CredentialsError,
+    connect_as,
+    create_roles,
+    load_passwords,
+    marts,
+    read_credentials_file,
+)
+from tradeflow.trading import accounts, policy
+from tradeflow.trading.gate import DecisionGate, Signal
 
 PROBE = "roles_probe"  # an audit view over a raw table: readable through the view only
 

@@ -7,11 +7,11 @@ from decimal import Decimal as D
 
 import numpy as np
 import pytest
+from positions_helpers import rows
 
 from ingest.execs import ExecIngester, Fill
-from positions_helpers import rows
-from tradeflow import accounts
-from tradeflow.weights import step, update_weights
+from tradeflow.trading import accounts
+from tradeflow.trading.weights import step, update_weights
 
 T0 = datetime(2024, 1, 2, 14, 30, tzinfo=timezone.utc)
 STRATEGIES = ("green_candles", "ma_50_200", "momentum", "rsi_threshold", "sma_crossover")  # enabled by default

@@ -8,13 +8,14 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pandas as pd
-
-from adapters.daemon import PaperAdapter
-from ingest.prices import PriceIngester
 from positions_helpers import T0
-from tradeflow import accounts, logs
-from tradeflow.gate import DecisionGate, Signal
-from tradeflow.trace import trace
+
+from ingest.prices import PriceIngester
+from tradeflow.ops import logs
+from tradeflow.ops.trace import trace
+from tradeflow.trading import accounts
+from tradeflow.trading.daemon import PaperAdapter
+from tradeflow.trading.gate import DecisionGate, Signal
 
 
 def test_trace_follows_an_order_from_signal_to_position(conn, embedded_settings):

@@ -1,5 +1,5 @@
 -- Least-privilege users for tradeflow on RisingWave: the same five roles and
--- grants as tradeflow/roles.py creates on the embedded engine (docs/security.md).
+-- grants as tradeflow/ops/roles.py creates on the embedded engine (docs/security.md).
 --
 -- Not exercised by the test suite: RisingWave cannot run on the development
 -- and CI machines (no Docker). Written against RisingWave's documentation
@@ -107,7 +107,7 @@ GRANT INSERT, SELECT ON TABLE :"schema".account_policy TO tradeflow_operator;
 GRANT INSERT ON TABLE :"schema".accounts, :"schema".order_commands, :"schema".manual_order_requests, :"schema".strategy_weight_history, :"schema".risk_events, :"schema".audit_log TO tradeflow_operator;
 GRANT SELECT ON VIEW :"schema".stg_accounts, :"schema".stg_account_policy TO tradeflow_operator;
 
--- operator and reader: every mart (models/marts; tradeflow.roles.marts() lists them)
+-- operator and reader: every mart (models/marts; tradeflow.ops.roles.marts() lists them)
 GRANT SELECT ON MATERIALIZED VIEW :"schema".accepted_trade_signal_history, :"schema".account_risk_inputs, :"schema".audit_history, :"schema".indicator_history, :"schema".indicator_latest, :"schema".open_positions_lots, :"schema".open_positions_rollup, :"schema".order_history, :"schema".orders, :"schema".paper_trade_match_history, :"schema".pnl_timeseries, :"schema".portfolio_state, :"schema".position_close_history, :"schema".realized_pnl_latest, :"schema".sma_wide, :"schema".strategy_perf_latest, :"schema".strategy_signal_history, :"schema".strategy_signal_latest, :"schema".strategy_weight_targets, :"schema".strategy_weights_latest, :"schema".trade_match_history, :"schema".trade_rejections, :"schema".unrealized_pnl_latest TO tradeflow_operator;
 GRANT SELECT ON MATERIALIZED VIEW :"schema".accepted_trade_signal_history, :"schema".account_risk_inputs, :"schema".audit_history, :"schema".indicator_history, :"schema".indicator_latest, :"schema".open_positions_lots, :"schema".open_positions_rollup, :"schema".order_history, :"schema".orders, :"schema".paper_trade_match_history, :"schema".pnl_timeseries, :"schema".portfolio_state, :"schema".position_close_history, :"schema".realized_pnl_latest, :"schema".sma_wide, :"schema".strategy_perf_latest, :"schema".strategy_signal_history, :"schema".strategy_signal_latest, :"schema".strategy_weight_targets, :"schema".strategy_weights_latest, :"schema".trade_match_history, :"schema".trade_rejections, :"schema".unrealized_pnl_latest TO tradeflow_reader;
 

@@ -1,5 +1,5 @@
 -- The weight sizing uses, per enabled strategy: the newest row of
--- strategy_weight_history (written by tradeflow.weights.update_weights, which
+-- strategy_weight_history (written by tradeflow.trading.weights.update_weights, which
 -- clamps how fast a weight may move), or the equal weight 1 / S for a strategy
 -- never stored, so sizing always has a weight.
 --   size_multiplier = weight * S

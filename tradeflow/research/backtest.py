@@ -36,12 +36,14 @@ import psycopg
 
 from adapters.paper import PaperConfig
 from ingest.prices import PriceIngester
-from tradeflow import accounts, engine, performance, policy
+from tradeflow import engine
 from tradeflow.config import Settings
 from tradeflow.dbt import deploy
-from tradeflow.gate import TIMEFRAMES, Signal
-from tradeflow.report import ReportData, write_report
-from tradeflow.session import BAR, PolicyChange, ReplaySession
+from tradeflow.research import performance
+from tradeflow.research.report import ReportData, write_report
+from tradeflow.trading import accounts, policy
+from tradeflow.trading.gate import TIMEFRAMES, Signal
+from tradeflow.trading.session import BAR, PolicyChange, ReplaySession
 
 Outputs = Literal["matches-only", "full"]
 # result table -> (relation of the backtest schema, outputs that keep it)

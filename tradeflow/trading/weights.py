@@ -31,7 +31,7 @@ from typing import Mapping
 
 import psycopg
 
-from ingest.writer import insert_rows
+from tradeflow.writer import insert_rows
 
 COLUMNS = ("strategy_id", "weight", "target", "at", "updated_by")
 PLACES = Decimal("1e-12")  # stored precision of weights and targets

@@ -15,16 +15,22 @@ from typing import Callable
 import psycopg
 
 from adapters.changefeed import open_feed, position_store, wake_on_insert
-from adapters.execution import (ACCEPTED_ORDER_KEY, ACCEPTED_ORDERS, ORDER_COMMAND_KEY, ORDER_COMMANDS,
-                                ExecutionAdapter, _order)
+from adapters.execution import (
+    ACCEPTED_ORDER_KEY,
+    ACCEPTED_ORDERS,
+    ORDER_COMMAND_KEY,
+    ORDER_COMMANDS,
+    ExecutionAdapter,
+    _order,
+)
 from adapters.orders import OrderEvent, OrderStatus
 from adapters.paper import PaperBroker, PaperConfig
 from tradeflow import engine
+from tradeflow.clock import utc_now
 from tradeflow.config import Settings
-from ingest.validation import utc_now
-from tradeflow.gate import DecisionGate
-from tradeflow.health import Bootstrap, HealthServer
-from tradeflow.metrics import PROCESS_REGISTRY, feed_age
+from tradeflow.ops.health import Bootstrap, HealthServer
+from tradeflow.ops.metrics import PROCESS_REGISTRY, feed_age
+from tradeflow.trading.gate import DecisionGate
 
 BARS = "price_1m_history"
 BAR_KEY = ("received_at", "symbol", "ts")

@@ -11,9 +11,9 @@ from decimal import Decimal, InvalidOperation
 
 import psycopg
 
-from ingest.validation import utc_now
-from ingest.writer import insert_rows
-from tradeflow import audit
+from tradeflow.clock import utc_now
+from tradeflow.ops import audit
+from tradeflow.writer import insert_rows
 
 STATUSES = ("ACTIVE", "BLOCKED")
 

@@ -10,7 +10,7 @@ Each minute m, in the order a live deployment sees it:
 4. the gate decides the signals of bar m with its clock at the bar's close;
 5. the adapter submits the accepted orders, which can fill from bar m+1 on.
 
-A backtest (tradeflow.backtest) drives the same steps, skipping the minutes
+A backtest (tradeflow.research.backtest) drives the same steps, skipping the minutes
 where nothing can happen.
 """
 from __future__ import annotations
@@ -27,9 +27,9 @@ from adapters.changefeed import open_feed, position_store, wake_on_insert
 from adapters.execution import ACCEPTED_ORDER_KEY, ACCEPTED_ORDERS, ExecutionAdapter
 from adapters.paper import PaperBroker, PaperConfig
 from ingest.prices import PriceIngester
-from tradeflow import policy
 from tradeflow.config import Settings
-from tradeflow.gate import Decision, DecisionGate, Signal
+from tradeflow.trading import policy
+from tradeflow.trading.gate import Decision, DecisionGate, Signal
 
 BAR = timedelta(minutes=1)
 

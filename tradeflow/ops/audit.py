@@ -15,8 +15,8 @@ from datetime import datetime
 
 import psycopg
 
-from ingest.validation import utc_now
-from ingest.writer import insert_rows
+from tradeflow.clock import utc_now
+from tradeflow.writer import insert_rows
 
 COLUMNS = ("audit_id", "actor", "action", "target", "details", "ts")
 ACTIONS = ("POLICY_CHANGE", "KILL_SWITCH", "ACCOUNT_ADD", "ACCOUNT_STATUS", "ORDER_CANCEL", "MANUAL_ORDER")

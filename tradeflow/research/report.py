@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tradeflow.performance import drawdown
+from tradeflow.research.performance import drawdown
 
 MAX_CHART_POINTS = 2000
 MAX_TRADE_ROWS = 500

@@ -33,14 +33,22 @@ from typing import Callable, Iterable
 
 import psycopg
 
-from adapters.orders import SHADOW_PREFIX, OrderStatus, OrderType, TimeInForce, client_order_id, is_shadow
-from ingest.validation import utc_now
-from ingest.writer import insert_rows
-from tradeflow import accounts, orders
-from tradeflow.orders import ManualOrder
+from adapters.orders import (
+    ORDER_EVENT_COLUMNS,
+    SHADOW_PREFIX,
+    OrderStatus,
+    OrderType,
+    TimeInForce,
+    client_order_id,
+    is_shadow,
+)
+from tradeflow.clock import utc_now
 from tradeflow.config import Settings
 from tradeflow.engine import read_scope
 from tradeflow.reasons import ReasonCode
+from tradeflow.trading import accounts, orders
+from tradeflow.trading.orders import ManualOrder
+from tradeflow.writer import insert_rows
 
 DECISION_COLUMNS = ("decision_id", "signal_id", "strategy_id", "symbol", "action", "account_id", "outcome",
                     "reject_code", "qty", "ref_price", "client_order_id", "inputs", "signal_ts", "decided_at",
@@ -53,9 +61,6 @@ RISK_INPUT_COLUMNS = ("account_id", "status", "kill_switch", "max_open_symbols",
                       "equity", "initial_capital", "gross_exposure")
 TIMEFRAMES = {"1m": timedelta(minutes=1), "5m": timedelta(minutes=5), "15m": timedelta(minutes=15),
               "1h": timedelta(hours=1)}
-ORDER_EVENT_COLUMNS = ("client_order_id", "account_id", "strategy_id", "symbol", "side", "order_type",
-                       "time_in_force", "qty", "limit_price", "stop_price", "status", "filled_qty",
-                       "broker_order_id", "reason", "event_ts", "source")
 
 
 @dataclass(frozen=True, slots=True)
@@ -387,7 +392,7 @@ class DecisionGate:
             return decision
 
     def decide_manual(self, request: ManualOrder) -> Decision:
-        """An operator's order for one account (tradeflow.orders.request_manual_order):
+        """An operator's order for one account (tradeflow.trading.orders.request_manual_order):
         routed and risk-checked like a signal (a SELL closes at most the
         strategy's long), decided once under the request's decision_id.
         A request not decided within max_signal_age is STALE_SIGNAL."""

@@ -10,9 +10,10 @@ from decimal import Decimal
 
 import psycopg
 
-from ingest.validation import utc_now
-from ingest.writer import insert_rows
-from tradeflow import accounts, audit
+from tradeflow.clock import utc_now
+from tradeflow.ops import audit
+from tradeflow.trading import accounts
+from tradeflow.writer import insert_rows
 
 
 class PolicyError(ValueError):

@@ -1,4 +1,4 @@
-"""Prometheus metrics, with the names, types and labels of tradeflow.metric_names.
+"""Prometheus metrics, with the names, types and labels of tradeflow.ops.metric_names.
 
 ViewCollector turns the views into the VIEW_METRICS families on every scrape.
 Its counters are counts over append-only history (decisions, risk events,
@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import defaultdict
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Callable, Iterator
 
@@ -21,9 +21,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from tradeflow import engine
+from tradeflow.clock import utc_now
 from tradeflow.config import Settings
-from tradeflow.health import Check, HealthServer
-from tradeflow.metric_names import ADAPTER_METRICS, INGEST_METRICS, VIEW_METRICS
+from tradeflow.ops.health import Check, HealthServer
+from tradeflow.ops.metric_names import ADAPTER_METRICS, INGEST_METRICS, VIEW_METRICS
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +35,6 @@ disable_created_metrics()
 SCRAPE_ERRORS = "tradeflow_scrape_errors_total"
 BAR = timedelta(minutes=1)  # a 1-minute bar stamped t closes at t + 1 minute
 Sample = tuple[str, tuple[str, ...], float]  # metric name, label values, value
-
-
-def _utc_now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 # -- process metrics ------------------------------------------------------------
@@ -103,7 +100,7 @@ class ViewCollector:
     connection ends the scrape and is opened again on the next one.
     """
 
-    def __init__(self, settings: Settings, *, clock: Callable[[], datetime] = _utc_now, top_k: int = 10) -> None:
+    def __init__(self, settings: Settings, *, clock: Callable[[], datetime] = utc_now, top_k: int = 10) -> None:
         if top_k < 1:
             raise ValueError(f"top_k: at least 1, got {top_k}")
         self.settings = settings
@@ -246,7 +243,7 @@ class ViewCollector:
 
 
 def serve(settings: Settings, port: int, *, addr: str = "127.0.0.1", top_k: int = 10,
-          clock: Callable[[], datetime] = _utc_now) -> HealthServer:
+          clock: Callable[[], datetime] = utc_now) -> HealthServer:
     """Start the exporter: /metrics (the views), /health/live, /health/ready,
     served from a background thread. Stop it with .stop() (or use it as a
     context manager); port 0 picks a free port (see .port)."""

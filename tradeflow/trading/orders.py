@@ -14,10 +14,10 @@ from decimal import Decimal, InvalidOperation
 import psycopg
 
 from adapters.orders import OrderType, TimeInForce
-
-from ingest.validation import utc_now
-from ingest.writer import insert_rows
-from tradeflow import accounts, audit
+from tradeflow.clock import utc_now
+from tradeflow.ops import audit
+from tradeflow.trading import accounts
+from tradeflow.writer import insert_rows
 
 
 class OrderCommandError(ValueError):

@@ -1,0 +1,3 @@
+from tradeflow.cli import app
+
+app()

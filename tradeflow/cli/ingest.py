@@ -1,0 +1,122 @@
+"""`tradeflow ingest ...` and `tradeflow dlq ...`: loading raw tables and the dead letters."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from tradeflow import engine as engine_mod
+from tradeflow.cli._common import METRICS_ADDR, METRICS_PORT, _ingest_process, _settings, console
+
+ingest_app = typer.Typer(no_args_is_help=True, help="Load market data and execution reports into the raw tables.")
+dlq_app = typer.Typer(no_args_is_help=True, help="Inspect and replay rejected records.")
+
+
+def _run_price_ingest(feed_batches, source: str, total: Optional[int], replay_speed: float,
+                      metrics_port: Optional[int] = None, metrics_addr: str = "127.0.0.1") -> None:
+    from ingest.feeds import paced
+    from ingest.prices import PriceIngester
+
+    with _ingest_process(metrics_port, metrics_addr) as settings, engine_mod.connect(settings) as conn, Progress(
+        TextColumn("[bold]ingest[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("bars"),
+        TimeElapsedColumn(), console=console, transient=False,
+    ) as progress:
+        task = progress.add_task("bars", total=total)
+        ingester = PriceIngester(conn, settings, source=source)
+        report = ingester.ingest(paced(feed_batches, replay_speed), on_progress=lambda n: progress.advance(task, n))
+    console.print_json(json.dumps(report.as_dict()))
+    if report.rejected:
+        console.print(f"[yellow]{report.rejected} record(s) rejected: see `tradeflow dlq list`[/]")
+
+
+@ingest_app.command("prices")
+def ingest_prices(
+    paths: list[Path] = typer.Argument(..., exists=True, dir_okay=False, help="CSV or Parquet files."),
+    map_: list[str] = typer.Option([], "--map", help="Column mapping canonical=source, e.g. --map ts=Date."),
+    replay_speed: float = typer.Option(0.0, help="Pace as a live feed: 60 = one minute of bars per second."),
+    metrics_port: Optional[int] = METRICS_PORT, metrics_addr: str = METRICS_ADDR,
+) -> None:
+    """Ingest 1-minute bars from files (column aliases: see ingest/feeds.py)."""
+    from ingest.feeds import FileFeed
+
+    column_map = dict(item.split("=", 1) for item in map_)
+    for path in paths:
+        feed = FileFeed(path, column_map=column_map or None)
+        _run_price_ingest(feed.batches(), source=str(path), total=None, replay_speed=replay_speed,
+                          metrics_port=metrics_port, metrics_addr=metrics_addr)
+
+
+@ingest_app.command("synthetic")
+def ingest_synthetic(
+    symbols: int = typer.Option(8, min=1), days: int = typer.Option(1, min=1), seed: int = typer.Option(7),
+    replay_speed: float = typer.Option(0.0, help="Pace as a live feed: 60 = one minute of bars per second."),
+    metrics_port: Optional[int] = METRICS_PORT, metrics_addr: str = METRICS_ADDR,
+) -> None:
+    """Generate deterministic synthetic sessions and ingest them."""
+    from ingest.feeds import SyntheticFeed
+
+    feed = SyntheticFeed(symbols=symbols, days=days, seed=seed)
+    _run_price_ingest(feed.batches(), source=feed.name, total=symbols * days * 390, replay_speed=replay_speed,
+                      metrics_port=metrics_port, metrics_addr=metrics_addr)
+
+
+@ingest_app.command("execs")
+def ingest_execs(
+    paths: list[Path] = typer.Argument(..., exists=True, dir_okay=False, help="CSV, Parquet or JSON-lines files."),
+    metrics_port: Optional[int] = METRICS_PORT, metrics_addr: str = METRICS_ADDR,
+) -> None:
+    """Ingest execution reports (fills) into exec_report_history (columns: see ingest/execs.py)."""
+    from ingest.execs import ExecIngester
+    from ingest.feeds import ExecFileFeed
+
+    for path in paths:
+        feed = ExecFileFeed(path)
+        with _ingest_process(metrics_port, metrics_addr) as settings, engine_mod.connect(settings) as conn:
+            report = ExecIngester(conn, settings, source=str(path)).ingest(feed.batches())
+        console.print_json(json.dumps(report.as_dict()))
+        if report.rejected:
+            console.print(f"[yellow]{report.rejected} record(s) rejected: see `tradeflow dlq list --kind exec`[/]")
+
+
+
+@dlq_app.command("list")
+def dlq_list(kind: Optional[str] = typer.Option(None), limit: int = typer.Option(50),
+             as_json: bool = typer.Option(False, "--json", help="One JSON object per line.")) -> None:
+    """Rejected records not yet replayed, with field and reason."""
+    from ingest.dlq import pending
+
+    with engine_mod.connect(_settings()) as conn:
+        letters = pending(conn, kind=kind, limit=limit)
+    if as_json:
+        for letter in letters:
+            print(json.dumps({"dlq_id": letter.dlq_id, "kind": letter.kind, "field": letter.field,
+                              "reason_code": letter.reason_code, "reason": letter.reason,
+                              "payload": letter.payload, "source": letter.source,
+                              "received_at": letter.received_at.isoformat()}, sort_keys=True))
+        return
+    table = Table("dlq_id", "kind", "field", "reason_code", "reason", "payload", title="dead letters")
+    for letter in letters:
+        table.add_row(letter.dlq_id, letter.kind, letter.field, letter.reason_code, letter.reason,
+                      json.dumps(letter.payload, sort_keys=True))
+    console.print(table)
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    ids: list[str] = typer.Argument(None, help="dlq ids (default: all pending of --kind)."),
+    kind: str = typer.Option("price"),
+    set_: list[str] = typer.Option([], "--set", help="Fix a field before replay: field=value."),
+) -> None:
+    """Re-validate pending records (optionally fixed with --set) and ingest those that now pass."""
+    from ingest.replay import replay
+
+    overrides = dict(item.split("=", 1) for item in set_)
+    settings = _settings()
+    with engine_mod.connect(settings) as conn:
+        outcome = replay(conn, settings, kind=kind, ids=ids or [], overrides=overrides)
+    console.print_json(json.dumps(outcome))
+

@@ -1,0 +1,226 @@
+"""Trading commands: accounts, policy, gate, adapter, orders, weights."""
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+from typing import Optional
+
+import typer
+
+from tradeflow import engine as engine_mod
+from tradeflow.cli._common import _ensure_deployed, _print_query, _settings, console
+
+accounts_app = typer.Typer(no_args_is_help=True, help="Trading accounts (append-only versions).")
+policy_app = typer.Typer(no_args_is_help=True, help="Per-account risk policy (versioned, audited).")
+gate_app = typer.Typer(no_args_is_help=True, help="The decision gate (TradePicker + pre-trade risk).")
+adapter_app = typer.Typer(no_args_is_help=True, help="The execution adapter.")
+orders_app = typer.Typer(no_args_is_help=True, help="Orders: list, submit, cancel.")
+
+
+def _account_change(change, *args, **kwargs) -> None:
+    """Run an accounts.* change and print the account's new current version."""
+    from tradeflow.trading.accounts import AccountError
+
+    settings = _settings()
+    _ensure_deployed(settings)
+    with engine_mod.connect(settings) as conn:
+        try:
+            account = change(conn, *args, **kwargs)
+        except AccountError as err:
+            raise typer.BadParameter(str(err))
+    console.print(f"{account.account_id}: {account.status}, capital {account.initial_capital:f} "
+                  f"{account.base_currency}, max leverage {account.max_leverage:f} (by {account.updated_by})")
+
+
+@accounts_app.command("add")
+def accounts_add(
+    account_id: str = typer.Argument(...),
+    capital: str = typer.Option(..., help="Initial capital, > 0."),
+    currency: str = typer.Option("USD", help="Base currency (three letters)."),
+    max_leverage: str = typer.Option("2", help="Maximum leverage, > 0."),
+    status: str = typer.Option("ACTIVE", help="ACTIVE or BLOCKED."),
+) -> None:
+    """Create an account (updated_by: $TRADEFLOW_OPERATOR or the OS user)."""
+    from tradeflow.trading import accounts
+
+    _account_change(accounts.add, account_id, capital=capital, currency=currency, max_leverage=max_leverage,
+                    status=status)
+
+
+@accounts_app.command("set-status")
+def accounts_set_status(account_id: str = typer.Argument(...),
+                        status: str = typer.Argument(..., help="ACTIVE or BLOCKED.")) -> None:
+    """Block or re-activate an account (a new version row)."""
+    from tradeflow.trading import accounts
+
+    _account_change(accounts.set_status, account_id, status)
+
+
+@accounts_app.command("list")
+def accounts_list() -> None:
+    """The current version of every account."""
+    _print_query("accounts", "SELECT account_id, status, base_currency AS currency, initial_capital AS capital,"
+                 " max_leverage, updated_at, updated_by FROM stg_accounts ORDER BY account_id")
+
+
+
+@policy_app.command("set")
+def policy_set(
+    account_id: str,
+    max_open_symbols: Optional[int] = typer.Option(None), allow_scale_in: Optional[bool] = typer.Option(None),
+    sell_requires_long: Optional[bool] = typer.Option(None),
+    max_order_notional: Optional[str] = typer.Option(None), max_position_qty: Optional[str] = typer.Option(None),
+    max_concentration_pct: Optional[str] = typer.Option(None, help="Fraction of equity, e.g. 0.25."),
+    max_drawdown_pct: Optional[str] = typer.Option(None, help="Fraction of peak equity, e.g. 0.1."),
+    risk_per_trade_pct: Optional[str] = typer.Option(None, help="Fraction of equity risked per trade."),
+    reservation_ttl_seconds: Optional[int] = typer.Option(None),
+) -> None:
+    """Change an account's policy; the gate applies it from its next decision."""
+    from tradeflow.trading import policy
+
+    changes = {k: v for k, v in locals().items() if k != "account_id" and k != "policy" and v is not None}
+    with engine_mod.connect(_settings()) as conn:
+        try:
+            after = policy.update(conn, account_id, **changes)
+        except policy.PolicyError as err:
+            console.print(f"[red]{err}[/]")
+            raise typer.Exit(2)
+    console.print(f"policy of {account_id} updated by {after.updated_by}: {changes}")
+
+
+@policy_app.command("kill-switch")
+def policy_kill_switch(account_id: str, state: str = typer.Argument(..., help="on or off")) -> None:
+    """Engage or release an account's kill switch (takes effect at the next decision)."""
+    from tradeflow.trading import policy
+
+    if state not in {"on", "off"}:
+        console.print("[red]state: must be on or off[/]")
+        raise typer.Exit(2)
+    with engine_mod.connect(_settings()) as conn:
+        try:
+            policy.update(conn, account_id, kill_switch=state == "on")
+        except policy.PolicyError as err:
+            console.print(f"[red]{err}[/]")
+            raise typer.Exit(2)
+    console.print(f"kill switch of {account_id}: {state}")
+
+
+
+@gate_app.command("run")
+def gate_run(once: bool = typer.Option(False, help="Decide what is pending, then exit."),
+             interval: float = typer.Option(1.0, help="Seconds between passes."),
+             max_signal_age: float = typer.Option(120.0, help="Older signals (bar close to now, s) are STALE_SIGNAL."),
+             metrics_port: Optional[int] = typer.Option(None, help="Serve /metrics and /health on this port."),
+             metrics_addr: str = typer.Option("127.0.0.1", help="Address for --metrics-port (0.0.0.0 for Docker)."),
+             shadow: bool = typer.Option(False, help="Also trade every signal in its strategy's paper account."),
+             ) -> None:
+    """Decide every new strategy signal, exactly once, until stopped."""
+    from datetime import timedelta
+
+    from tradeflow.trading.daemon import run_gate, stop_on_signals
+
+    decided = run_gate(_settings(), once=once, interval=interval, max_signal_age=timedelta(seconds=max_signal_age),
+                       stop=None if once else stop_on_signals(), metrics_port=metrics_port, metrics_addr=metrics_addr,
+                       shadow=shadow)
+    console.print(f"decided {decided} signal(s)")
+
+
+@adapter_app.command("run")
+def adapter_run(broker: str = typer.Option("paper", help="Only the paper broker ships so far."),
+                once: bool = typer.Option(False, help="One step (submit, trade new bars, record), then exit."),
+                interval: float = typer.Option(0.5, help="Longest wait for new orders per step (s)."),
+                metrics_port: Optional[int] = typer.Option(None, help="Serve /metrics and /health on this port."),
+                metrics_addr: str = typer.Option("127.0.0.1", help="Address for --metrics-port (0.0.0.0 for Docker)."),
+                ) -> None:
+    """Follow accepted orders, submit them to the broker, record reports and fills."""
+    from tradeflow.trading.daemon import run_adapter, stop_on_signals
+
+    if broker != "paper":
+        console.print(f"[red]broker: {broker!r} is not available (paper)[/]")
+        raise typer.Exit(2)
+    run_adapter(_settings(), once=once, interval=interval, stop=None if once else stop_on_signals(),
+                metrics_port=metrics_port, metrics_addr=metrics_addr)
+
+
+
+@orders_app.command("list")
+def orders_list(open_only: bool = typer.Option(False, "--open", help="Only orders not finished.")) -> None:
+    """Latest state of each order."""
+    _print_query(
+        "orders",
+        "SELECT client_order_id, account_id, strategy_id, symbol, side, qty, filled_qty, status, event_ts"
+        " FROM orders WHERE NOT %s OR status NOT IN ('FILLED', 'CANCELLED', 'REJECTED', 'EXPIRED')"
+        " ORDER BY event_ts DESC LIMIT 200", (open_only,))
+
+
+@orders_app.command("submit")
+def orders_submit(
+    account_id: str, symbol: str, side: str = typer.Argument(..., help="BUY or SELL."),
+    qty: str = typer.Argument(..., help="Quantity."),
+    order_type: str = typer.Option("MARKET", "--type", help="MARKET, LIMIT or STOP."),
+    limit_price: Optional[str] = typer.Option(None), stop_price: Optional[str] = typer.Option(None),
+    time_in_force: str = typer.Option("DAY", "--tif", help="DAY, GTC or IOC."),
+    strategy: str = typer.Option("manual", help="Strategy the position belongs to (a SELL closes its long)."),
+    reason: str = typer.Option("", help="Why, for the audit trail."),
+    wait: float = typer.Option(10.0, help="Seconds to wait for the gate's decision (0: just queue it)."),
+) -> None:
+    """Queue an operator's order: the running decision gate decides it once, with the same routing
+    limits and risk checks as a signal; audited with who, when and why."""
+    from tradeflow.trading import orders
+
+    with engine_mod.connect(_settings()) as conn:
+        try:
+            request = orders.request_manual_order(conn, account_id, symbol, side, qty, order_type=order_type,
+                                                  time_in_force=time_in_force, limit_price=limit_price,
+                                                  stop_price=stop_price, strategy_id=strategy, reason=reason)
+        except orders.OrderCommandError as err:
+            console.print(f"[red]{err}[/]")
+            raise typer.Exit(2)
+        decision_id = request.decision_id
+        console.print(f"order request {request.request_id} queued for the gate (decision {decision_id})")
+        deadline = time.monotonic() + wait
+        while True:
+            row = conn.execute("SELECT 'ACCEPTED', NULL, client_order_id FROM accepted_trade_signal_history"
+                               " WHERE decision_id = %s UNION ALL SELECT 'REJECTED', reject_code, NULL"
+                               " FROM trade_rejections WHERE decision_id = %s", (decision_id, decision_id)).fetchone()
+            if row is not None:
+                outcome, code, order_id = row
+                console.print(f"{outcome}" + (f": {code}" if code else f": order {order_id}"))
+                raise typer.Exit(0 if outcome == "ACCEPTED" else 1)
+            if time.monotonic() >= deadline:
+                if wait:
+                    console.print("no decision yet: is `tradeflow gate run` running?")
+                return
+            time.sleep(0.2)
+
+
+@orders_app.command("cancel")
+def orders_cancel(client_order_id: str, reason: str = typer.Option("", help="Why, for the audit trail.")) -> None:
+    """Ask the execution adapter to cancel a live order (recorded with who and when)."""
+    from tradeflow.trading import orders
+
+    with engine_mod.connect(_settings()) as conn:
+        try:
+            orders.request_cancel(conn, client_order_id, reason=reason)
+        except orders.OrderCommandError as err:
+            console.print(f"[red]{err}[/]")
+            raise typer.Exit(2)
+    console.print(f"cancel of {client_order_id} requested")
+
+
+def weights(max_change: str = typer.Option("0.05", help="Most a weight may move per update."),
+            show_only: bool = typer.Option(False, "--show", help="Print the current weights, change nothing.")) -> None:
+    """Move each strategy's weight toward its scoreboard target (at most --max-change), append the
+    new weights, and print them. Run it on a schedule (e.g. daily)."""
+    from tradeflow.clock import utc_now
+    from tradeflow.trading.accounts import operator
+    from tradeflow.trading.weights import update_weights
+
+    settings = _settings()
+    if not show_only:
+        with engine_mod.connect(settings) as conn:
+            update_weights(conn, at=utc_now(), max_change=Decimal(max_change), updated_by=operator())
+    _print_query("strategy weights", "SELECT w.strategy_id, w.weight, w.target, w.size_multiplier, w.at,"
+                 " p.trades, p.shrunk_sharpe, p.t_stat FROM strategy_weights_latest w"
+                 " LEFT JOIN strategy_perf_latest p USING (strategy_id) ORDER BY w.strategy_id", settings=settings)
+

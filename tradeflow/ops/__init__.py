@@ -1,0 +1,1 @@
+"""Operations: metrics, health, roles, audit, logs, trace."""
