@@ -31,7 +31,7 @@ numbered as (
         lag(close_f, 1) over ({{ series }}) as prev_close,
         sum((high + low + close) / 3 * volume) over session as session_pv,
         sum(volume) over session as session_volume
-        {{ moving_sum_inputs('close_f', series) }}
+        {{ moving_sum_inputs('close', series) }}
     from bars
     window session as (partition by symbol, timeframe, utc_day order by bar_ts rows between unbounded preceding and current row)
 ),
@@ -40,7 +40,7 @@ windowed as (
     select
         {% for column in bar_columns %}{{ column }}, {% endfor %}close_f,
         {% for n in sma_periods %}
-        case when seq >= {{ n }} then {{ moving_mean('close_f', n, series) }} end as sma_{{ n }},
+        case when seq >= {{ n }} then {{ moving_mean('close', n, series) }} end as sma_{{ n }},
         {% endfor %}
         case when seq >= 20 then {{ moving_stddev_pop('close_f', 20, series) }} end as stddev_20,
         (session_pv / nullif(session_volume, 0))::float8 as vwap,
