@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
+from functools import lru_cache
 
 # order_events as the gate and the adapter append to it
 ORDER_EVENT_COLUMNS = ("client_order_id", "account_id", "strategy_id", "symbol", "side", "order_type",
@@ -56,6 +57,7 @@ def is_shadow(account_id: str) -> bool:
     return account_id.startswith(SHADOW_PREFIX)
 
 
+@lru_cache(maxsize=65_536)  # a decision's id is asked for several times on its way: hash it once
 def client_order_id(decision_id: str) -> str:
     """Deterministic: the same decision always maps to the same order id, so a
     resend is recognised by the broker and by us, never duplicated."""

@@ -227,12 +227,16 @@ def _route(signal: Signal, states: list[AccountState], sizing: Sizing) -> Decisi
 
 
 def _buy_candidates(symbol: str, active: list[AccountState]) -> list[AccountState]:
+    open_symbols = {a.account_id: a.open_symbols for a in active}  # a set built per account, once
+
     def fairness(a: AccountState) -> tuple:
         # least loaded first; on ties the account chosen least recently (never chosen first)
-        return (len(a.open_symbols), a.last_accepted_at is not None, a.last_accepted_at or datetime.min, a.account_id)
+        return (len(open_symbols[a.account_id]), a.last_accepted_at is not None, a.last_accepted_at or datetime.min,
+                a.account_id)
 
-    fresh = [a for a in active if symbol not in a.open_symbols and len(a.open_symbols) < a.max_open_symbols]
-    holders = [a for a in active if a.allow_scale_in and symbol in a.open_symbols]
+    fresh = [a for a in active
+             if symbol not in open_symbols[a.account_id] and len(open_symbols[a.account_id]) < a.max_open_symbols]
+    holders = [a for a in active if a.allow_scale_in and symbol in open_symbols[a.account_id]]
     return sorted(fresh, key=fairness) + sorted(holders, key=fairness)
 
 
@@ -302,7 +306,7 @@ class Gatekeeper:
         sizing = self.terms.get(signal.strategy_id, Sizing())
         multiplier = self.multipliers.get(signal.strategy_id, Decimal(1))
         # the strategy's weight scales its size; TradePicker limits and risk checks still apply
-        weighted = replace(signal, size_hint=signal.size_hint * float(multiplier))
+        weighted = signal if multiplier == 1 else replace(signal, size_hint=signal.size_hint * float(multiplier))
         decision = decide(weighted, [a for a in states if not is_shadow(a.account_id)], sizing)
         decision = replace(decision, signal=signal, inputs={**decision.inputs, "size_multiplier": str(multiplier)})
         decisions = [decision]
