@@ -5,9 +5,10 @@ The seed asks for sub-millisecond risk checks. Here: 20 accounts with 25 open
 positions each (500), every policy limit set so every check runs, marks moving
 every minute, and a stream of BUY and SELL signals decided by the Gatekeeper
 (tradeflow.trading.gate), each followed by its fill (the book update a live
-gate applies from the feed). Prints JSON: decision latency percentiles, and
-the same decisions over states copied out of the book (what a snapshot per
-decision would cost) as the same-run baseline, with the ratio.
+gate applies from the feed). Prints JSON: decision latency percentiles, wall
+clock and the thread's CPU time, and the same decisions over states copied
+out of the book (what a snapshot per decision would cost) as the same-run
+baseline, with the ratio.
 
     python bench/bench_decide.py [--accounts 20] [--positions-per-account 25] [--decisions 20000]
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import time
@@ -52,13 +54,16 @@ def build(accounts: int, per_account: int, symbols: list[str], rng: random.Rando
 
 
 def run(keeper: Gatekeeper, book: AccountBook, symbols: list[str], decisions: int, rng: random.Random,
-        copy_states: bool) -> list[float]:
+        copy_states: bool) -> tuple[list[float], list[float]]:
+    """(wall, cpu) seconds per decision: on a loaded 2-core machine the wall clock's tail
+    is the scheduler's (a descheduled process waits a whole time slice); the thread's
+    CPU time is the decision's own cost."""
     if copy_states:  # the baseline: a snapshot of every account per decision
         original = book.state
         book.state = lambda account_id, now: (lambda s: replace(s, positions=dict(s.positions),  # type: ignore
                                                                 symbol_exposure=dict(s.symbol_exposure)))(
             original(account_id, now))
-    latencies = []
+    latencies, cpu = [], []
     now = T0
     for n in range(decisions):
         if n % 20 == 0:  # a new minute: every symbol prints
@@ -67,7 +72,7 @@ def run(keeper: Gatekeeper, book: AccountBook, symbols: list[str], decisions: in
             book.on_bars([(s, now, Decimal(100) + Decimal(rng.randint(-200, 200)) / 100) for s in symbols])
         symbol = rng.choice(symbols)
         signal = Signal(f"sig-{n}", "s", symbol, "1m", now, rng.choice(("BUY", "SELL")), 1.0, 1.0, Decimal(100), 1.0)
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.thread_time()
         effects = keeper.decide(signal)
         for d in effects.decisions:  # the fill the feed would bring: the book's update
             if d.accepted:
@@ -75,9 +80,10 @@ def run(keeper: Gatekeeper, book: AccountBook, symbols: list[str], decisions: in
                                       Decimal(100), Decimal(1), now))
                 book.on_order_status(d.client_order_id, "FILLED")
         latencies.append(time.perf_counter() - started)
+        cpu.append(time.thread_time() - cpu_started)
     if copy_states:
         del book.state
-    return latencies
+    return latencies, cpu
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -100,11 +106,13 @@ def main() -> None:
     for name, copy_states in (("book", False), ("baseline_copied_states", True)):
         rng = random.Random(7)
         book, keeper = build(args.accounts, args.positions_per_account, symbols, rng)
-        latencies = run(keeper, book, symbols, args.decisions, rng, copy_states)
-        out[name] = percentiles(latencies)
-        out[name]["accepted"] = sum(1 for account in book.accounts.values() for _ in account.positions)
-    out["p99_ratio_baseline_over_book"] = round(out["baseline_copied_states"]["p99_ms"] / out["book"]["p99_ms"], 2)
-    out["target_p99_under_1ms"] = out["book"]["p99_ms"] < 1.0
+        latencies, cpu = run(keeper, book, symbols, args.decisions, rng, copy_states)
+        out[name] = {"wall": percentiles(latencies), "cpu": percentiles(cpu)}
+    out["p99_ratio_baseline_over_book_cpu"] = round(out["baseline_copied_states"]["cpu"]["p99_ms"]
+                                                    / out["book"]["cpu"]["p99_ms"], 2)
+    out["target_p99_under_1ms"] = {"wall": out["book"]["wall"]["p99_ms"] < 1.0,
+                                   "cpu": out["book"]["cpu"]["p99_ms"] < 1.0}
+    out["load_average_1m"] = os.getloadavg()[0]
     print(json.dumps(out, indent=2))
 
 

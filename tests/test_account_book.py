@@ -183,3 +183,29 @@ def test_any_interleaving_of_fills_and_bars_leaves_the_book_equal_to_the_views(c
     [portfolio] = rows(conn, "SELECT cash, equity FROM portfolio_state")
     assert portfolio["cash"] == state.cash
     assert portfolio["equity"] == state.equity == again.equity
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.sampled_from(("BUY", "SELL")), st.integers(1, 30),
+                          st.integers(9000, 11000), st.integers(0, 99)), min_size=1, max_size=25),
+       st.randoms(use_true_random=False))
+def test_fills_in_any_arrival_order_give_the_views_order_result(specs, random):
+    """The views apply a key's fills in (exec_ts, order_id, fill_id) order; the book must
+    land on the same lots and P&L whatever order they arrive in (late within an instant,
+    or older than it)."""
+    from tradeflow.trading.book import Position
+
+    fills = [BookFill("P1", "S1", "XXX", f"O{n:03d}-{salt}", "1", side, Decimal(qty), Decimal(cents) / 100,
+                      Decimal(1), T0 + timedelta(minutes=minute))
+             for n, (minute, side, qty, cents, salt) in enumerate(specs)]
+    expected, arrived = Position(), Position()
+    for fill in sorted(fills, key=lambda f: f.sort_key):
+        expected.add(fill)
+    shuffled = fills[:]
+    random.shuffle(shuffled)
+    for fill in shuffled:
+        arrived.add(fill)
+    for method in ("fifo", "average_cost"):
+        assert arrived.realized(method) == expected.realized(method)
+    assert arrived.net_qty == expected.net_qty
+    assert [(lot.qty, lot.price) for lot in arrived.lots] == [(lot.qty, lot.price) for lot in expected.lots]

@@ -140,11 +140,14 @@ class _Lot:
 class Position:
     """One (strategy, symbol) of an account: net quantity, FIFO lots, average cost, realized P&L.
 
-    Fills usually arrive in order and are applied incrementally; one that
-    sorts before a fill already applied replays the key's fills in order."""
+    Fills usually arrive in order and are applied incrementally. Several fills
+    stamped at one instant may arrive in any order (their order ids decide it):
+    the state before that instant is kept, so one of them arriving late costs a
+    replay of that instant's fills only. A fill older than that replays the
+    key's fills in order."""
 
     __slots__ = ("fills", "net_qty", "lots", "long", "realized_gross", "realized_fees", "avg_price", "avg_fee",
-                 "avg_realized_gross", "avg_realized_fees")
+                 "avg_realized_gross", "avg_realized_fees", "_instant_start", "_before_instant")
 
     def __init__(self) -> None:
         self.fills: list[BookFill] = []
@@ -160,15 +163,41 @@ class Position:
         self.avg_fee = ZERO           # open fees per unit (average cost)
         self.avg_realized_gross = ZERO
         self.avg_realized_fees = ZERO
+        self._instant_start = 0       # index in fills of the newest instant's first fill
+        self._before_instant = self._snapshot()
+
+    _SCALARS = ("net_qty", "long", "realized_gross", "realized_fees", "avg_price", "avg_fee", "avg_realized_gross",
+                "avg_realized_fees")
+
+    def _snapshot(self) -> tuple:
+        return (tuple(getattr(self, name) for name in self._SCALARS),
+                [_Lot(lot.qty, lot.price, lot.fee_per_unit) for lot in self.lots])
+
+    def _restore(self, snapshot: tuple) -> None:
+        scalars, lots = snapshot
+        for name, value in zip(self._SCALARS, scalars):
+            setattr(self, name, value)
+        self.lots = deque(_Lot(lot.qty, lot.price, lot.fee_per_unit) for lot in lots)
 
     def add(self, fill: BookFill) -> None:
         if not self.fills or fill.sort_key >= self.fills[-1].sort_key:
+            if not self.fills or fill.exec_ts > self.fills[-1].exec_ts:  # a new instant begins
+                self._instant_start, self._before_instant = len(self.fills), self._snapshot()
             self.fills.append(fill)
             self._apply(fill)
             return
         bisect.insort(self.fills, fill, key=lambda f: f.sort_key)
-        self._reset()
-        for each in self.fills:
+        if fill.exec_ts == self.fills[-1].exec_ts and self._instant_start < len(self.fills) - 1:
+            self._restore(self._before_instant)  # late within the newest instant: replay that instant
+            replay = self.fills[self._instant_start:]
+        else:
+            self._reset()  # older than the newest instant: replay the key
+            replay = self.fills
+            self._instant_start = next(i for i in range(len(replay) - 1, -1, -1)
+                                       if i == 0 or replay[i - 1].exec_ts < replay[-1].exec_ts)
+        for index, each in enumerate(replay):
+            if replay is self.fills and index == self._instant_start:
+                self._before_instant = self._snapshot()
             self._apply(each)
 
     def _apply(self, fill: BookFill) -> None:
