@@ -38,7 +38,8 @@
       ('client_order_id', 'TEXT'), ('account_id', 'TEXT'), ('strategy_id', 'TEXT'), ('symbol', 'TEXT'),
       ('side', 'TEXT'), ('order_type', 'TEXT'), ('time_in_force', 'TEXT'), ('qty', 'NUMERIC'),
       ('limit_price', 'NUMERIC'), ('stop_price', 'NUMERIC'), ('status', 'TEXT'), ('filled_qty', 'NUMERIC'),
-      ('broker_order_id', 'TEXT'), ('reason', 'TEXT'), ('event_ts', 'TIMESTAMPTZ'), ('source', 'TEXT')],
+      ('broker_order_id', 'TEXT'), ('reason', 'TEXT'), ('event_ts', 'TIMESTAMPTZ'), ('source', 'TEXT'),
+      ('seq', 'INTEGER')],
     'order_commands': [
       ('client_order_id', 'TEXT'), ('command', 'TEXT'), ('reason', 'TEXT'),
       ('requested_at', 'TIMESTAMPTZ'), ('requested_by', 'TEXT')],

@@ -111,10 +111,13 @@ class PaperAdapter:
             row = change.row
             self.broker.on_bar(row["symbol"], row["ts"], row["open"], row["high"], row["low"], row["close"],
                                row["volume"])
-        self.adapter.process_reports()
-        if bars:
-            self.bars_store.save(self.bars.position)
-            self._bars_seen(max(change.row["received_at"] for change in bars))
+        if not bars:
+            self.adapter.process_reports()
+            return
+        # The book lives in this process: what the bars did to it is written with the bars'
+        # position, so a restart rebuilds the book as it was before them and trades them again.
+        self.adapter.process_reports(self.bars_store, self.bars.position)
+        self._bars_seen(max(change.row["received_at"] for change in bars))
 
     def close(self) -> None:
         self.adapter.feed.close()
@@ -131,7 +134,8 @@ class PaperAdapter:
             " FROM accepted_trade_signal_history a JOIN orders o ON o.client_order_id = a.client_order_id"
             " LEFT JOIN (SELECT order_id, sum(fill_qty * fill_price) AS notional, sum(fee) AS fees,"
             " count(*) AS fills FROM stg_execs GROUP BY order_id) f ON f.order_id = a.client_order_id"
-            " WHERE o.status IN ('ACK', 'PARTIAL')")
+            " WHERE o.status IN ('ACK', 'PARTIAL')"
+            " ORDER BY a.ts, a.decision_id")  # the feed's order: who is served first in a bar
         names = [c.name for c in cur.description]
         for values in cur.fetchall():
             row = dict(zip(names, values))
