@@ -21,7 +21,6 @@ from decimal import Decimal
 import pandas as pd
 import psycopg
 
-from adapters import execution
 from adapters.execution import CRASH_AT_ENV, CRASH_EXIT_CODE, WRITE_POINTS
 from adapters.paper import PaperConfig
 from ingest.prices import PriceIngester
@@ -48,7 +47,6 @@ def _adapter_process(settings: Settings, crash_at: str | None, minute: int, step
         os.environ[CRASH_AT_ENV] = crash_at
     else:
         os.environ.pop(CRASH_AT_ENV, None)
-    execution._crash_hits.clear()
     now = T0 + timedelta(minutes=minute, seconds=5)
     with engine.connect(settings) as conn:
         adapter = PaperAdapter(conn, settings, PAPER, consumer=CONSUMER, clock=lambda: now)
