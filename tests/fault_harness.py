@@ -111,11 +111,13 @@ class Episode:
             "low": price - 1.0, "close": float(price), "volume": VOLUME} for s in self.symbols]))
 
     def decide(self, count: int) -> None:
+        # Decisions of one minute share decided_at; the orders feed reads (ts, decision_id) in key
+        # order, so ids must grow as they are written (the live gate's decided_at alone does).
         for _ in range(count):
             self._signals += 1
             symbol = self.rng.choice(self.symbols)
             self.gate.decide(Signal(
-                signal_id=f"fault:{self._signals}", strategy_id="sma_crossover", symbol=symbol, timeframe="1m",
+                signal_id=f"fault:{self._signals:06d}", strategy_id="sma_crossover", symbol=symbol, timeframe="1m",
                 signal_ts=T0 + timedelta(minutes=self.minute - 1), action="BUY", size_hint=1.0, confidence=1.0,
                 ref_price=Decimal(100), atr_14=5.0))
 
