@@ -3,12 +3,16 @@ the field at fault and a reason code, so nothing is lost and a fixed record
 can be replayed."""
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable, Mapping
 
+import numpy as np
+import pandas as pd
 import psycopg
 
 from tradeflow.reasons import ReasonCode
@@ -40,6 +44,75 @@ class DeadLetter:
     received_at: datetime
 
 
+def storable(value: object) -> object:
+    """A received value as JSON that PostgreSQL's jsonb accepts, keeping what was
+    received: NaN as missing (pandas' null), other non-finite numbers as strings
+    ('inf'), Decimals and big integers as their text, and text PostgreSQL cannot
+    store (a NUL, bytes that are not UTF-8) as {"escaped": ...}: an object, so a
+    replay refuses it until the field is fixed with --set."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        number = int(value)
+        return number if abs(number) < 2 ** 53 else integer_text(number)
+    if isinstance(value, (float, np.floating)):
+        number = float(value)
+        return None if math.isnan(number) else number if math.isfinite(number) else str(number)
+    if isinstance(value, (pd.Timestamp, datetime, dt.date)):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "surrogateescape")
+    if isinstance(value, str):
+        return value if encodable(value) and "\x00" not in value else {"escaped": escape(value)}
+    if isinstance(value, Mapping):
+        return {storable_text(str(k)): storable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [storable(v) for v in value]
+    return storable(str(value))  # Decimal and anything else: its text
+
+
+def integer_text(number: int) -> str:
+    try:
+        return str(number)
+    except ValueError:  # more digits than Python converts to decimal
+        return f"<integer of {number.bit_length()} bits>"
+
+
+def escape(text: str) -> str:
+    """Backslash escapes for what PostgreSQL text cannot hold: a byte that was
+    not UTF-8 as \\xNN, a NUL as \\x00, a lone surrogate as \\uDNNN; a backslash
+    doubles, so the escaped text reads back unambiguously."""
+    out = []
+    for char in text:
+        code = ord(char)
+        if char == "\\":
+            out.append("\\\\")
+        elif code == 0:
+            out.append("\\x00")
+        elif 0xDC80 <= code <= 0xDCFF:  # surrogateescape's stand-in for an undecodable byte
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif 0xD800 <= code <= 0xDFFF:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def storable_text(text: str) -> str:
+    return text if encodable(text) and "\x00" not in text else escape(text)
+
+
+def encodable(text: str) -> bool:
+    """False for lone surrogates: undecodable bytes (decoded with surrogateescape) or bad JSON escapes."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def payload_json(payload: Mapping[str, Any]) -> str:
     return json.dumps(payload, sort_keys=True, default=str)
 
@@ -53,7 +126,8 @@ def dlq_id(kind: str, rejection: Rejection) -> str:
 def write_rejections(conn: psycopg.Connection, kind: str, rejections: Iterable[Rejection], *,
                      source: str, batch_id: str, received_at: datetime, batch_rows: int) -> int:
     rows = (
-        (dlq_id(kind, r), kind, payload_json(r.payload), r.field, str(r.code), r.reason, source, batch_id, received_at)
+        (dlq_id(kind, r), kind, payload_json(r.payload), storable_text(r.field), str(r.code), storable_text(r.reason),
+         source, batch_id, received_at)
         for r in rejections
     )
     return insert_rows(conn, "dead_letter", DLQ_COLUMNS, rows, batch_rows)

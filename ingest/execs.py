@@ -8,9 +8,11 @@ point: positions and cash are sums of them. exec_ts is ISO 8601 (no offset
 means UTC) or a datetime, stored to the microsecond.
 
 Each record is checked in this order and refused on the first failure:
-missing field (fee and venue are optional: 0 and ''), unparseable/future
-exec_ts, non-numeric or non-finite number, non-positive quantity or price,
-negative fee, side not BUY/SELL (any case), account_id not in stg_accounts.
+malformed record, missing field (fee and venue are optional: 0 and ''), an
+id, symbol or venue not storable as text, unparseable/out-of-range/future
+exec_ts, non-numeric, non-finite or out-of-range number, non-positive
+quantity or price, price below MIN_PRICE, negative fee, side not BUY/SELL
+(any case), account_id not in stg_accounts (limits: ingest/validation.py).
 """
 from __future__ import annotations
 
@@ -27,13 +29,19 @@ from ingest.dlq import Rejection, dlq_id
 from ingest.validation import (
     MAX_DIGITS,
     MAX_MAGNITUDE,
+    MAX_SCALE,
+    MIN_PRICE,
     FirstFailure,
     Ingester,
     IngestReport,
-    explain,
+    as_text,
+    explain_row,
+    flag_malformed,
+    flag_text,
     is_missing,
     parse_timestamps,
     payload,
+    timestamp_out_of_range,
     with_fields,
 )
 from tradeflow.reasons import ReasonCode
@@ -71,9 +79,11 @@ NUMERIC_FIELDS = ("fill_qty", "fill_price", "fee")
 def _decimal(value: object) -> Decimal | None:
     if isinstance(value, Decimal):
         return value
+    if isinstance(value, (bool, np.bool_, dict, list)):
+        return None
     try:
         return Decimal(str(value).strip())
-    except InvalidOperation:
+    except (InvalidOperation, ValueError):  # ValueError: an int too long to print
         return None
 
 
@@ -83,11 +93,13 @@ def _finite(number: Decimal | None) -> bool:
 
 
 def _in_range(number: Decimal) -> bool:
-    """Fits every engine's NUMERIC: RisingWave holds about 28 significant digits."""
-    digits = number.as_tuple().digits  # not normalize(): it rounds to the context's 28 digits
+    """Fits every engine's NUMERIC: RisingWave holds 28 significant digits, 28 of them after the point."""
+    _, digits, exponent = number.as_tuple()  # not normalize(): it rounds to the context's 28 digits
     while len(digits) > 1 and digits[-1] == 0:
-        digits = digits[:-1]
-    return abs(number) < MAX_MAGNITUDE and len(digits) <= MAX_DIGITS
+        digits, exponent = digits[:-1], exponent + 1
+    if digits == (0,):
+        return True
+    return abs(number) < MAX_MAGNITUDE and len(digits) <= MAX_DIGITS and -exponent <= MAX_SCALE
 
 
 def _values(fill: Fill, names: Iterable[str]) -> str:
@@ -113,10 +125,11 @@ class ExecIngester(Ingester):
         valid, rejections = self._validate(raw, now)
         fresh, report.duplicates, conflicts = self._split_known(valid, raw)
         if fresh:
-            report.inserted = insert_rows(
-                self.conn, "exec_report_history", EXEC_FIELDS, (astuple(fill) for fill in fresh),
-                self.settings.ingest_batch_rows,
-                constants={"source": self.source, "batch_id": self.batch_id, "received_at": now})
+            report.inserted, refused = self._store(
+                "exec_report_history", EXEC_FIELDS, [astuple(fill) for _, fill in fresh],
+                key=("order_id", "fill_id"), narrow="order_id", now=now)
+            rejections += [Rejection(payload=payload(raw.iloc[fresh[i][0]]), field="record",
+                                     code=ReasonCode.DATABASE_REFUSED, reason=message) for i, message in refused]
         # A replay reports a conflict again but it is the same incident: no second alarm.
         if conflicts and dead_letters:
             self._raise_conflicts(conflicts, now)
@@ -134,16 +147,23 @@ class ExecIngester(Ingester):
             absent = is_missing(raw[name]) if name in DEFAULTS else [False] * len(raw)
             return [DEFAULTS[name] if gone else convert(v) for v, gone in zip(raw[name], absent)]
 
+        flag_malformed(checks, raw)
         for name in REQUIRED:
             checks.flag(is_missing(raw[name]), name, ReasonCode.MISSING_FIELD)
+        for name in TEXT_FIELDS:
+            flag_text(checks, raw[name], name)
 
         # PostgreSQL keeps microseconds: compare re-sends at the precision that is stored.
         stamps = parse_timestamps(raw["exec_ts"]).dt.floor("us")
         checks.flag(stamps.isna(), "exec_ts", ReasonCode.UNPARSEABLE_TIMESTAMP)
+        checks.flag(timestamp_out_of_range(stamps), "exec_ts", ReasonCode.TIMESTAMP_OUT_OF_RANGE)
         checks.flag(stamps > pd.Timestamp(now + self.settings.max_future_skew), "exec_ts",
                     ReasonCode.FUTURE_TIMESTAMP)
 
-        values: dict[str, list[object]] = {"exec_ts": [None if pd.isna(t) else t.to_pydatetime() for t in stamps]}
+        # Only stamps in range convert: year 0001 with a positive offset falls before year 1.
+        in_range = stamps.notna() & ~timestamp_out_of_range(stamps)
+        values: dict[str, list[object]] = {
+            "exec_ts": [t.to_pydatetime() if ok else None for t, ok in zip(stamps, in_range)]}
         for name in NUMERIC_FIELDS:
             numbers = values[name] = column(name, _decimal)
             checks.flag(mask(n is None for n in numbers), name, ReasonCode.NOT_A_NUMBER)
@@ -152,13 +172,15 @@ class ExecIngester(Ingester):
         for name, reason in (("fill_qty", ReasonCode.NON_POSITIVE_QUANTITY),
                              ("fill_price", ReasonCode.NON_POSITIVE_PRICE)):
             checks.flag(mask(_finite(n) and n <= 0 for n in values[name]), name, reason)
+        checks.flag(mask(_finite(n) and n < MIN_PRICE for n in values["fill_price"]), "fill_price",
+                    ReasonCode.PRICE_TOO_SMALL)
         checks.flag(mask(_finite(n) and n < 0 for n in values["fee"]), "fee", ReasonCode.NEGATIVE_FEE)
 
         values["side"] = column("side", lambda v: str(v).strip().upper())
         checks.flag(mask(side not in SIDES for side in values["side"]), "side", ReasonCode.UNKNOWN_SIDE)
 
         for name in TEXT_FIELDS:
-            values[name] = column(name, lambda v: str(v).strip())
+            values[name] = column(name, lambda v: as_text(v).strip())
         accounts = pd.Series(values["account_id"], index=raw.index, dtype=object)
         candidates = sorted(set(accounts[~checks.failed]))
         known = {row[0] for row in self.conn.execute(
@@ -167,22 +189,22 @@ class ExecIngester(Ingester):
 
         valid = {int(i): Fill(**{name: values[name][i] for name in EXEC_FIELDS})
                  for i in np.flatnonzero((~checks.failed).to_numpy())}
-        return valid, checks.rejections(raw, lambda code, name, row: explain(code, name, row[name], self.settings))
+        return valid, checks.rejections(raw, lambda code, name, row: explain_row(code, name, row, self.settings))
 
     def _split_known(self, valid: dict[int, Fill], raw: pd.DataFrame
-                     ) -> tuple[list[Fill], int, list[tuple[Fill, Rejection]]]:
+                     ) -> tuple[list[tuple[int, Fill]], int, list[tuple[Fill, Rejection]]]:
         """Drop exact re-sends (within the chunk and against stored fills);
         refuse a fill whose (order_id, fill_id) is known with other values."""
         stored = self._stored_fills({fill.order_id for fill in valid.values()})
         first = dict(stored)
-        fresh: list[Fill] = []
+        fresh: list[tuple[int, Fill]] = []  # (row position, fill)
         duplicates = 0
         conflicts: list[tuple[Fill, Rejection]] = []
         for i, fill in valid.items():
             key = (fill.order_id, fill.fill_id)
             known = first.setdefault(key, fill)
             if known is fill:
-                fresh.append(fill)
+                fresh.append((i, fill))
             elif known == fill:  # Decimal equality: 10 and 10.00 are the same quantity
                 duplicates += 1
             else:

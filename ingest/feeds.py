@@ -10,7 +10,12 @@ File columns (``FileFeed``)
 ---------------------------
 CSV (``.csv``, ``.csv.gz``) and Parquet (``.parquet``, ``.pq``) files are
 supported. CSV values are read as strings exactly as written (empty cells stay
-empty strings); Parquet values keep their Parquet types. Source columns are
+empty strings); bytes that are not UTF-8 are kept (decoded with
+``surrogateescape``) for the validator to refuse the record they are in, and a
+row with more cells than the header is passed on as one malformed record.
+Parquet values keep their Parquet types (integer columns with nulls stay
+integers, a NaN in a float column arrives as the text ``nan``, distinct from a
+null). Source columns are
 matched to canonical ones case-insensitively, by the first alias present:
 
 =========  ==============================================
@@ -36,25 +41,36 @@ named as the ``ingest.execs.Fill`` fields; other columns are dropped. A CSV or
 Parquet file without a required column raises ``FeedError``; a JSON record
 without a key is refused by the validator like any record with a missing
 field. JSON numbers are passed on as their text, so quantities and prices
-parse exactly as Decimals.
+parse exactly as Decimals. A line that is not a JSON object (or not UTF-8
+outside its strings) is passed on as one malformed record with its raw text;
+the rest of the file is read as usual.
+
+Malformed records carry the error under ``validation.MALFORMED`` and the raw
+text under ``validation.RAW_TEXT``; the validators dead-letter them as
+``MALFORMED_RECORD``.
 """
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import gzip
 import json
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import IO, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ingest.execs import EXEC_FIELDS, REQUIRED as REQUIRED_EXEC_FIELDS
 from ingest.synthetic import generate_bars
+from ingest.validation import MALFORMED, RAW_TEXT, parse_timestamps
 
 CANONICAL_COLUMNS = ("symbol", "ts", "open", "high", "low", "close", "volume")
 
@@ -69,6 +85,10 @@ DEFAULT_ALIASES: dict[str, tuple[str, ...]] = {
 }
 
 _CSV_SUFFIXES = (".csv", ".csv.gz")
+# An over-long id must reach the validator (refused as TEXT_TOO_LONG, its text
+# kept) instead of failing the csv module's default 128 KiB field limit; a
+# process-wide setting, as the csv module has no other.
+csv.field_size_limit(max(csv.field_size_limit(), 64 << 20))
 _PARQUET_SUFFIXES = (".parquet", ".pq")
 _JSONL_SUFFIXES = (".jsonl", ".ndjson")
 
@@ -138,30 +158,27 @@ class FileFeed:
         lower = self.path.name.lower()
         if lower.endswith(_CSV_SUFFIXES):
             self._parquet = False
-            try:
-                found = list(pd.read_csv(self.path, nrows=0).columns)
-            except pd.errors.EmptyDataError:
-                found = []
+            found = _csv_header(self.path)
         elif lower.endswith(_PARQUET_SUFFIXES):
             self._parquet = True
             found = pq.ParquetFile(self.path).schema_arrow.names
         else:
             raise FeedError(f"{self.path}: not a {' / '.join(_CSV_SUFFIXES + _PARQUET_SUFFIXES)} file")
         # Resolved up front so a bad file fails when the feed is built, not mid-ingest.
-        self._renames = _resolve_columns(found, column_map)
+        try:
+            self._renames = _resolve_columns(found, column_map)
+        except FeedError as err:
+            raise FeedError(f"{self.path}: {err}") from None
 
     def batches(self) -> Iterator[pd.DataFrame]:
         columns = list(self._renames)
         if self._parquet:
-            parquet = pq.ParquetFile(self.path)
-            chunks = (b.to_pandas() for b in parquet.iter_batches(batch_size=self.chunk_rows, columns=columns))
+            chunks = _parquet_chunks(self.path, columns, self.chunk_rows)
         else:
-            chunks = pd.read_csv(
-                self.path, dtype=str, keep_default_na=False, usecols=columns, chunksize=self.chunk_rows
-            )
+            chunks = _csv_chunks(self.path, columns, self.chunk_rows)
         for chunk in chunks:
             if not chunk.empty:
-                yield chunk.rename(columns=self._renames)[list(CANONICAL_COLUMNS)]
+                yield chunk.rename(columns=self._renames)[list(CANONICAL_COLUMNS) + _malformed_columns(chunk)]
 
 
 class ExecFileFeed:
@@ -177,10 +194,7 @@ class ExecFileFeed:
             return
         if lower.endswith(_CSV_SUFFIXES):
             self._format = "csv"
-            try:
-                found = list(pd.read_csv(self.path, nrows=0).columns)
-            except pd.errors.EmptyDataError:
-                found = []
+            found = _csv_header(self.path)
         elif lower.endswith(_PARQUET_SUFFIXES):
             self._format = "parquet"
             found = pq.ParquetFile(self.path).schema_arrow.names
@@ -196,34 +210,107 @@ class ExecFileFeed:
         if self._format == "jsonl":
             chunks = self._json_chunks()
         elif self._format == "parquet":
-            parquet = pq.ParquetFile(self.path)
-            chunks = (b.to_pandas() for b in parquet.iter_batches(batch_size=self.chunk_rows, columns=self._columns))
+            chunks = _parquet_chunks(self.path, self._columns, self.chunk_rows)
         else:
-            chunks = pd.read_csv(self.path, dtype=str, keep_default_na=False, usecols=self._columns,
-                                 chunksize=self.chunk_rows)
+            chunks = _csv_chunks(self.path, self._columns, self.chunk_rows)
         for chunk in chunks:
             if not chunk.empty:
-                yield chunk[[name for name in EXEC_FIELDS if name in chunk.columns]]
+                yield chunk[[name for name in EXEC_FIELDS if name in chunk.columns] + _malformed_columns(chunk)]
 
     def _json_chunks(self) -> Iterator[pd.DataFrame]:
         records: list[dict] = []
-        with self.path.open(encoding="utf-8") as lines:
+        # utf-8-sig: a leading byte-order mark is not part of the first record.
+        with self.path.open(encoding="utf-8-sig", errors="surrogateescape") as lines:
             for number, line in enumerate(lines, 1):
                 if not line.strip():
                     continue
                 try:
                     # Numbers (and NaN/Infinity) as their text: Decimal parsing stays exact.
                     record = json.loads(line, parse_float=str, parse_int=str, parse_constant=str)
+                    problem = None if isinstance(record, dict) else "not a JSON object"
                 except json.JSONDecodeError as err:
-                    raise FeedError(f"{self.path}:{number}: not JSON ({err.msg})") from None
-                if not isinstance(record, dict):
-                    raise FeedError(f"{self.path}:{number}: not a JSON object")
+                    problem = f"not JSON ({err.msg} at column {err.colno})"
+                except RecursionError:
+                    problem = "not JSON (nested too deeply)"
+                if problem is not None:
+                    record = {MALFORMED: f"{self.path.name}:{number}: {problem}", RAW_TEXT: line.rstrip("\r\n")}
                 records.append(record)
                 if len(records) == self.chunk_rows:
                     yield pd.DataFrame(records, dtype=object)
                     records = []
         if records:
             yield pd.DataFrame(records, dtype=object)
+
+
+def _malformed_columns(chunk: pd.DataFrame) -> list[str]:
+    return [name for name in (MALFORMED, RAW_TEXT) if name in chunk.columns]
+
+
+def _open_csv(path: Path) -> IO[str]:
+    # utf-8-sig drops a byte-order mark; surrogateescape keeps bytes that are not UTF-8 for the validator.
+    if path.name.lower().endswith(".gz"):
+        return gzip.open(path, "rt", encoding="utf-8-sig", errors="surrogateescape", newline="")
+    return path.open(encoding="utf-8-sig", errors="surrogateescape", newline="")
+
+
+def _csv_header(path: Path) -> list[str]:
+    with _open_csv(path) as handle:
+        return next(csv.reader(handle), [])
+
+
+def _csv_chunks(path: Path, columns: list[str], chunk_rows: int) -> Iterator[pd.DataFrame]:
+    """The named columns as strings, exactly as written. Read with the csv
+    module rather than pandas: a NUL, a byte that is not UTF-8 or a row with too
+    many cells must cost that row only, not the file."""
+    with _open_csv(path) as handle:
+        reader = csv.reader(handle)
+        header = next(reader, [])
+        width = len(header)
+        positions = [header.index(name) for name in columns]
+        rows: list[list[str]] = []
+        malformed: dict[int, tuple[str, str]] = {}  # row in chunk -> (error, raw text)
+        while True:
+            try:
+                cells = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as err:  # the reader goes on with the next line
+                cells, problem = [], (f"{path.name}:{reader.line_num}: {err}", "")
+            else:
+                problem = (f"{path.name}:{reader.line_num}: {len(cells)} cells, the header has {width}",
+                           ",".join(cells)) if len(cells) > width else None
+            if problem is not None:
+                malformed[len(rows)] = problem
+                rows.append([""] * len(columns))
+            elif cells:  # not a blank line
+                cells += [""] * (width - len(cells))
+                rows.append([cells[i] for i in positions])
+            if len(rows) == chunk_rows:
+                yield _csv_frame(rows, columns, malformed)
+                rows, malformed = [], {}
+        if rows:
+            yield _csv_frame(rows, columns, malformed)
+
+
+def _csv_frame(rows: list[list[str]], columns: list[str], malformed: dict[int, tuple[str, str]]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=columns, dtype=object)
+    if malformed:
+        for name, part in ((MALFORMED, 0), (RAW_TEXT, 1)):
+            frame[name] = pd.Series({row: problem[part] for row, problem in malformed.items()},
+                                    index=frame.index, dtype=object)
+    return frame
+
+
+def _parquet_chunks(path: Path, columns: list[str], chunk_rows: int) -> Iterator[pd.DataFrame]:
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows, columns=columns):
+        # An integer column with nulls stays integers (object), not floats: 7 must not become the id '7.0'.
+        frame = batch.to_pandas(integer_object_nulls=True)
+        for name, column in zip(batch.schema.names, batch.columns):
+            if pa.types.is_floating(column.type) and pc.any(pc.is_nan(column)).as_py():
+                # pandas reads a null as NaN too: a real NaN goes on as its text, to be refused as non-finite.
+                frame[name] = pd.Series(["nan" if isinstance(v, float) and v != v else v for v in column.to_pylist()],
+                                        index=frame.index, dtype=object)
+        yield frame
 
 
 def _ts_groups(batches: Iterable[pd.DataFrame]) -> Iterator[tuple[np.datetime64, pd.DataFrame]]:
@@ -239,7 +326,7 @@ def _ts_groups(batches: Iterable[pd.DataFrame]) -> Iterator[tuple[np.datetime64,
         with warnings.catch_warnings():
             # A leading unparseable value makes pandas warn that it parses element by element.
             warnings.simplefilter("ignore", UserWarning)
-            parsed = pd.to_datetime(chunk["ts"], utc=True, errors="coerce").to_numpy(dtype="datetime64[us]")
+            parsed = parse_timestamps(chunk["ts"]).to_numpy(dtype="datetime64[us]")
         if held is not None:
             chunk = pd.concat([held, chunk], ignore_index=True)
             parsed = np.concatenate([held_stamps, parsed])

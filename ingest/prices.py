@@ -3,32 +3,42 @@ conflicting ones, batch-insert the rest into price_1m_history.
 
 Timestamps: ISO 8601 strings (a missing offset means UTC) or datetime values.
 Each record is checked in this order and refused on the first failure:
-missing field, unparseable/off-minute/future timestamp, non-numeric or
-non-finite value, non-positive price, negative volume, high < low,
-open or close outside [low, high].
+malformed record, missing field, symbol not storable as text,
+unparseable/out-of-range/off-minute/future timestamp, per number non-numeric,
+non-finite, out of range, non-positive or too small a price, negative volume,
+high < low, open or close outside [low, high] (limits: ingest/validation.py).
 """
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal, InvalidOperation
 
 import numpy as np
 import pandas as pd
 
-from ingest.dlq import Rejection
+from ingest.dlq import Rejection, encodable
 from ingest.validation import (
     MAX_MAGNITUDE,
+    MAX_SCALE,
+    MIN_PRICE,
+    NON_FINITE_SPELLINGS,
     FirstFailure,
     Ingester,
     IngestReport,
-    explain,
+    all_strings,
+    as_text,
+    each,
+    explain_row,
+    flag_malformed,
+    flag_text,
     is_missing,
     parse_timestamps,
     payload,
+    timestamp_out_of_range,
     with_fields,
 )
 from tradeflow.config import Settings
 from tradeflow.reasons import ReasonCode
-from tradeflow.writer import insert_rows
 
 BAR_FIELDS = ("symbol", "ts", "open", "high", "low", "close", "volume")
 PRICE_FIELDS = ("open", "high", "low", "close")
@@ -42,27 +52,18 @@ def validate_bars(raw: pd.DataFrame, *, now: datetime, settings: Settings) -> tu
     checks = FirstFailure(raw.index)
     flag = checks.flag
 
+    flag_malformed(checks, raw)
     for name in BAR_FIELDS:
         flag(is_missing(raw[name]), name, ReasonCode.MISSING_FIELD)
+    flag_text(checks, raw["symbol"], "symbol")
 
     ts = parse_timestamps(raw["ts"])
     flag(ts.isna(), "ts", ReasonCode.UNPARSEABLE_TIMESTAMP)
+    flag(timestamp_out_of_range(ts), "ts", ReasonCode.TIMESTAMP_OUT_OF_RANGE)
     flag(ts.notna() & (ts != ts.dt.floor("min")), "ts", ReasonCode.NOT_ON_MINUTE)
     flag(ts > pd.Timestamp(now + settings.max_future_skew), "ts", ReasonCode.FUTURE_TIMESTAMP)
 
-    numbers = {}
-    for name in NUMERIC_FIELDS:
-        parsed = pd.to_numeric(raw[name], errors="coerce").astype("float64")
-        numbers[name] = parsed
-        unparsed = parsed.isna()
-        spelled_non_finite = raw.loc[unparsed, name].astype(str).str.strip().str.lower().isin(
-            {"nan", "inf", "-inf", "+inf", "infinity", "-infinity"})
-        flag(spelled_non_finite.reindex(raw.index, fill_value=False), name, ReasonCode.NON_FINITE)
-        flag(parsed.isna(), name, ReasonCode.NOT_A_NUMBER)
-        flag(np.isinf(parsed), name, ReasonCode.NON_FINITE)
-        flag(parsed.abs() >= float(MAX_MAGNITUDE), name, ReasonCode.OUT_OF_RANGE)
-    for name in PRICE_FIELDS:
-        flag(numbers[name] <= 0, name, ReasonCode.NON_POSITIVE_PRICE)
+    numbers = {name: _check_number(raw[name], name, checks) for name in NUMERIC_FIELDS}
     flag(numbers["volume"] < 0, "volume", ReasonCode.NEGATIVE_VOLUME)
     flag(numbers["high"] < numbers["low"], "high", ReasonCode.HIGH_BELOW_LOW)
     for name, reason in (("open", ReasonCode.OPEN_OUTSIDE_RANGE), ("close", ReasonCode.CLOSE_OUTSIDE_RANGE)):
@@ -71,7 +72,7 @@ def validate_bars(raw: pd.DataFrame, *, now: datetime, settings: Settings) -> tu
     rejections = checks.rejections(raw, lambda code, name, row: _explain(code, name, row, settings))
     ok = ~checks.failed
     valid = pd.DataFrame({
-        "symbol": raw.loc[ok, "symbol"].astype(str).str.strip(),
+        "symbol": raw.loc[ok, "symbol"].map(as_text).str.strip(),
         "ts": ts[ok],
         **{name: numbers[name][ok] for name in NUMERIC_FIELDS},
     })
@@ -79,12 +80,47 @@ def validate_bars(raw: pd.DataFrame, *, now: datetime, settings: Settings) -> tu
     return valid, rejections
 
 
+def _check_number(values: pd.Series, name: str, checks: FirstFailure) -> pd.Series:
+    """One numeric field as float64, flagging what NUMERIC (or a price) cannot take."""
+    if values.dtype == object and not all_strings(values):
+        # A boolean or an object is not a number, whatever pandas makes of it.
+        values = each(values, lambda v: None if isinstance(v, (bool, np.bool_, dict, list))
+                      or (isinstance(v, str) and not encodable(v)) else v)
+    parsed = pd.to_numeric(values, errors="coerce").astype("float64")
+    spelled_non_finite = np.zeros(len(values), dtype=bool)
+    for i in np.flatnonzero((parsed.isna() | np.isinf(parsed)).to_numpy()):
+        value = values.iloc[i]
+        spelled_non_finite[i] = isinstance(value, (str, float)) and str(value).strip().lower() in NON_FINITE_SPELLINGS
+    checks.flag(spelled_non_finite, name, ReasonCode.NON_FINITE)
+    checks.flag(parsed.isna(), name, ReasonCode.NOT_A_NUMBER)
+    # Infinite without being spelled so: a finite text too large for a float (1e400).
+    checks.flag(np.isinf(parsed) | (parsed.abs() >= float(MAX_MAGNITUDE)), name, ReasonCode.OUT_OF_RANGE)
+    zero = (parsed == 0).to_numpy()
+    underflowed = np.zeros(len(values), dtype=bool)
+    for i in np.flatnonzero(zero):  # a non-zero text that parsed as 0.0 (1e-20000)
+        underflowed[i] = _decimal_or_zero(values.iloc[i]) != 0
+    checks.flag(underflowed, name, ReasonCode.OUT_OF_RANGE)
+    if name in PRICE_FIELDS:
+        checks.flag(parsed <= 0, name, ReasonCode.NON_POSITIVE_PRICE)
+        checks.flag(parsed < float(MIN_PRICE), name, ReasonCode.PRICE_TOO_SMALL)
+    # More decimal places than RisingWave's NUMERIC keeps (a subnormal float, say).
+    checks.flag(~zero & (parsed.abs() < 10.0 ** -MAX_SCALE), name, ReasonCode.OUT_OF_RANGE)
+    return parsed
+
+
+def _decimal_or_zero(value: object) -> Decimal:
+    try:
+        return Decimal(str(value).strip())
+    except InvalidOperation:
+        return Decimal(0)
+
+
 def _explain(code: ReasonCode, name: str, row: pd.Series, settings: Settings) -> str:
     if code is ReasonCode.HIGH_BELOW_LOW:
         return f"high {row['high']} is below low {row['low']}"
     if code in (ReasonCode.OPEN_OUTSIDE_RANGE, ReasonCode.CLOSE_OUTSIDE_RANGE):
         return f"{name} {row[name]} is outside [low {row['low']}, high {row['high']}]"
-    return explain(code, name, row.get(name), settings)
+    return explain_row(code, name, row, settings)
 
 
 class PriceIngester(Ingester):
@@ -100,11 +136,13 @@ class PriceIngester(Ingester):
         rejections += conflicts
         report.duplicates = duplicates
         if len(fresh):
-            rows = zip(fresh["symbol"].tolist(), fresh["ts"].dt.to_pydatetime().tolist(),
-                       *(fresh[name].tolist() for name in NUMERIC_FIELDS))
-            report.inserted = insert_rows(
-                self.conn, "price_1m_history", BAR_FIELDS, rows, self.settings.ingest_batch_rows,
-                constants={"source": self.source, "batch_id": self.batch_id, "received_at": now})
+            rows = list(zip(fresh["symbol"].tolist(), fresh["ts"].dt.to_pydatetime().tolist(),
+                            *(fresh[name].tolist() for name in NUMERIC_FIELDS)))
+            report.inserted, refused = self._store("price_1m_history", BAR_FIELDS, rows, key=("symbol", "ts"),
+                                                   narrow="symbol", now=now)
+            positions = fresh["payload_index"].to_numpy()
+            rejections += [Rejection(payload=payload(raw.iloc[int(positions[i])]), field="record",
+                                     code=ReasonCode.DATABASE_REFUSED, reason=message) for i, message in refused]
         return self._reject(report, rejections, now=now, dead_letters=dead_letters)
 
     def _split_known(self, valid: pd.DataFrame, raw: pd.DataFrame) -> tuple[pd.DataFrame, int, list[Rejection]]:

@@ -67,8 +67,10 @@ def test_extra_columns_dropped_and_alias_priority(tmp_path: Path) -> None:
     rows = [["2000-01-01", *row[1:5], "999", row[6], row[5], "XNAS", row[0]] for row in RAW_ROWS]
     frame = read_all(FileFeed(write(tmp_path / "bars.csv", header, rows)))
     assert list(frame.columns) == COLUMNS
-    # "close" outranks "price" and "time" outranks "date".
-    pd.testing.assert_frame_equal(frame, expected([[r[9], r[1], r[2], r[3], r[4], r[7], r[6]] for r in rows]))
+    # "close" outranks "price" and "time" outranks "date". CSV columns are object, not arrow-backed
+    # strings: those cannot hold the undecodable bytes the validator must see.
+    pd.testing.assert_frame_equal(frame, expected([[r[9], r[1], r[2], r[3], r[4], r[7], r[6]] for r in rows]),
+                                  check_dtype=False)
 
 
 @pytest.mark.parametrize("name", ["bars.csv", "bars.parquet"])

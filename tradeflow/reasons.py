@@ -28,6 +28,14 @@ class ReasonCode(StrEnum):
     NEGATIVE_FEE = "NEGATIVE_FEE"
     UNKNOWN_SIDE = "UNKNOWN_SIDE"
     UNKNOWN_ACCOUNT = "UNKNOWN_ACCOUNT"
+    MALFORMED_RECORD = "MALFORMED_RECORD"
+    NOT_TEXT = "NOT_TEXT"
+    INVALID_ENCODING = "INVALID_ENCODING"
+    NUL_CHARACTER = "NUL_CHARACTER"
+    TEXT_TOO_LONG = "TEXT_TOO_LONG"
+    TIMESTAMP_OUT_OF_RANGE = "TIMESTAMP_OUT_OF_RANGE"
+    PRICE_TOO_SMALL = "PRICE_TOO_SMALL"
+    DATABASE_REFUSED = "DATABASE_REFUSED"
     # -- routing and pre-trade risk (decision gate) --------------------------
     OPEN_LIMIT_EXCEEDED = "OPEN_LIMIT_EXCEEDED"
     NO_OPEN_POSITION = "NO_OPEN_POSITION"
@@ -52,7 +60,8 @@ _DESCRIPTIONS: dict[ReasonCode, str] = {
     ReasonCode.MISSING_FIELD: "A required field is absent or empty.",
     ReasonCode.NOT_A_NUMBER: "A numeric field does not parse as a number.",
     ReasonCode.NON_FINITE: "A numeric field is NaN or infinite.",
-    ReasonCode.OUT_OF_RANGE: "A number is 1e15 or larger, or has more than 28 significant digits (RisingWave's NUMERIC).",
+    ReasonCode.OUT_OF_RANGE: ("A number is 1e15 or larger, has more than 28 significant digits or more than 28"
+                              " decimal places (RisingWave's NUMERIC), or underflowed to zero when parsed."),
     ReasonCode.NON_POSITIVE_PRICE: "A price is zero or negative.",
     ReasonCode.NEGATIVE_VOLUME: "Volume is negative.",
     ReasonCode.HIGH_BELOW_LOW: "The bar's high is below its low.",
@@ -66,6 +75,16 @@ _DESCRIPTIONS: dict[ReasonCode, str] = {
     ReasonCode.NEGATIVE_FEE: "A fee is negative.",
     ReasonCode.UNKNOWN_SIDE: "Side is not BUY or SELL.",
     ReasonCode.UNKNOWN_ACCOUNT: "The account_id is not in the accounts table.",
+    ReasonCode.MALFORMED_RECORD: "The feed could not split the record into fields (a line that is not a JSON object,"
+                                 " a CSV row with more cells than the header); the payload keeps its raw text.",
+    ReasonCode.NOT_TEXT: ("An id, symbol or venue is not a string or an integer"
+                          " (a JSON object or array, a float, a boolean)."),
+    ReasonCode.INVALID_ENCODING: "A text value is not valid UTF-8 (the payload keeps it escaped).",
+    ReasonCode.NUL_CHARACTER: "A text value contains a NUL character, which PostgreSQL text cannot store.",
+    ReasonCode.TEXT_TOO_LONG: "An id, symbol or venue is longer than 128 characters.",
+    ReasonCode.TIMESTAMP_OUT_OF_RANGE: "The timestamp is before 1970-01-01 or from 2200-01-01 on.",
+    ReasonCode.PRICE_TOO_SMALL: "A price is below 1e-12, smaller than any traded instrument's tick.",
+    ReasonCode.DATABASE_REFUSED: "The database refused the row although it passed validation (its message is kept).",
     ReasonCode.OPEN_LIMIT_EXCEEDED: "Every eligible account already has max_open_symbols open or pending symbols.",
     ReasonCode.NO_OPEN_POSITION: "SELL without an open position (a net long one in strict mode) to close.",
     ReasonCode.ACCOUNT_BLOCKED: "No ACTIVE account can take new risk (status BLOCKED).",

@@ -77,7 +77,8 @@ GRANT USAGE ON SCHEMA :"schema" TO tradeflow_reader;
 
 -- ingester: dedup lookups by natural key, known accounts, pending dead letters
 GRANT INSERT, SELECT ON TABLE :"schema".price_1m_history, :"schema".exec_report_history, :"schema".risk_events TO tradeflow_ingester;
-GRANT INSERT ON TABLE :"schema".dead_letter, :"schema".dead_letter_replay TO tradeflow_ingester;
+GRANT INSERT ON TABLE :"schema".dead_letter TO tradeflow_ingester;
+GRANT INSERT, SELECT ON TABLE :"schema".dead_letter_replay TO tradeflow_ingester;
 GRANT SELECT ON VIEW :"schema".stg_accounts, :"schema".stg_dead_letter TO tradeflow_ingester;
 
 -- gate: the views it decides from, its decisions (read back for exactly once), the drawdown block

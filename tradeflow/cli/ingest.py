@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import NoReturn, Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -41,11 +41,14 @@ def ingest_prices(
     metrics_port: Optional[int] = METRICS_PORT, metrics_addr: str = METRICS_ADDR,
 ) -> None:
     """Ingest 1-minute bars from files (column aliases: see ingest/feeds.py)."""
-    from ingest.feeds import FileFeed
+    from ingest.feeds import FeedError, FileFeed
 
     column_map = dict(item.split("=", 1) for item in map_)
     for path in paths:
-        feed = FileFeed(path, column_map=column_map or None)
+        try:
+            feed = FileFeed(path, column_map=column_map or None)
+        except FeedError as err:
+            _feed_error(err)
         _run_price_ingest(feed.batches(), source=str(path), total=None, replay_speed=replay_speed,
                           metrics_port=metrics_port, metrics_addr=metrics_addr)
 
@@ -71,16 +74,25 @@ def ingest_execs(
 ) -> None:
     """Ingest execution reports (fills) into exec_report_history (columns: see ingest/execs.py)."""
     from ingest.execs import ExecIngester
-    from ingest.feeds import ExecFileFeed
+    from ingest.feeds import ExecFileFeed, FeedError
 
     for path in paths:
-        feed = ExecFileFeed(path)
+        try:
+            feed = ExecFileFeed(path)
+        except FeedError as err:
+            _feed_error(err)
         with _ingest_process(metrics_port, metrics_addr) as settings, engine_mod.connect(settings) as conn:
             report = ExecIngester(conn, settings, source=str(path)).ingest(feed.batches())
         console.print_json(json.dumps(report.as_dict()))
         if report.rejected:
             console.print(f"[yellow]{report.rejected} record(s) rejected: see `tradeflow dlq list --kind exec`[/]")
 
+
+
+def _feed_error(err: Exception) -> NoReturn:
+    """A file that cannot be read as a feed: one line naming what is wrong, no traceback."""
+    typer.echo(f"error: {err}", err=True)
+    raise typer.Exit(2)
 
 
 @dlq_app.command("list")

@@ -60,9 +60,11 @@ class Role:
 
 ROLES = (
     # ingest/prices.py, execs.py, dlq.py, replay.py: dedup lookups by natural
-    # key, known accounts, pending dead letters; CONFLICTING_FILL risk events.
+    # key, known accounts, pending dead letters, a replay's check that another
+    # replay has not resolved the letter; CONFLICTING_FILL risk events.
     Role("tradeflow_ingester",
-         select=("price_1m_history", "exec_report_history", "risk_events", "stg_accounts", "stg_dead_letter"),
+         select=("price_1m_history", "exec_report_history", "risk_events", "stg_accounts", "stg_dead_letter",
+                 "dead_letter_replay"),
          insert=("price_1m_history", "exec_report_history", "dead_letter", "dead_letter_replay", "risk_events")),
     # tradeflow/gate.py: the views it decides from, its own decisions (exactly
     # once), and the drawdown block (an account version, its audit row, a risk event).
