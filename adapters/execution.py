@@ -213,12 +213,10 @@ class ExecutionAdapter:
             book.keys.add(key)
             book.seq += 1
             book.event_ts = event.event_ts if book.event_ts is None else max(book.event_ts, event.event_ts)
-            rows.append((order.client_order_id, order.account_id, order.strategy_id, order.symbol,
-                         str(order.side), str(order.order_type), str(order.time_in_force), order.qty,
-                         order.limit_price, order.stop_price, str(event.status), event.filled_qty,
-                         event.broker_order_id, event.reason, book.event_ts, self.source, book.seq))
+            on_order_clock = replace(event, event_ts=book.event_ts)
+            rows.append((*order_event_row(order, on_order_clock, self.source), book.seq))
             if event.last_fill_qty > 0:
-                fills.append(_fill(order, event, book.event_ts))
+                fills.append(fill_from_event(order, on_order_clock))
                 log.info("fill %s @ %s", event.last_fill_qty, event.last_fill_price, extra={
                     "order_id": order.client_order_id, "fill_id": fills[-1].fill_id,
                     "account_id": order.account_id, "strategy_id": order.strategy_id, "symbol": order.symbol})
@@ -306,9 +304,17 @@ def _order(row: dict) -> Order:
                  ref_price=row.get("ref_price"), created_at=row["ts"])
 
 
-def _fill(order: Order, event: OrderEvent, exec_ts: datetime) -> Fill:
+def order_event_row(order: Order, event: OrderEvent, source: str) -> tuple:
+    """An order_events row (ORDER_EVENT_COLUMNS) for a broker's report on an order."""
+    return (order.client_order_id, order.account_id, order.strategy_id, order.symbol, str(order.side),
+            str(order.order_type), str(order.time_in_force), order.qty, order.limit_price, order.stop_price,
+            str(event.status), event.filled_qty, event.broker_order_id, event.reason, event.event_ts, source)
+
+
+def fill_from_event(order: Order, event: OrderEvent) -> Fill:
+    """The execution report a fill event stands for."""
     return Fill(account_id=order.account_id, strategy_id=order.strategy_id, order_id=order.client_order_id,
                 fill_id=event.fill_id or f"{order.client_order_id}-{event.filled_qty}", symbol=order.symbol,
                 side=str(order.side), fill_qty=event.last_fill_qty, fill_price=event.last_fill_price,
                 fee=event.fee, venue="PAPER" if (event.broker_order_id or "").startswith("paper") else "BROKER",
-                exec_ts=exec_ts)
+                exec_ts=event.event_ts)

@@ -53,39 +53,75 @@
 {% endmacro %}
 
 {#
-  Every bar of a position's symbol while the position is held: a bar stamped
-  t closes at t + 1 minute, so fills before then are in its position.
-  positions: a relation with account_id, symbol, valid_from, valid_to, position.
-  Returns account_id, symbol, position, bar_ts, close.
+  The closes that mark each (account, symbol) in pnl_timeseries. first_fills:
+  a relation with account_id, symbol, first_fill_ts. A bar stamped t closes at
+  t + 1 minute. Returns account_id, symbol, bar_ts, close, is_opening and
+  close_step (close minus the previous close of this list, the first close
+  itself), for: the last bar closing at or before the first fill (is_opening:
+  the mark of a position opened between two bars) and every bar closing after
+  it (the rows of the equity series).
 #}
-{% macro bars_while_held(positions) %}
-  {{ return(adapter.dispatch('bars_while_held', 'tradeflow')(positions)) }}
+{% macro traded_closes(first_fills) %}
+  {{ return(adapter.dispatch('traded_closes', 'tradeflow')(first_fills)) }}
 {% endmacro %}
 
-{% macro default__bars_while_held(positions) -%}
-  select held.account_id, held.symbol, held.position, bars.bar_ts, bars.close
-  from {{ ref('stg_prices') }} as bars
-  inner join {{ positions }} as held
-      on held.symbol = bars.symbol
-      and held.valid_from < bars.bar_ts + interval '1 minute'
-      and held.valid_to >= bars.bar_ts + interval '1 minute'
+{% macro default__traded_closes(first_fills) -%}
+  {#- The opening close is a band join of each (account, symbol)'s first fill
+      with the retained bars of its symbol before it, top-1: work once per
+      (account, symbol), bounded by the price retention window. #}
+  select
+      account_id, symbol, bar_ts, close, is_opening,
+      close - coalesce(lag(close, 1) over (partition by account_id, symbol order by bar_ts), 0) as close_step
+  from (
+      select traded.account_id, traded.symbol, bars.bar_ts, bars.close, false as is_opening
+      from {{ ref('stg_prices') }} as bars
+      inner join {{ first_fills }} as traded
+          on traded.symbol = bars.symbol
+          and traded.first_fill_ts < bars.bar_ts + interval '1 minute'
+      union all
+      select opening.account_id, opening.symbol, opening.bar_ts, opening.close, true as is_opening
+      from (
+          select distinct on (traded.account_id, traded.symbol)
+              traded.account_id, traded.symbol, bars.bar_ts, bars.close
+          from {{ ref('stg_prices') }} as bars
+          inner join {{ first_fills }} as traded
+              on traded.symbol = bars.symbol
+              and bars.bar_ts + interval '1 minute' <= traded.first_fill_ts
+          order by traded.account_id, traded.symbol, bars.bar_ts desc
+      ) as opening
+  ) as closes
 {%- endmacro %}
 
-{% macro postgres__bars_while_held(positions) -%}
-  {#- Computed on read: an index range of the symbol's bars per holding period,
-      not a pass over all price history (first-received copy, as stg_prices). #}
-  select held.account_id, held.symbol, held.position, bars.bar_ts, bars.close
-  from {{ positions }} as held
+{% macro postgres__traded_closes(first_fills) -%}
+  {#- Computed on read: per (account, symbol) one index probe for the opening
+      close and one index range from it on, read in time order (so the close
+      steps need no sort), not a pass over all price history; first-received
+      copy of each bar, as stg_prices. #}
+  select
+      traded.account_id, traded.symbol, closes.bar_ts, closes.close,
+      closes.bar_ts + interval '1 minute' <= traded.first_fill_ts as is_opening,
+      closes.close_step
+  from {{ first_fills }} as traded
   inner join lateral (
-      select distinct on (prices.ts) prices.symbol, prices.ts as bar_ts, prices.close
-      from {{ source('raw', 'price_1m_history') }} as prices
-      where prices.symbol = held.symbol
-        and prices.ts > held.valid_from - interval '1 minute'
-        and prices.ts <= held.valid_to - interval '1 minute'
-        and {{ closed_before_as_of('prices.ts') }}
-      order by prices.ts, prices.received_at
-  ) as bars on bars.symbol = held.symbol
+      select
+          bars.symbol, bars.bar_ts, bars.close,
+          bars.close - coalesce(lag(bars.close, 1) over (partition by bars.symbol order by bars.bar_ts), 0)
+              as close_step
+      from (
+          select distinct on (prices.ts) prices.symbol, prices.ts as bar_ts, prices.close
+          from {{ source('raw', 'price_1m_history') }} as prices
+          where prices.symbol = traded.symbol
+            and prices.ts >= coalesce(
+                (select max(opening.ts) from {{ source('raw', 'price_1m_history') }} as opening
+                 where opening.symbol = traded.symbol
+                   and opening.ts <= traded.first_fill_ts - interval '1 minute'
+                   and {{ closed_before_as_of('opening.ts') }}),
+                traded.first_fill_ts - interval '1 minute')
+            and {{ closed_before_as_of('prices.ts') }}
+          order by prices.ts, prices.received_at
+      ) as bars
+  ) as closes on closes.symbol = traded.symbol
 {%- endmacro %}
 
-{% macro risingwave__bars_while_held(positions) -%}{{ default__bars_while_held(positions) }}{%- endmacro %}
-{% macro materialize__bars_while_held(positions) -%}{{ default__bars_while_held(positions) }}{%- endmacro %}
+{% macro risingwave__traded_closes(first_fills) -%}{{ default__traded_closes(first_fills) }}{%- endmacro %}
+{% macro materialize__traded_closes(first_fills) -%}{{ default__traded_closes(first_fills) }}{%- endmacro %}

@@ -164,3 +164,28 @@ def test_shadow_accounts_trade_every_signal_without_changing_live_decisions(back
         matches = fetch(conn, "SELECT count(*) FROM backtest_matches WHERE run_id = 'shadow'"
                               " AND account_id LIKE 'paper:%%'")[0][0]
     assert paper[1] > 0 and matches > 0
+
+
+def test_ingested_bars_move_inside_the_engine_and_give_the_same_run(backtest_run, embedded_settings, conn):
+    from ingest.prices import PriceIngester
+
+    PriceIngester(conn, embedded_settings, source="test").ingest([BARS])
+    Backtest(embedded_settings).run(SPEC, None, run_id="in-engine")
+    with engine.connect(embedded_settings) as main:
+        for relation in COMPARED:
+            assert stored(main, relation, "in-engine") == stored(main, relation, "parity"), relation
+        assert fetch(main, "SELECT bars FROM backtest_runs WHERE run_id = 'in-engine'") == [(len(BARS),)]
+
+
+def test_a_run_whose_book_and_views_disagree_fails(engine_settings, monkeypatch):
+    from tradeflow.research.backtest import BacktestMismatchError, SequentialReplay
+
+    original = SequentialReplay._record
+
+    def deaf_book(self, events):  # the fills reach the views but not the book: positions and cash drift apart
+        monkeypatch.setattr(self.book, "on_fill", lambda fill: True)
+        original(self, events)
+
+    monkeypatch.setattr(SequentialReplay, "_record", deaf_book)
+    with pytest.raises(BacktestMismatchError, match="positions|cash"):
+        Backtest(engine_settings).run(SPEC, BARS, run_id="deaf")

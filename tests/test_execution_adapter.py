@@ -125,12 +125,14 @@ def test_killed_at_random_points_loses_and_duplicates_nothing(conn, setup, seed)
     assert {f["order_id"]: f["q"] for f in fills} == decided
 
 
-def test_limit_orders_from_strategy_terms_fill_only_when_the_bar_reaches_the_limit(conn, setup, embedded_settings):
+def test_limit_orders_from_strategy_terms_fill_only_when_the_bar_reaches_the_limit(conn, setup, embedded_settings,
+                                                                                   monkeypatch):
+    from tradeflow.trading import gate as gate_module
     from tradeflow.trading.gate import Sizing
 
     gate, broker, make_adapter, clock = setup
     terms = Sizing(order_type=OrderType.LIMIT, limit_offset_bps=Decimal(100), time_in_force=TimeInForce.GTC)
-    gate._sizing = lambda strategy_id: terms  # the strategy's params would say the same
+    monkeypatch.setattr(gate_module, "sizing_from_params", lambda params: terms)  # as the strategy's params would
     decision = gate.decide(signal(0, "AAA"))
     assert decision.accepted and decision.terms == terms
     [order] = rows(conn, "SELECT order_type, time_in_force, limit_price FROM accepted_trade_signal_history")

@@ -50,6 +50,7 @@ class ReasonCode(StrEnum):
     CONCENTRATION_EXCEEDED = "CONCENTRATION_EXCEEDED"
     DRAWDOWN_BREACHED = "DRAWDOWN_BREACHED"
     INSUFFICIENT_BUYING_POWER = "INSUFFICIENT_BUYING_POWER"
+    BOOK_MISMATCH = "BOOK_MISMATCH"
 
     @property
     def description(self) -> str:
@@ -98,4 +99,7 @@ _DESCRIPTIONS: dict[ReasonCode, str] = {
     ReasonCode.CONCENTRATION_EXCEEDED: "This symbol's exposure would be above max_concentration_pct of equity.",
     ReasonCode.DRAWDOWN_BREACHED: "Equity is below peak by more than max_drawdown_pct: the account is blocked.",
     ReasonCode.INSUFFICIENT_BUYING_POWER: "Not enough cash (and margin) for this order plus pending ones.",
+    ReasonCode.BOOK_MISMATCH: "The gate's account book differed from the views (cash, realized P&L or positions):"
+                              " a CRITICAL risk event; the book is rebuilt and the account takes no new risk"
+                              " until they agree.",
 }

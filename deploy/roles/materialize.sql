@@ -101,8 +101,8 @@ GRANT SELECT ON TABLE :"schema".stg_accounts, :"schema".stg_dead_letter TO trade
 GRANT INSERT, SELECT ON TABLE :"schema".trade_decisions TO tradeflow_gate;
 GRANT INSERT ON TABLE :"schema".order_events, :"schema".risk_events, :"schema".accounts, :"schema".audit_log TO tradeflow_gate;
 -- gate: operators' order requests and the last close they are priced at
-GRANT SELECT ON TABLE :"schema".manual_order_requests, :"schema".price_1m_history TO tradeflow_gate;
-GRANT SELECT ON TABLE :"schema".strategy_signal_history, :"schema".account_risk_inputs, :"schema".unrealized_pnl_latest, :"schema".int_pending_orders, :"schema".strategy_weights_latest, :"schema".strategy_config, :"schema".stg_accounts TO tradeflow_gate;
+GRANT SELECT ON TABLE :"schema".manual_order_requests, :"schema".price_1m_history, :"schema".exec_report_history TO tradeflow_gate;
+GRANT SELECT ON TABLE :"schema".strategy_signal_history, :"schema".account_risk_inputs, :"schema".unrealized_pnl_latest, :"schema".int_pending_orders, :"schema".orders, :"schema".portfolio_state, :"schema".realized_pnl_latest, :"schema".open_positions_rollup, :"schema".strategy_weights_latest, :"schema".strategy_config, :"schema".stg_accounts, :"schema".stg_account_policy, :"schema".stg_execs TO tradeflow_gate;
 
 -- adapter: accepted orders and order state (SUBSCRIBE needs SELECT and cluster USAGE only),
 -- fills through the exec ingester, its feed positions

@@ -1,18 +1,33 @@
 -- Per account: cash (initial capital plus trade cash flows minus fees),
 -- market value of open positions at the marks, equity, exposures, realized
 -- and unrealized totals, and margin used (gross exposure / max_leverage).
+-- Marks are unrealized_pnl_latest's (the last close at or before the read's
+-- as_of); a symbol with no close yet counts at cost (the signed notional of
+-- the account's fills in it), as in pnl_timeseries. Exact NUMERIC throughout.
 with accounts as (
     select * from {{ ref('stg_accounts') }}
+),
+
+symbol_flows as (
+    select
+        account_id,
+        symbol,
+        sum(signed_qty * fill_price) as net_cost,
+        sum(fee) as fees_paid,
+        count(*) as fills,
+        max(exec_ts) as last_fill_ts
+    from {{ ref('stg_execs') }}
+    group by account_id, symbol
 ),
 
 cash_flows as (
     select
         account_id,
-        sum(-signed_qty * fill_price) as trade_cash,
-        sum(fee) as fees_paid,
-        count(*) as fills,
-        max(exec_ts) as last_fill_ts
-    from {{ ref('stg_execs') }}
+        -sum(net_cost) as trade_cash,
+        sum(fees_paid) as fees_paid,
+        cast(sum(fills) as bigint) as fills,
+        max(last_fill_ts) as last_fill_ts
+    from symbol_flows
     group by account_id
 ),
 
@@ -20,16 +35,34 @@ open_positions as (
     select * from {{ ref('unrealized_pnl_latest') }}
 ),
 
-exposure as (
+open_symbols as (
     select
         account_id,
+        symbol,
         sum(net_qty * current_price) as market_value,
         sum(abs(net_qty * current_price)) as gross_exposure,
-        count(distinct symbol) as open_symbols,
         sum(unrealized_pnl) as unrealized_pnl,
-        min(mark_ts) as oldest_mark_ts
+        min(mark_ts) as oldest_mark_ts,
+        max(case when current_price is null then 1 else 0 end) as unmarked
     from open_positions
-    group by account_id
+    group by account_id, symbol
+),
+
+exposure as (
+    select
+        open_symbols.account_id,
+        sum(case when open_symbols.unmarked = 1 then symbol_flows.net_cost else open_symbols.market_value end)
+            as market_value,
+        sum(case when open_symbols.unmarked = 1 then abs(symbol_flows.net_cost) else open_symbols.gross_exposure end)
+            as gross_exposure,
+        count(*) as open_symbols,
+        sum(open_symbols.unrealized_pnl) as unrealized_pnl,
+        min(open_symbols.oldest_mark_ts) as oldest_mark_ts
+    from open_symbols
+    inner join symbol_flows
+        on symbol_flows.account_id = open_symbols.account_id
+        and symbol_flows.symbol = open_symbols.symbol
+    group by open_symbols.account_id
 ),
 
 realized as (

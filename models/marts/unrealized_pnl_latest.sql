@@ -1,5 +1,8 @@
 -- Unrealized P&L per open key: (mark - avg_price) * net_qty, with the mark's
--- timestamp so a stale price is visible. avg_price follows pnl_method.
+-- timestamp so a stale price is visible. The mark is the symbol's last close
+-- at or before the read's as_of (the same marks as pnl_timeseries; NULL before
+-- the symbol's first close) or, with mark_source=last_fill, its latest fill
+-- price. avg_price follows pnl_method (exact NUMERIC under fifo).
 {% set method = pnl_method() %}
 
 with positions as (

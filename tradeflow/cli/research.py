@@ -15,7 +15,6 @@ from rich.table import Table
 from adapters.paper import PaperConfig
 from tradeflow import engine as engine_mod
 from tradeflow.cli._common import _fmt, _print_query, _settings, console
-from tradeflow.config import Settings
 
 DEMO_SCHEMA = "tradeflow_demo"
 DEMO_PAPER = PaperConfig(fill_at="open", slippage_bps=Decimal(2), fee_per_share=Decimal("0.005"), min_fee=Decimal(1))
@@ -27,26 +26,15 @@ DEMO_ACCOUNTS = {  # account -> policy: one account is set to breach its drawdow
 
 
 
-def _bars_for_backtest(settings: Settings, start: datetime, end: datetime, symbols: list[str] | None,
-                       synthetic: int, seed: int):
+def _synthetic_bars(start: datetime, end: datetime, synthetic: int, seed: int):
     import numpy as np
     import pandas as pd
 
-    if synthetic:
-        from ingest.synthetic import generate_bars
+    from ingest.synthetic import generate_bars
 
-        days = max(1, int(np.busday_count(start.date(), end.date())))
-        return pd.concat(list(generate_bars(symbols=synthetic, days=days, seed=seed, start=start.date())),
-                         ignore_index=True)
-    with engine_mod.connect(settings) as conn:
-        bars = engine_mod.query_frame(
-            conn, "SELECT symbol, bar_ts AS ts, open, high, low, close, volume FROM stg_prices"
-            " WHERE bar_ts >= %s AND bar_ts < %s AND (%s::text[] IS NULL OR symbol = ANY(%s))"
-            " ORDER BY bar_ts, symbol", (start, end, symbols, symbols))
-    if bars.empty:
-        raise typer.BadParameter(f"no ingested bars between {start} and {end} (ingest some, or pass --synthetic N)",
-                                 param_hint="--from/--to")
-    return bars
+    days = max(1, int(np.busday_count(start.date(), end.date())))
+    return pd.concat(list(generate_bars(symbols=synthetic, days=days, seed=seed, start=start.date())),
+                     ignore_index=True)
 
 
 def _account_specs(text: str, max_leverage: str):
@@ -85,7 +73,8 @@ def backtest(
     start, end = (t if t.tzinfo else t.replace(tzinfo=timezone.utc) for t in (start, end))
     settings = _settings()
     wanted = [s.strip() for s in symbols.split(",")] if symbols else None
-    bars = _bars_for_backtest(settings, start, end, wanted, synthetic, seed)
+    # ingested bars stay inside the engine (the backtest moves them); synthetic ones are made here
+    bars = _synthetic_bars(start, end, synthetic, seed) if synthetic else None
     try:
         spec = BacktestSpec(start=start, end=end, accounts=_account_specs(accounts_, max_leverage),
                             symbols=tuple(wanted) if wanted else None,
@@ -93,7 +82,7 @@ def backtest(
                             outputs=outputs, paper=DEMO_PAPER, shadow=shadow)
         with Progress(TextColumn("[bold]backtest[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("bars"),
                       TextColumn("{task.fields[rate]} bars/s"), TimeElapsedColumn(), console=console) as progress:
-            task = progress.add_task("bars", total=len(bars), rate="-")
+            task = progress.add_task("bars", total=None if bars is None else len(bars), rate="-")
             started = time.monotonic()
 
             def advance(count: int) -> None:

@@ -66,14 +66,18 @@ ROLES = (
          select=("price_1m_history", "exec_report_history", "risk_events", "stg_accounts", "stg_dead_letter",
                  "dead_letter_replay"),
          insert=("price_1m_history", "exec_report_history", "dead_letter", "dead_letter_replay", "risk_events")),
-    # tradeflow/gate.py: the views it decides from, its own decisions (exactly
-    # once), and the drawdown block (an account version, its audit row, a risk event).
-    # Operators' order requests are priced at the last close; paper accounts
-    # are opened on first use; each strategy's weight scales its size.
+    # tradeflow/trading/gate.py, book_sync.py: the signals, and the views its account
+    # book is rebuilt from and reconciled against; the raw fills and bars its change
+    # feeds follow; its own decisions (exactly once), and the drawdown block (an
+    # account version, its audit row, a risk event). Operators' order requests are
+    # priced at the last close; paper accounts are opened on first use; each
+    # strategy's weight scales its size.
     Role("tradeflow_gate",
          select=("strategy_signal_history", "trade_decisions", "strategy_config", "account_risk_inputs",
-                 "unrealized_pnl_latest", "int_pending_orders", "stg_accounts", "strategy_weights_latest",
-                 "manual_order_requests", "price_1m_history"),
+                 "unrealized_pnl_latest", "int_pending_orders", "stg_accounts", "stg_account_policy", "stg_execs",
+                 "orders",
+                 "portfolio_state", "realized_pnl_latest", "open_positions_rollup", "strategy_weights_latest",
+                 "manual_order_requests", "price_1m_history", "exec_report_history"),
          insert=("trade_decisions", "order_events", "risk_events", "accounts", "audit_log")),
     # adapters/execution.py, daemon.py, changefeed.py: accepted orders, order
     # state and fills; the feeds read the raw bars and order_commands; fills go

@@ -1,13 +1,16 @@
 """Backtests: a bounded replay of historical bars through the live components.
 
-What does not depend on decisions is computed set-based, once: all bars of
-the run are ingested in bulk into the backtest schema and every signal comes
-from one read of `strategy_signal_history`. Only the sequential part runs in
-order, through the same ReplaySession steps as the live loop: at each minute
-where something can happen (a signal becomes decidable, or the paper broker
-has a live order), policy changes, paper fills, the decision gate (reading
-account state as of its clock, `engine.read_scope`) and the execution adapter.
-Minutes where nothing can happen are skipped; they would change nothing.
+What does not depend on decisions is computed set-based, once: the run's bars
+go into the backtest schema in bulk (COPY, or INSERT ... SELECT from the main
+schema's bars) and every signal comes from one read of
+`strategy_signal_history`. The sequential part (decision times, the gate's
+Gatekeeper over an account book, the paper broker) runs in memory, minute by
+minute, in the order the live loop (tradeflow.trading.session) runs its
+steps, with no SQL per step. Its decisions, order events, fills and risk
+events are written in bulk when it ends; positions, matches, P&L and equity
+then come from the same dbt views, once, and the book's final state is
+checked against them for every account (positions, cash, realized P&L): a
+difference fails the run.
 
 A signal is decided when the live gate would first see it: at the close of
 its bar once the bar is final (a higher-timeframe bar is final when all its
@@ -31,21 +34,33 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Callable, Literal
 
+import numpy as np
 import pandas as pd
 import psycopg
 
-from adapters.paper import PaperConfig
-from ingest.prices import PriceIngester
+from adapters.execution import fill_from_event, order_event_row
+from adapters.orders import ORDER_EVENT_COLUMNS, Order, OrderEvent, Side
+from adapters.paper import PaperBroker, PaperConfig
+from ingest.execs import EXEC_FIELDS
 from tradeflow import engine
 from tradeflow.config import Settings
 from tradeflow.dbt import deploy
 from tradeflow.research import performance
 from tradeflow.research.report import ReportData, write_report
 from tradeflow.trading import accounts, policy
-from tradeflow.trading.gate import TIMEFRAMES, Signal
-from tradeflow.trading.session import BAR, PolicyChange, ReplaySession
+from tradeflow.trading.book import AccountBook, BookFill
+from tradeflow.trading.book_sync import reconcile
+from tradeflow.trading.gate import (DECISION_COLUMNS, PAPER_CAPITAL, PAPER_LEVERAGE, RISK_EVENT_COLUMNS, TIMEFRAMES,
+                                    Decision, Gatekeeper, Signal, Sizing, decision_rows, load_terms)
+from tradeflow.trading.session import BAR, PolicyChange
+from tradeflow.writer import copy_frame, copy_rows
 
 Outputs = Literal["matches-only", "full"]
+GATE_ID = "backtest-gate"
+BAR_COLUMNS = ("symbol", "ts", "open", "high", "low", "close", "volume", "source", "batch_id", "received_at")
+WRITTEN_COLUMNS = {"order_events": ORDER_EVENT_COLUMNS, "trade_decisions": DECISION_COLUMNS,
+                   "risk_events": RISK_EVENT_COLUMNS,
+                   "exec_report_history": (*EXEC_FIELDS, "source", "batch_id", "received_at")}
 # result table -> (relation of the backtest schema, outputs that keep it)
 RESULTS = {
     "backtest_matches": ("trade_match_history", {"matches-only", "full"}),
@@ -171,6 +186,163 @@ def decision_times(bars: pd.DataFrame, signals: pd.DataFrame, max_signal_age: ti
     return out.where(stale <= pd.Timedelta(max_signal_age))
 
 
+class BacktestMismatchError(BacktestError):
+    """The account book's final state differs from the views: the run is not to be trusted."""
+
+
+@dataclass
+class ReplayStats:
+    decisions: int = 0
+    accepted: int = 0
+    rejects: dict[str, int] = field(default_factory=dict)
+
+    def count(self, decision: Decision) -> None:
+        self.decisions += 1
+        if decision.accepted:
+            self.accepted += 1
+        else:
+            self.rejects[str(decision.code)] = self.rejects.get(str(decision.code), 0) + 1
+
+
+class SequentialReplay:
+    """The sequential part of a backtest, in memory: per minute, in the live loop's
+    order (tradeflow.trading.session), policy changes due, the paper broker trading
+    live orders against the minute's bars (fills and order states into the book),
+    the marks of held symbols, the signals due decided by the Gatekeeper, then the
+    accepted orders submitted. Rows for the raw tables are collected, not written."""
+
+    def __init__(self, spec: BacktestSpec, terms: dict[str, Sizing], multipliers: dict[str, Decimal],
+                 source: str) -> None:
+        self.spec = spec
+        self.now = datetime.min
+        clock: Callable[[], datetime] = lambda: self.now  # noqa: E731  (the replay's clock)
+        self.book = AccountBook()
+        self.keeper = Gatekeeper(self.book, clock=clock, max_signal_age=spec.max_signal_age, shadow=spec.shadow)
+        self.keeper.terms, self.keeper.multipliers = terms, multipliers
+        self.broker = PaperBroker(spec.paper, clock=clock)
+        self.source = source
+        self.orders: dict[str, Order] = {}
+        self.rows: dict[str, list[tuple]] = {"order_events": [], "trade_decisions": [], "risk_events": [],
+                                             "exec_report_history": []}
+        self.blocked: list[str] = []
+        self.opened_paper: list[str] = []
+        self.stats = ReplayStats()
+        self._policy: dict[str, dict[str, object]] = {}
+        for account in spec.accounts:
+            self.book.open_account(account.account_id, account.capital, max_leverage=account.max_leverage)
+            self._set_policy(account.account_id, account.policy)
+
+    def _set_policy(self, account_id: str, changes: dict[str, object]) -> None:
+        merged = {**self._policy.get(account_id, {}), **changes}
+        self._policy[account_id] = merged
+        self.book.set_policy(account_id, merged)
+
+    def run(self, bars: pd.DataFrame, signals: pd.DataFrame, on_progress: Callable[[int], None] | None) -> None:
+        due = self._signals_by_time(signals)
+        changes = sorted(self.spec.policy_changes, key=lambda c: c.at)
+        codes, symbols = pd.factorize(bars.symbol, sort=False)
+        ts = bars.ts.to_numpy()
+        starts = np.flatnonzero(np.r_[True, ts[1:] != ts[:-1]])
+        ends = np.r_[starts[1:], len(bars)]
+        opens, highs, lows, closes, volumes = (bars[c].to_numpy() for c in ("open", "high", "low", "close", "volume"))
+        last_row = np.full(len(symbols), -1)
+        code_of = {symbol: code for code, symbol in enumerate(symbols)}
+        minute_ts = bars.ts.iloc[starts].dt.to_pydatetime()
+        for lo, hi, bar_ts in zip(starts, ends, minute_ts):
+            self.now = bar_ts + BAR  # the minute's bars are complete at their close
+            while changes and changes[0].at <= self.now:
+                change = changes.pop(0)
+                self._set_policy(change.account_id, change.changes)
+            at_close: list[OrderEvent] = []
+            if self.broker.has_live_orders:
+                for row in range(lo, hi):
+                    self.broker.on_bar(symbols[codes[row]], bar_ts, *(_decimal(a[row]) for a in
+                                                                       (opens, highs, lows, closes, volumes)))
+                events = self.broker.poll_events()
+                # a fill stamped at the close is not in that close's equity (pnl_timeseries): after the marks
+                at_close = [e for e in events if e.event_ts >= self.now]
+                self._record([e for e in events if e.event_ts < self.now])
+            last_row[codes[lo:hi]] = np.arange(lo, hi)
+            held = [(symbol, bar_ts, _decimal(closes[last_row[code]])) for symbol in self.book.held_symbols()
+                    if lo <= last_row[code := code_of[symbol]] < hi]
+            if held:
+                self.book.on_bars(held)
+            if at_close:
+                self._record(at_close)
+            pending = due.pop(self.now, None)
+            if pending:
+                self._decide(pending, lambda symbol: self._mark_for(symbol, last_row, code_of, ts, closes))
+            if on_progress:
+                on_progress(hi - lo)
+
+    def _mark_for(self, symbol: str, last_row: np.ndarray, code_of: dict, ts: np.ndarray, closes: np.ndarray) -> None:
+        """A symbol about to be held gets its last close as a mark (no equity sample)."""
+        row = last_row[code_of[symbol]] if symbol in code_of else -1
+        if row >= 0:
+            self.book.set_mark(symbol, pd.Timestamp(ts[row]).to_pydatetime(), _decimal(closes[row]))
+
+    @staticmethod
+    def _signals_by_time(signals: pd.DataFrame) -> dict[datetime, list[Signal]]:
+        columns = [c for c in signals.columns if c in Signal.__slots__]
+        due: dict[datetime, list[Signal]] = {}
+        for row in signals.itertuples(index=False):
+            values = {c: getattr(row, c) for c in columns}
+            values["signal_ts"] = values["signal_ts"].to_pydatetime()
+            values["atr_14"] = None if pd.isna(values["atr_14"]) else float(values["atr_14"])
+            values["ref_price"] = None if values["ref_price"] is None or pd.isna(values["ref_price"]) else Decimal(
+                str(values["ref_price"]))
+            due.setdefault(row.decide_at.to_pydatetime(), []).append(Signal(**values))
+        return due
+
+    def _decide(self, signals: list[Signal], mark: Callable[[str], None]) -> None:
+        """The gate decides every signal due, then the accepted orders go out (as the live
+        session: the adapter submits after the gate's pass)."""
+        accepted: list[Decision] = []
+        for signal in signals:
+            effects = self.keeper.decide(signal)
+            self.stats.count(effects.decisions[0])
+            self.blocked += effects.blocked
+            self.opened_paper += effects.opened_paper
+            for table, rows in decision_rows(effects, self.now, GATE_ID).items():
+                self.rows[table] += rows
+            accepted += [d for d in effects.decisions if d.accepted]
+        for decision in accepted:
+            mark(decision.signal.symbol)
+            order = _order_for(decision, self.now)
+            self.orders[order.client_order_id] = order
+            self.broker.submit(order)
+        if accepted:
+            self._record(self.broker.poll_events())
+
+    def _record(self, events: list[OrderEvent]) -> None:
+        for event in events:
+            order = self.orders[event.client_order_id]
+            self.rows["order_events"].append(order_event_row(order, event, self.source))
+            if event.last_fill_qty > 0:
+                fill = fill_from_event(order, event)
+                self.rows["exec_report_history"].append((*(getattr(fill, f) for f in EXEC_FIELDS), self.source, self.source,
+                                                          self.now))
+                self.book.on_fill(BookFill(fill.account_id, fill.strategy_id, fill.symbol, fill.order_id,
+                                           fill.fill_id, fill.side, fill.fill_qty, fill.fill_price, fill.fee,
+                                           fill.exec_ts))
+            self.book.on_order_status(event.client_order_id, event.status)
+
+
+def _decimal(value: float) -> Decimal:
+    # the text a float is written to the database as: the same number in memory and in the views
+    return Decimal(repr(float(value)))
+
+
+def _order_for(decision: Decision, decided_at: datetime) -> Order:
+    """The order an accepted decision stands for, on the terms the gate wrote (the NEW event)."""
+    signal, terms = decision.signal, decision.terms
+    limit_price, stop_price = terms.prices(signal.action, signal.ref_price)
+    return Order(client_order_id=decision.client_order_id, account_id=decision.account_id,
+                 strategy_id=signal.strategy_id, symbol=signal.symbol, side=Side(signal.action), qty=decision.qty,
+                 order_type=terms.order_type, time_in_force=terms.time_in_force, limit_price=limit_price,
+                 stop_price=stop_price, ref_price=signal.ref_price, created_at=decided_at)
+
+
 class Backtest:
     """model_vars: dbt vars the backtest schema is deployed with (e.g. other
     strategy params, pnl_method); the schema is redeployed whenever they or
@@ -181,45 +353,82 @@ class Backtest:
         self.bt_settings = backtest_settings(settings)
         self.model_vars = {"temporal_filter": False, **(model_vars or {})}
 
-    def run(self, spec: BacktestSpec, bars: pd.DataFrame, *, run_id: str | None = None,
+    def run(self, spec: BacktestSpec, bars: pd.DataFrame | None = None, *, run_id: str | None = None,
             on_progress: Callable[[int], None] | None = None, report: Path | None = None,
             tz: str = performance.DEFAULT_TZ) -> BacktestResult:
-        bars = self._select_bars(spec, bars)
-        run_id = run_id or f"bt-{spec.fingerprint(bars)}"
+        """bars: the run's 1-minute bars (COPYed in); None takes the main schema's
+        bars of spec.symbols over the period, moved inside the engine."""
         seconds: dict[str, float] = {}
         started = time.perf_counter()
+        for change in spec.policy_changes:
+            policy.validate(change.changes)
         self._prepare_schema()
         with engine.connect(self.bt_settings) as conn:
             self._empty_raw_tables(conn)
+            bars = self._load_bars(conn, spec, bars)
+            run_id = run_id or f"bt-{spec.fingerprint(bars)}"
             self._open_accounts(conn, spec)
-            # bulk ingest on the run's last clock: every bar is in the past
-            PriceIngester(conn, self.bt_settings, source=f"backtest:{run_id}", clock=lambda: spec.end).ingest(
-                [bars.iloc[i:i + 100_000] for i in range(0, len(bars), 100_000)])
-            conn.execute("ANALYZE price_1m_history")
             seconds["ingest"] = time.perf_counter() - started
             lap = time.perf_counter()
             signals = self._signals(conn, spec, bars)
             seconds["signals"] = time.perf_counter() - lap
             lap = time.perf_counter()
-            session = ReplaySession(conn, self.bt_settings, paper=spec.paper, consumer="backtest",
-                                    policy_changes=spec.policy_changes, max_signal_age=spec.max_signal_age,
-                                    shadow=spec.shadow)
-            self._replay(session, bars, signals, on_progress)
+            replay = SequentialReplay(spec, *self._terms(conn), source=f"backtest:{run_id}")
+            replay.run(bars, signals, on_progress)
             seconds["replay"] = time.perf_counter() - lap
             lap = time.perf_counter()
-            analysis = self._analyse(conn, spec, tz)
+            self._write(conn, spec, replay)
+            self._check_book(conn, spec, replay.book)
+            seconds["write"] = time.perf_counter() - lap
+            lap = time.perf_counter()
+            self._store_results(conn, spec, run_id)
+            seconds["store"] = time.perf_counter() - lap
+            lap = time.perf_counter()
+            analysis = self._analyse(conn, spec, run_id, tz)
             seconds["metrics"] = time.perf_counter() - lap
             lap = time.perf_counter()
-            self._store(conn, spec, run_id, bars, len(signals), session, seconds, analysis)
+            self._store_run(conn, spec, run_id, bars, len(signals), replay.stats, seconds, analysis)
             if report is not None:
                 write_report(self._report_data(spec, run_id, bars, analysis, tz), report)
-            seconds["store"] = time.perf_counter() - lap
-        stats = session.stats
+            seconds["store"] += time.perf_counter() - lap
+        stats = replay.stats
         return BacktestResult(run_id, len(bars), len(signals), stats.decisions, stats.accepted, dict(stats.rejects),
                               {k: round(v, 3) for k, v in seconds.items()}, analysis.by_account,
                               analysis.by_strategy)
 
     # -- set-based part -----------------------------------------------------------
+    def _load_bars(self, conn: psycopg.Connection, spec: BacktestSpec, bars: pd.DataFrame | None) -> pd.DataFrame:
+        """The run's bars in the backtest schema, and in memory sorted by (ts, symbol)."""
+        if bars is not None:
+            bars = self._select_bars(spec, bars)
+            # every bar is in the past of the run
+            copy_frame(conn, "price_1m_history", bars[list(BAR_COLUMNS[:7])].assign(
+                source="backtest", batch_id="backtest", received_at=spec.end))
+        else:
+            main = self.settings.schema
+            if spec.symbols is not None:
+                known = {row[0] for row in conn.execute(
+                    f'SELECT DISTINCT symbol FROM "{main}".price_1m_history WHERE symbol = ANY(%s)',
+                    (list(spec.symbols),))}
+                if set(spec.symbols) - known:
+                    raise BacktestError(f"symbols: no bars for {sorted(set(spec.symbols) - known)}")
+            # the main schema's deduplicated bars, moved inside the engine: validated once, at ingest
+            conn.execute(
+                f"INSERT INTO price_1m_history ({', '.join(BAR_COLUMNS)})"
+                f" SELECT symbol, bar_ts, open, high, low, close, volume, 'backtest', 'backtest', %s"
+                f' FROM "{main}".stg_prices WHERE bar_ts >= %s AND bar_ts < %s'
+                f" AND (%s::text[] IS NULL OR symbol = ANY(%s))",
+                (spec.end, spec.start, spec.end, list(spec.symbols) if spec.symbols else None,
+                 list(spec.symbols) if spec.symbols else None))
+            bars = engine.query_frame(
+                conn, "SELECT symbol, ts, open::float8 AS open, high::float8 AS high, low::float8 AS low,"
+                " close::float8 AS close, volume::float8 AS volume FROM price_1m_history ORDER BY ts, symbol")
+            if bars.empty:
+                raise BacktestError(f"bars: none between {spec.start} and {spec.end}")
+            bars["ts"] = pd.to_datetime(bars.ts, utc=True)
+        conn.execute("ANALYZE price_1m_history")
+        return bars
+
     @staticmethod
     def _select_bars(spec: BacktestSpec, bars: pd.DataFrame) -> pd.DataFrame:
         missing = {"symbol", "ts", "open", "high", "low", "close", "volume"} - set(bars.columns)
@@ -287,43 +496,61 @@ class Backtest:
         signals["decide_at"] = decision_times(bars, signals, spec.max_signal_age)
         return signals.dropna(subset=["decide_at"])
 
-    # -- sequential part ------------------------------------------------------------
     @staticmethod
-    def _replay(session: ReplaySession, bars: pd.DataFrame, signals: pd.DataFrame,
-                on_progress: Callable[[int], None] | None) -> None:
-        columns = [c for c in signals.columns if c in Signal.__slots__]
-        due: dict[pd.Timestamp, list[Signal]] = {}
-        for row in signals.itertuples(index=False):
-            values = {c: getattr(row, c) for c in columns}
-            values["signal_ts"] = values["signal_ts"].to_pydatetime()
-            values["atr_14"] = None if pd.isna(values["atr_14"]) else float(values["atr_14"])
-            due.setdefault(row.decide_at, []).append(Signal(**values))
-        minutes = bars.groupby("ts", sort=True)
-        for ts, minute in minutes:
-            session.begin_minute(ts.to_pydatetime())
-            session.trade(ts.to_pydatetime(), minute)
-            pending = due.pop(ts + pd.Timedelta(BAR), None)
-            if pending:
-                session.decide(pending)
-            session.end_minute(len(minute))
-            if on_progress:
-                on_progress(len(minute))
-        session.close()
+    def _terms(conn: psycopg.Connection) -> tuple[dict[str, Sizing], dict[str, Decimal]]:
+        """Each strategy's sizing and weight multiplier, read once for the run."""
+        terms = Gatekeeper(AccountBook(), clock=datetime.now, max_signal_age=timedelta(0))
+        load_terms(conn, terms)
+        return terms.terms, terms.multipliers
+
+    def _write(self, conn: psycopg.Connection, spec: BacktestSpec, replay: SequentialReplay) -> None:
+        """The sequential part's rows, in bulk: paper accounts and blocks first (account
+        versions), then policy changes as the operator's, then decisions, order events,
+        fills and risk events."""
+        for account_id in dict.fromkeys(replay.opened_paper):
+            accounts.add(conn, account_id, capital=PAPER_CAPITAL, max_leverage=PAPER_LEVERAGE)
+        for change in sorted(spec.policy_changes, key=lambda c: c.at):
+            policy.update(conn, change.account_id, updated_by=change.updated_by, at=change.at, **change.changes)
+        for account_id in dict.fromkeys(replay.blocked):
+            accounts.set_status(conn, account_id, "BLOCKED", updated_by=GATE_ID)
+        for table, rows in replay.rows.items():
+            if rows:
+                copy_rows(conn, table, WRITTEN_COLUMNS[table], rows)
+        for table in replay.rows:
+            conn.execute(f"ANALYZE {table}")
+
+    def _check_book(self, conn: psycopg.Connection, spec: BacktestSpec, book: AccountBook) -> None:
+        """The book's final state against the views, every account: positions, cash, realized P&L."""
+        mismatches = reconcile(conn, self.bt_settings, book, spec.end)
+        if mismatches:
+            raise BacktestMismatchError("account book and views differ at the end of the run: " + "; ".join(
+                f"{m.account_id} {m.describe()}" for m in mismatches[:10]))
 
     # -- results ----------------------------------------------------------------------
-    def _analyse(self, conn: psycopg.Connection, spec: BacktestSpec, tz: str) -> Analysis:
-        """Metrics per account, per strategy and for the run, from the run's views at its end."""
+    def _analyse(self, conn: psycopg.Connection, spec: BacktestSpec, run_id: str, tz: str) -> Analysis:
+        """Metrics per account, per strategy and for the run, from the run's views at its end
+        (as stored under the run_id when the outputs keep them: each view is computed once)."""
+        main = self.settings.schema
+        full = spec.outputs == "full"
         with engine.read_scope(conn, self.bt_settings, as_of=spec.end):
-            equity = engine.query_frame(conn, "SELECT account_id, bar_ts AS ts, equity FROM pnl_timeseries")
-            trades = engine.query_frame(conn, "SELECT * FROM trade_match_history ORDER BY match_ts, match_id")
-            fills = performance.fills_from_exec_reports(engine.query_frame(conn, "SELECT * FROM stg_execs ORDER BY exec_ts"))
+            # epoch seconds: a float column converts to timestamps at once, tz-aware objects do not
+            equity = engine.query_frame(
+                conn, "SELECT account_id, extract(epoch FROM bar_ts)::float8 AS epoch, equity::float8 AS equity FROM "
+                + (f'"{main}".backtest_equity WHERE run_id = %s' if full else "pnl_timeseries"), (run_id,) if full else ())
+            equity = pd.DataFrame({"account_id": equity.account_id, "ts": pd.to_datetime(equity.epoch, unit="s",
+                                                                                          utc=True),
+                                   "equity": equity.equity})
+            trades = engine.query_frame(conn, f'SELECT * FROM "{main}".backtest_matches WHERE run_id = %s'
+                                        " ORDER BY match_ts, match_id", (run_id,)).drop(columns="run_id")
+            fills = performance.fills_from_exec_reports(engine.query_frame(
+                conn, "SELECT * FROM stg_execs ORDER BY exec_ts"))
             rejects = engine.query_frame(conn, "SELECT reject_code, strategy_id, account_id, count(*) AS count"
-                                   " FROM trade_rejections GROUP BY 1, 2, 3 ORDER BY 4 DESC, 1, 2, 3")
+                                               " FROM trade_rejections GROUP BY 1, 2, 3 ORDER BY 4 DESC, 1, 2, 3")
         capital = {a.account_id: a.capital for a in spec.accounts}
         # every account starts the run at its capital (pnl_timeseries starts at its first fill)
         opening = pd.DataFrame({"account_id": list(capital), "ts": spec.start,
                                 "equity": [float(c) for c in capital.values()]})
-        equity = pd.concat([opening, performance.equity_from_pnl_timeseries(equity)], ignore_index=True)
+        equity = pd.concat([opening, equity], ignore_index=True)
         common = {"initial_equity": capital, "tz": tz}
         return Analysis(
             equity=performance.combine_equity(equity, "account_id", capital),
@@ -350,20 +577,25 @@ class Backtest:
             trades=analysis.trades[[c for c in TRADE_REPORT_COLUMNS if c in analysis.trades.columns]],
             rejects_by_code=analysis.rejects)
 
-    def _store(self, conn: psycopg.Connection, spec: BacktestSpec, run_id: str, bars: pd.DataFrame, signals: int,
-               session: ReplaySession, seconds: dict[str, float], analysis: Analysis) -> None:
+    def _store_results(self, conn: psycopg.Connection, spec: BacktestSpec, run_id: str) -> None:
+        """The run's views, as they stand at its end, under its run_id in the main schema."""
         main, bt = self.settings.schema, self.bt_settings.schema
-        conn.execute(f'CREATE TABLE IF NOT EXISTS "{main}".backtest_runs (run_id text PRIMARY KEY, spec jsonb,'
-                     ' period_start timestamptz, period_end timestamptz, symbols text[], bars bigint, signals bigint,'
-                     ' decisions bigint, accepted bigint, rejects jsonb, seconds jsonb, finished_at timestamptz)')
         for table, (relation, kept_by) in RESULTS.items():
             conn.execute(f"CREATE TABLE IF NOT EXISTS \"{main}\".{table} AS"
                          f" SELECT ''::text AS run_id, * FROM \"{bt}\".{relation} WITH NO DATA")
+            conn.execute(f'CREATE INDEX IF NOT EXISTS {table}_run ON "{main}".{table} (run_id)')
             conn.execute(f'DELETE FROM "{main}".{table} WHERE run_id = %s', (run_id,))
             if spec.outputs in kept_by:
                 # the snapshot at the run's end: open positions marked at the final prices
                 with engine.read_scope(conn, self.bt_settings, as_of=spec.end):
                     conn.execute(f'INSERT INTO "{main}".{table} SELECT %s, * FROM "{bt}".{relation}', (run_id,))
+
+    def _store_run(self, conn: psycopg.Connection, spec: BacktestSpec, run_id: str, bars: pd.DataFrame, signals: int,
+                   stats: ReplayStats, seconds: dict[str, float], analysis: Analysis) -> None:
+        main = self.settings.schema
+        conn.execute(f'CREATE TABLE IF NOT EXISTS "{main}".backtest_runs (run_id text PRIMARY KEY, spec jsonb,'
+                     ' period_start timestamptz, period_end timestamptz, symbols text[], bars bigint, signals bigint,'
+                     ' decisions bigint, accepted bigint, rejects jsonb, seconds jsonb, finished_at timestamptz)')
         conn.execute(f'CREATE TABLE IF NOT EXISTS "{main}".backtest_metrics (run_id text, scope text, key text,'
                      ' metrics jsonb, PRIMARY KEY (run_id, scope, key))')
         conn.execute(f'DELETE FROM "{main}".backtest_metrics WHERE run_id = %s', (run_id,))
@@ -372,7 +604,6 @@ class Backtest:
                 (run_id, scope, str(key), json.dumps({k: _json_number(v) for k, v in row.items()}))
                 for scope, frame in (("account", analysis.by_account), ("strategy", analysis.by_strategy))
                 for key, row in frame.iterrows()])
-        stats = session.stats
         conn.execute(
             f'INSERT INTO "{main}".backtest_runs VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now())'
             ' ON CONFLICT (run_id) DO UPDATE SET spec = excluded.spec, period_start = excluded.period_start,'

@@ -1,14 +1,17 @@
 """The decision gate: TradePicker routing, sizing and pre-trade risk.
 
-Views say what is true (positions, pending orders, equity, policy); whether a
-signal becomes an order has to be decided once, in order, and never revised,
-which no engine's views can do portably. So one small process reads the views,
-decides each new signal, and appends the immutable decision (with the inputs
-it saw) to trade_decisions, plus a NEW order event for an accepted one.
+Whether a signal becomes an order has to be decided once, in order, and never
+revised, which no engine's views can do portably. So one small process
+decides each new signal and appends the immutable decision (with the inputs
+it saw) to trade_decisions, plus a NEW order event for an accepted one, in
+one transaction. It decides from hot state, the account book
+(tradeflow.trading.book), rebuilt from the views at start-up, followed
+through the change feeds and reconciled against the views on a cadence: no
+decision re-reads history. The backtest decides through the same Gatekeeper.
 
-Decisions are serialized: one lock covers reading the state, deciding and
-writing, so concurrent candidates can never jointly break a limit. Run one
-gate per deployment.
+Decisions are serialized: one lock covers bringing the book up to date,
+deciding and writing, so concurrent candidates can never jointly break a
+limit. Run one gate per deployment.
 
 Routing (seed design): a BUY goes to an ACTIVE account not holding the
 symbol, least open symbols first (open and pending count), least recently
@@ -26,7 +29,8 @@ import json
 import logging
 import math
 import threading
-from dataclasses import dataclass, field, replace
+import time
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Callable, Iterable
@@ -47,6 +51,8 @@ from tradeflow.config import Settings
 from tradeflow.engine import read_scope
 from tradeflow.reasons import ReasonCode
 from tradeflow.trading import accounts, orders
+from tradeflow.trading.book import AccountBook, AccountState, Pending
+from tradeflow.trading.book_sync import BookFollower, Mismatch, bootstrap, reconcile
 from tradeflow.trading.orders import ManualOrder
 from tradeflow.writer import insert_rows
 
@@ -54,11 +60,7 @@ DECISION_COLUMNS = ("decision_id", "signal_id", "strategy_id", "symbol", "action
                     "reject_code", "qty", "ref_price", "client_order_id", "inputs", "signal_ts", "decided_at",
                     "gate_id")
 log = logging.getLogger("tradeflow.gate")
-# account_risk_inputs as the gate reads it: every column but peak_equity (see DecisionGate._peak_equity)
-RISK_INPUT_COLUMNS = ("account_id", "status", "kill_switch", "max_open_symbols", "allow_scale_in",
-                      "sell_requires_long", "max_order_notional", "max_position_qty", "max_concentration_pct",
-                      "max_drawdown_pct", "risk_per_trade_pct", "max_leverage", "reservation_ttl_seconds", "cash",
-                      "equity", "initial_capital", "gross_exposure")
+book_log = logging.getLogger("tradeflow.book")
 TIMEFRAMES = {"1m": timedelta(minutes=1), "5m": timedelta(minutes=5), "15m": timedelta(minutes=15),
               "1h": timedelta(hours=1)}
 
@@ -109,61 +111,10 @@ class Sizing:
         return None, price.quantize(self.tick_size, rounding=ROUND_CEILING if buy else ROUND_FLOOR)
 
 
-@dataclass(frozen=True, slots=True)
-class Pending:
-    strategy_id: str
-    symbol: str
-    action: str
-    open_qty: Decimal
-    ref_price: Decimal
-
-
-@dataclass(frozen=True, slots=True)
-class AccountState:
-    account_id: str
-    status: str
-    kill_switch: bool
-    max_open_symbols: int
-    allow_scale_in: bool
-    sell_requires_long: bool
-    max_order_notional: Decimal | None
-    max_position_qty: Decimal | None
-    max_concentration_pct: Decimal | None
-    max_drawdown_pct: Decimal | None
-    risk_per_trade_pct: Decimal
-    max_leverage: Decimal
-    reservation_ttl_seconds: int
-    cash: Decimal
-    equity: Decimal
-    peak_equity: Decimal
-    gross_exposure: Decimal
-    positions: dict[tuple[str, str], Decimal] = field(default_factory=dict)  # (strategy, symbol) -> net qty
-    symbol_exposure: dict[str, Decimal] = field(default_factory=dict)       # symbol -> |market value|
-    pending: tuple[Pending, ...] = ()
-    last_accepted_at: datetime | None = None
-
-    @property
-    def open_symbols(self) -> set[str]:
-        held = {symbol for (_, symbol), qty in self.positions.items() if qty != 0}
-        return held | {p.symbol for p in self.pending if p.action == "BUY"}
-
-    def holds(self, symbol: str) -> bool:
-        return any(qty != 0 for (_, s), qty in self.positions.items() if s == symbol)
-
-    def summary(self) -> dict[str, object]:
-        """The inputs a decision saw, stored with it."""
-        return {
-            "account_id": self.account_id, "status": self.status, "kill_switch": self.kill_switch,
-            "open_symbols": sorted(self.open_symbols), "pending_orders": len(self.pending),
-            "equity": str(self.equity), "peak_equity": str(self.peak_equity), "cash": str(self.cash),
-            "gross_exposure": str(self.gross_exposure), "max_open_symbols": self.max_open_symbols,
-            "max_leverage": str(self.max_leverage),
-        }
-
-
 # a strategy's shadow account trades every signal, for unbiased scoring
 PAPER_CAPITAL = Decimal(100_000)
 PAPER_OPEN_SYMBOLS = 1_000_000
+PAPER_LEVERAGE = Decimal(100)
 
 
 def paper_account_id(strategy_id: str) -> str:
@@ -307,24 +258,214 @@ def _decide_sell(signal: Signal, states: list[AccountState], inputs: dict[str, o
     return Decision(signal, True, account.account_id, qty, None, {**inputs, "account": account.summary()})
 
 
+@dataclass(frozen=True, slots=True)
+class Effects:
+    """What deciding one signal changes, written together (one transaction live, in bulk in a backtest)."""
+    decisions: tuple[Decision, ...]
+    blocked: tuple[str, ...] = ()        # accounts blocked for a drawdown breach on the way
+    opened_paper: tuple[str, ...] = ()   # strategies' paper accounts opened for this decision
+
+
+class Gatekeeper:
+    """Decides signals from the account book: routing, sizing, every risk check and the
+    book's update, with no SQL. The live gate and the backtest both decide through it."""
+
+    def __init__(self, book: AccountBook, *, clock: Callable[[], datetime], max_signal_age: timedelta,
+                 shadow: bool = False) -> None:
+        self.book = book
+        self.clock = clock
+        self.max_signal_age = max_signal_age
+        self.shadow = shadow
+        self.terms: dict[str, Sizing] = {}             # strategy -> sizing and order terms
+        self.multipliers: dict[str, Decimal] = {}      # strategy -> weight-derived size multiplier
+        self.halted: set[str] = set()                  # accounts whose book disagreed with the views
+
+    def is_stale(self, signal: Signal) -> bool:
+        bar_close = signal.signal_ts + TIMEFRAMES.get(signal.timeframe, timedelta(minutes=1))
+        return self.clock() - bar_close > self.max_signal_age
+
+    def _states(self, now: datetime) -> list[AccountState]:
+        states = self.book.states(now)
+        # an account the reconciliation halted takes no new risk, as a BLOCKED one
+        return [replace(s, status="BLOCKED") if s.account_id in self.halted else s for s in states]
+
+    def decide(self, signal: Signal) -> Effects:
+        if self.is_stale(signal):
+            return Effects((Decision(signal, False, None, Decimal(0), ReasonCode.STALE_SIGNAL, {}),))
+        now = self.clock()
+        opened: tuple[str, ...] = ()
+        paper_id = paper_account_id(signal.strategy_id)
+        if self.shadow and paper_id not in self.book.accounts:
+            self.book.open_account(paper_id, PAPER_CAPITAL, max_leverage=PAPER_LEVERAGE)
+            opened = (paper_id,)
+        states = self._states(now)
+        sizing = self.terms.get(signal.strategy_id, Sizing())
+        multiplier = self.multipliers.get(signal.strategy_id, Decimal(1))
+        # the strategy's weight scales its size; TradePicker limits and risk checks still apply
+        weighted = replace(signal, size_hint=signal.size_hint * float(multiplier))
+        decision = decide(weighted, [a for a in states if not is_shadow(a.account_id)], sizing)
+        decision = replace(decision, signal=signal, inputs={**decision.inputs, "size_multiplier": str(multiplier)})
+        decisions = [decision]
+        if self.shadow:  # the paper account has no open-symbol cap
+            paper = [replace(a, max_open_symbols=PAPER_OPEN_SYMBOLS) for a in states if a.account_id == paper_id]
+            decisions.append(replace(decide(signal, paper, sizing), shadow=True))
+        return self._apply(Effects(tuple(decisions), decision.blocked_accounts, opened), now)
+
+    def decide_manual(self, signal: Signal, account_id: str, terms: Sizing, manual: dict[str, object]) -> Effects:
+        if self.is_stale(signal):
+            return Effects((Decision(signal, False, account_id, Decimal(0), ReasonCode.STALE_SIGNAL,
+                                     {"manual": manual}),))
+        now = self.clock()
+        decision = decide(signal, [a for a in self._states(now) if a.account_id == account_id], terms)
+        return self._apply(Effects((replace(decision, inputs={**decision.inputs, "manual": manual}),),
+                                   decision.blocked_accounts), now)
+
+    def _apply(self, effects: Effects, now: datetime) -> Effects:
+        for account_id in effects.blocked:
+            self.book.set_status(account_id, "BLOCKED")
+        for d in effects.decisions:
+            if d.accepted:
+                self.book.on_accepted(d.client_order_id, d.account_id, d.signal.strategy_id, d.signal.symbol,
+                                      d.signal.action, d.qty, d.signal.ref_price or Decimal(0), now)
+        return effects
+
+
+def sizing_from_params(params: dict | None) -> Sizing:
+    """A strategy's terms from its strategy_config params."""
+    params = params or {}
+    defaults = Sizing()
+    return Sizing(atr_multiple=Decimal(str(params.get("atr_multiple", defaults.atr_multiple))),
+                  lot_size=Decimal(str(params.get("lot_size", defaults.lot_size))),
+                  order_type=OrderType(params.get("order_type", defaults.order_type)),
+                  time_in_force=TimeInForce(params.get("time_in_force", defaults.time_in_force)),
+                  limit_offset_bps=Decimal(str(params.get("limit_offset_bps", defaults.limit_offset_bps))),
+                  stop_offset_bps=Decimal(str(params.get("stop_offset_bps", defaults.stop_offset_bps))),
+                  fixed_qty=Decimal(str(params["fixed_qty"])) if params.get("fixed_qty") else None)
+
+
+def load_terms(conn: psycopg.Connection, keeper: Gatekeeper) -> None:
+    """Every strategy's sizing and weight multiplier (a few rows, read per pass)."""
+    keeper.terms = {strategy_id: sizing_from_params(params) for strategy_id, params in
+                    conn.execute("SELECT strategy_id, params FROM strategy_config").fetchall()}
+    keeper.multipliers = {strategy_id: Decimal(str(m)) for strategy_id, m in conn.execute(
+        "SELECT strategy_id, size_multiplier FROM strategy_weights_latest WHERE size_multiplier IS NOT NULL")}
+
+
+def decision_rows(effects: Effects, now: datetime, gate_id: str) -> dict[str, list[tuple]]:
+    """The rows one decision's effects append: NEW order events, decisions, risk events."""
+    rows: dict[str, list[tuple]] = {"order_events": [], "trade_decisions": [], "risk_events": []}
+    for account_id in effects.blocked:
+        rows["risk_events"].append((
+            f"drawdown:{account_id}:{now.isoformat()}", account_id, None, str(ReasonCode.DRAWDOWN_BREACHED),
+            "CRITICAL", "equity fell below peak by more than max_drawdown_pct: account blocked", now, gate_id))
+    for d in effects.decisions:
+        signal, terms = d.signal, d.terms
+        if d.accepted:
+            limit_price, stop_price = terms.prices(signal.action, signal.ref_price)
+            rows["order_events"].append((
+                d.client_order_id, d.account_id, signal.strategy_id, signal.symbol, signal.action,
+                str(terms.order_type), str(terms.time_in_force), d.qty, limit_price, stop_price,
+                str(OrderStatus.NEW), Decimal(0), None, "", now, gate_id))
+        rows["trade_decisions"].append((
+            d.decision_id, signal.signal_id, signal.strategy_id, signal.symbol, signal.action, d.account_id,
+            "ACCEPTED" if d.accepted else "REJECTED", None if d.code is None else str(d.code),
+            d.qty if d.accepted else None, signal.ref_price, d.client_order_id, json.dumps(d.inputs, default=str),
+            signal.signal_ts, now, gate_id))
+    return rows
+
+
+RISK_EVENT_COLUMNS = ("event_id", "account_id", "symbol", "rule", "severity", "message", "ts", "source")
+ROW_COLUMNS = {"order_events": ORDER_EVENT_COLUMNS, "trade_decisions": DECISION_COLUMNS,
+               "risk_events": RISK_EVENT_COLUMNS}
+
+
 class DecisionGate:
-    """Reads the views, decides each undecided signal once, appends the decision."""
+    """The live gate: decides each undecided signal once from its account book and
+    appends the decision, its NEW order and any block in one transaction.
+
+    The book is rebuilt from the views before the first decision (nothing is
+    decided until it is), then followed through the change feeds, and
+    reconciled against the views every `reconcile_every` of wall time."""
 
     def __init__(self, conn: psycopg.Connection, settings: Settings, *, gate_id: str = "gate",
                  clock: Callable[[], datetime] = utc_now, max_signal_age: timedelta = timedelta(minutes=2),
-                 shadow: bool = False) -> None:
+                 shadow: bool = False, reconcile_every: timedelta = timedelta(minutes=1)) -> None:
         self.conn = conn
-        # shadow: each signal is also decided for its strategy's paper account
-        # (no open-symbol cap, unweighted), whose matches score the strategy
-        self.shadow = shadow
         self.settings = settings
         self.gate_id = gate_id
         self.clock = clock
         # a signal is acted on only while its bar is fresh: a gate started on
         # top of history, or catching up after an outage, must not trade the past
         self.max_signal_age = max_signal_age
+        self.shadow = shadow
+        self.reconcile_every = reconcile_every
+        self.keeper = Gatekeeper(AccountBook(), clock=clock, max_signal_age=max_signal_age, shadow=shadow)
+        self._follower: BookFollower | None = None
+        self._next_reconcile = 0.0
         self._lock = threading.Lock()
 
+    @property
+    def book(self) -> AccountBook:
+        return self.keeper.book
+
+    @property
+    def ready(self) -> bool:
+        """True once the book has been rebuilt from the views."""
+        return self._follower is not None
+
+    def close(self) -> None:
+        if self._follower is not None:
+            self._follower.close()
+            self._follower = None
+
+    # -- the book ------------------------------------------------------------------------
+    def _rebuild(self) -> None:
+        self.close()
+        book = AccountBook()
+        # feeds first: what arrives during the bootstrap read is seen twice and applied once
+        follower = BookFollower(self.conn, self.settings, book, consumer=self.gate_id)
+        bootstrap(self.conn, self.settings, book, self.clock())
+        self.keeper.book = book
+        self._follower = follower
+        book_log.info("account book rebuilt from the views", extra={"accounts": len(book.accounts)})
+
+    def sync(self) -> None:
+        """Bring the book up to date (rebuilding it first if it was never built)."""
+        if self._follower is None:
+            self._rebuild()
+            self.reconcile()
+        else:
+            self._follower.sync(self.clock())
+            if time.monotonic() >= self._next_reconcile:
+                self.reconcile()
+        load_terms(self.conn, self.keeper)
+
+    def reconcile(self) -> list[Mismatch]:
+        """Book against views. A difference that survives a catch-up raises a CRITICAL
+        risk event per account (BOOK_MISMATCH) and rebuilds the book from the views; an
+        account still different after that takes no new risk until one agrees."""
+        self._next_reconcile = time.monotonic() + self.reconcile_every.total_seconds()
+        now = self.clock()
+        found = reconcile(self.conn, self.settings, self.book, now)
+        if found:  # a fill may have landed between the book's sync and the views' read
+            self._follower.sync(now)
+            found = reconcile(self.conn, self.settings, self.book, now)
+        if not found:
+            self.keeper.halted.clear()
+            return []
+        by_account: dict[str, list[Mismatch]] = {}
+        for mismatch in found:
+            by_account.setdefault(mismatch.account_id, []).append(mismatch)
+        insert_rows(self.conn, "risk_events", RISK_EVENT_COLUMNS, [(
+            f"book:{account_id}:{now.isoformat()}", account_id, None, str(ReasonCode.BOOK_MISMATCH), "CRITICAL",
+            "account book differs from the views (" + "; ".join(m.describe() for m in items) + "): rebuilt",
+            now, self.gate_id) for account_id, items in by_account.items()], batch_rows=100)
+        book_log.error("account book differs from the views: rebuilding", extra={"accounts": sorted(by_account)})
+        self._rebuild()
+        self.keeper.halted = {m.account_id for m in reconcile(self.conn, self.settings, self.book, now)}
+        return found
+
+    # -- signals -------------------------------------------------------------------------
     def undecided_signals(self, limit: int = 1000) -> list[Signal]:
         """Undecided signals of fresh bars, oldest first. Each timeframe is read
         over its live window only: the newest live_warmup_bars bars of the
@@ -348,20 +489,7 @@ class DecisionGate:
 
     def run_once(self, limit: int = 1000) -> list[Decision]:
         manual = [self.decide_manual(request) for request in orders.pending_manual_orders(self.conn)]
-        return manual + self._run_signals(limit)
-
-    def _run_signals(self, limit: int) -> list[Decision]:
-        signals = self.undecided_signals(limit)
-        stale = [s for s in signals if self._is_stale(s)]
-        if stale:
-            with self._lock:
-                self._write_all([Decision(s, False, None, Decimal(0), ReasonCode.STALE_SIGNAL, {}) for s in stale])
-        return [Decision(s, False, None, Decimal(0), ReasonCode.STALE_SIGNAL, {}) for s in stale] + [
-            self.decide(signal) for signal in signals if not self._is_stale(signal)]
-
-    def _is_stale(self, signal: Signal) -> bool:
-        bar_close = signal.signal_ts + TIMEFRAMES.get(signal.timeframe, timedelta(minutes=1))
-        return self.clock() - bar_close > self.max_signal_age
+        return manual + [self.decide(signal) for signal in self.undecided_signals(limit)]
 
     def decide(self, signal: Signal) -> Decision:
         """Decide one signal; deciding it again returns the stored decision unchanged."""
@@ -369,27 +497,8 @@ class DecisionGate:
             stored = self._stored(signal)
             if stored is not None:
                 return stored
-            if self._is_stale(signal):
-                decision = Decision(signal, False, None, Decimal(0), ReasonCode.STALE_SIGNAL, {})
-                self._write_all([decision])
-                return decision
-            paper_id = paper_account_id(signal.strategy_id)
-            if self.shadow and accounts.get(self.conn, paper_id) is None:
-                self._open_paper_account(paper_id)
-            with read_scope(self.conn, self.settings, as_of=self.clock()):
-                states = self._account_states()
-                multiplier = self._size_multiplier(signal.strategy_id)
-            sizing = self._sizing(signal.strategy_id)
-            # the strategy's weight scales its size; TradePicker limits and risk checks still apply
-            weighted = replace(signal, size_hint=signal.size_hint * float(multiplier))
-            decision = decide(weighted, [a for a in states if not is_shadow(a.account_id)], sizing)
-            decision = replace(decision, signal=signal, inputs={**decision.inputs, "size_multiplier": str(multiplier)})
-            decisions = [decision]
-            if self.shadow:  # the paper account has no open-symbol cap
-                paper = [replace(a, max_open_symbols=PAPER_OPEN_SYMBOLS) for a in states if a.account_id == paper_id]
-                decisions.append(replace(decide(signal, paper, sizing), shadow=True))
-            self._write_all(decisions)
-            return decision
+            self.sync()
+            return self._write(self.keeper.decide(signal))
 
     def decide_manual(self, request: ManualOrder) -> Decision:
         """An operator's order for one account (tradeflow.trading.orders.request_manual_order):
@@ -410,18 +519,9 @@ class DecisionGate:
             stored = self._stored(signal)
             if stored is not None:
                 return stored
-            if self._is_stale(signal):
-                decision = Decision(signal, False, request.account_id, Decimal(0), ReasonCode.STALE_SIGNAL,
-                                    {"manual": manual})
-            else:
-                with read_scope(self.conn, self.settings, as_of=self.clock()):
-                    states = [a for a in self._account_states() if a.account_id == request.account_id]
-                decision = decide(signal, states, terms)
-                decision = replace(decision, inputs={**decision.inputs, "manual": manual})
-            self._write_all([decision])
-            return decision
+            self.sync()
+            return self._write(self.keeper.decide_manual(signal, request.account_id, terms, manual))
 
-    # -- reading the views -----------------------------------------------------
     def _stored(self, signal: Signal) -> Decision | None:
         row = self.conn.execute(
             "SELECT outcome, account_id, qty, reject_code, inputs FROM trade_decisions WHERE decision_id = %s",
@@ -432,113 +532,30 @@ class DecisionGate:
         return Decision(signal, outcome == "ACCEPTED", account_id, qty or Decimal(0),
                         ReasonCode(code) if code else None, inputs)
 
-    def _sizing(self, strategy_id: str) -> Sizing:
-        row = self.conn.execute("SELECT params FROM strategy_config WHERE strategy_id = %s", (strategy_id,)).fetchone()
-        params = (row[0] if row else {}) or {}
-        defaults = Sizing()
-        return Sizing(atr_multiple=Decimal(str(params.get("atr_multiple", defaults.atr_multiple))),
-                      lot_size=Decimal(str(params.get("lot_size", defaults.lot_size))),
-                      order_type=OrderType(params.get("order_type", defaults.order_type)),
-                      time_in_force=TimeInForce(params.get("time_in_force", defaults.time_in_force)),
-                      limit_offset_bps=Decimal(str(params.get("limit_offset_bps", defaults.limit_offset_bps))),
-                      stop_offset_bps=Decimal(str(params.get("stop_offset_bps", defaults.stop_offset_bps))),
-                      fixed_qty=Decimal(str(params["fixed_qty"])) if params.get("fixed_qty") else None)
-
-    def _size_multiplier(self, strategy_id: str) -> Decimal:
-        row = self.conn.execute("SELECT size_multiplier FROM strategy_weights_latest WHERE strategy_id = %s",
-                                (strategy_id,)).fetchone()
-        return Decimal(str(row[0])) if row and row[0] is not None else Decimal(1)
-
-    def _open_paper_account(self, account_id: str) -> None:
-        """A strategy's shadow account: every signal gets an order, whatever the live accounts hold."""
-        accounts.add(self.conn, account_id, capital=PAPER_CAPITAL, max_leverage=Decimal(100))
-
-    def _account_states(self) -> list[AccountState]:
+    # -- writing -----------------------------------------------------------------------
+    def _write(self, effects: Effects) -> Decision:
+        """The decision, its NEW order, blocks and paper accounts: all or nothing, so a
+        gate killed half-way leaves no order without its decision, or the reverse."""
         now = self.clock()
-        # every column but peak_equity: the view's peak is computed only where a drawdown limit needs it
-        cur = self.conn.execute(f"SELECT {', '.join(RISK_INPUT_COLUMNS)} FROM account_risk_inputs ORDER BY account_id")
-        raw = [dict(zip(RISK_INPUT_COLUMNS, row)) for row in cur.fetchall()]
-        peaks = self._peak_equity(raw)
-        for row in raw:
-            row["peak_equity"] = peaks[row["account_id"]]
-        positions: dict[str, dict[tuple[str, str], Decimal]] = {}
-        exposure: dict[str, dict[str, Decimal]] = {}
-        for account_id, strategy_id, symbol, net_qty, value in self.conn.execute(
-                "SELECT account_id, strategy_id, symbol, net_qty, net_qty * current_price FROM unrealized_pnl_latest"):
-            positions.setdefault(account_id, {})[(strategy_id, symbol)] = net_qty
-            by_symbol = exposure.setdefault(account_id, {})
-            by_symbol[symbol] = by_symbol.get(symbol, Decimal(0)) + abs(value or 0)
-        pending: dict[str, list[Pending]] = {}
-        for account_id, strategy_id, symbol, action, open_qty, ref_price, decided_at, ttl in self.conn.execute(
-                "SELECT account_id, strategy_id, symbol, action, open_qty, ref_price, decided_at,"
-                " reservation_ttl_seconds FROM int_pending_orders"):
-            if decided_at + timedelta(seconds=ttl) > now:  # reservation still held
-                pending.setdefault(account_id, []).append(Pending(strategy_id, symbol, action, open_qty, ref_price))
-        last_accepted = dict(self.conn.execute(
-            "SELECT account_id, max(decided_at) FROM trade_decisions WHERE outcome = 'ACCEPTED' GROUP BY account_id"
-        ).fetchall())
-        fields = AccountState.__dataclass_fields__
-        return [AccountState(**{k: v for k, v in row.items() if k in fields and k not in
-                                {"positions", "symbol_exposure", "pending", "last_accepted_at"}},
-                             positions=positions.get(row["account_id"], {}),
-                             symbol_exposure=exposure.get(row["account_id"], {}),
-                             pending=tuple(pending.get(row["account_id"], ())),
-                             last_accepted_at=last_accepted.get(row["account_id"]))
-                for row in raw]
-
-    def _peak_equity(self, accounts_: list[dict]) -> dict[str, Decimal]:
-        """Peak equity as account_risk_inputs defines it, read for the accounts
-        with a drawdown limit only (the one check that uses it): on the embedded
-        engine it costs the account's whole equity history."""
-        limited = [a["account_id"] for a in accounts_ if a["max_drawdown_pct"] is not None]
-        seen = dict(self.conn.execute(
-            "SELECT account_id, max(equity) FROM pnl_timeseries WHERE account_id = ANY(%s) GROUP BY account_id",
-            (limited,)).fetchall()) if limited else {}
-        return {a["account_id"]: max(seen.get(a["account_id"]) or a["equity"], a["initial_capital"], a["equity"])
-                for a in accounts_}
-
-    # -- writing -----------------------------------------------------------------
-    def _write_all(self, decisions: list[Decision]) -> None:
-        now = self.clock()
-        for decision in decisions:
-            for account_id in decision.blocked_accounts:
-                self._block_for_drawdown(account_id, now)
-        # the NEW order first: once a decision is visible its order terms are too
-        for decision in decisions:
-            if decision.accepted:
-                self._write_new_order(decision, now)
-        insert_rows(self.conn, "trade_decisions", DECISION_COLUMNS, [(
-            d.decision_id, d.signal.signal_id, d.signal.strategy_id, d.signal.symbol, d.signal.action,
-            d.account_id, "ACCEPTED" if d.accepted else "REJECTED",
-            None if d.code is None else str(d.code), d.qty if d.accepted else None,
-            d.signal.ref_price, d.client_order_id, json.dumps(d.inputs, default=str), d.signal.signal_ts,
-            now, self.gate_id) for d in decisions], batch_rows=1000)
-        for decision in decisions:
+        with self.conn.transaction():
+            for account_id in effects.opened_paper:
+                if accounts.get(self.conn, account_id) is None:
+                    accounts.add(self.conn, account_id, capital=PAPER_CAPITAL, max_leverage=PAPER_LEVERAGE)
+            for account_id in effects.blocked:
+                account = accounts.get(self.conn, account_id)
+                if account is not None and account.status != "BLOCKED":
+                    accounts.set_status(self.conn, account_id, "BLOCKED", updated_by=self.gate_id)
+            for table, rows in decision_rows(effects, now, self.gate_id).items():
+                if rows:
+                    insert_rows(self.conn, table, ROW_COLUMNS[table], rows, batch_rows=1000)
+        for decision in effects.decisions:
             log.info("signal %s %s", "accepted" if decision.accepted else "rejected", decision.signal.action,
                      extra={"signal_id": decision.signal.signal_id, "decision_id": decision.decision_id,
                             "order_id": decision.client_order_id, "account_id": decision.account_id,
                             "strategy_id": decision.signal.strategy_id, "symbol": decision.signal.symbol,
                             "code": None if decision.code is None else str(decision.code)})
-
-    def _write_new_order(self, decision: Decision, now: datetime) -> None:
-        signal, terms = decision.signal, decision.terms
-        limit_price, stop_price = terms.prices(signal.action, signal.ref_price)
-        insert_rows(self.conn, "order_events", ORDER_EVENT_COLUMNS, [(
-            decision.client_order_id, decision.account_id, signal.strategy_id, signal.symbol, signal.action,
-            str(terms.order_type), str(terms.time_in_force), decision.qty, limit_price, stop_price,
-            str(OrderStatus.NEW), Decimal(0), None, "", now, self.gate_id)], batch_rows=1)
-
-    def _block_for_drawdown(self, account_id: str, now: datetime) -> None:
-        account = accounts.get(self.conn, account_id)
-        if account is None or account.status == "BLOCKED":
-            return
-        accounts.set_status(self.conn, account_id, "BLOCKED", updated_by=self.gate_id)
-        insert_rows(self.conn, "risk_events", ("event_id", "account_id", "symbol", "rule", "severity", "message",
-                                               "ts", "source"), [(
-            f"drawdown:{account_id}:{now.isoformat()}", account_id, None, str(ReasonCode.DRAWDOWN_BREACHED),
-            "CRITICAL", "equity fell below peak by more than max_drawdown_pct: account blocked", now,
-            self.gate_id)], batch_rows=1)
+        return effects.decisions[0]
 
 
-__all__ = ["AccountState", "Decision", "DecisionGate", "Pending", "Signal", "Sizing", "check_risk", "decide",
-           "size_buy"]
+__all__ = ["AccountState", "Decision", "DecisionGate", "Effects", "Gatekeeper", "Pending", "Signal", "Sizing",
+           "check_risk", "decide", "decision_rows", "size_buy"]

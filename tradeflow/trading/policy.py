@@ -54,11 +54,7 @@ def update(conn: psycopg.Connection, account_id: str, *, updated_by: str | None 
     (the wall clock by default; a replay passes its own clock)."""
     if accounts.get(conn, account_id) is None:
         raise PolicyError(f"account_id: {account_id} does not exist")
-    unknown = set(changes) - set(SETTABLE)
-    if unknown:
-        raise PolicyError(f"{sorted(unknown)[0]}: not a policy field (fields: {', '.join(SETTABLE)})")
-    for name, value in changes.items():
-        _validate(name, value)
+    validate(changes)
     before = current(conn, account_id)
     # the newest version must sort last even if the clock has not moved on
     now = at or utc_now()
@@ -77,6 +73,15 @@ def update(conn: psycopg.Connection, account_id: str, *, updated_by: str | None 
                  {"before": {name: getattr(before, name) for name in sorted(changes)},
                   "after": {name: getattr(after, name) for name in sorted(changes)}}, at=after.updated_at)
     return after
+
+
+def validate(changes: dict[str, object]) -> None:
+    """Refuse an unknown field or an invalid value, naming the field."""
+    unknown = set(changes) - set(SETTABLE)
+    if unknown:
+        raise PolicyError(f"{sorted(unknown)[0]}: not a policy field (fields: {', '.join(SETTABLE)})")
+    for name, value in changes.items():
+        _validate(name, value)
 
 
 def _validate(name: str, value: object) -> None:

@@ -10,8 +10,8 @@ Each minute m, in the order a live deployment sees it:
 4. the gate decides the signals of bar m with its clock at the bar's close;
 5. the adapter submits the accepted orders, which can fill from bar m+1 on.
 
-A backtest (tradeflow.research.backtest) drives the same steps, skipping the minutes
-where nothing can happen.
+A backtest (tradeflow.research.backtest) runs the same steps in memory, through
+the same Gatekeeper and paper broker, and writes what they produced in bulk.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from adapters.paper import PaperBroker, PaperConfig
 from ingest.prices import PriceIngester
 from tradeflow.config import Settings
 from tradeflow.trading import policy
-from tradeflow.trading.gate import Decision, DecisionGate, Signal
+from tradeflow.trading.gate import Decision, DecisionGate
 
 BAR = timedelta(minutes=1)
 
@@ -88,7 +88,7 @@ class ReplaySession:
         self.record(self.gate.run_once())
         self.end_minute(len(minute))
 
-    # -- the steps, shared with the backtest ---------------------------------------
+    # -- the steps ------------------------------------------------------------------
     def begin_minute(self, ts: datetime) -> None:
         self.now = ts + BAR  # the bar is complete at its close
         while self.policy_changes and self.policy_changes[0].at <= self.now:
@@ -104,9 +104,6 @@ class ReplaySession:
             self.broker.on_bar(row.symbol, ts, *(Decimal(str(getattr(row, c)))
                                                  for c in ("open", "high", "low", "close", "volume")))
         self.adapter.process_reports()
-
-    def decide(self, signals: Iterable[Signal]) -> None:
-        self.record([self.gate.decide(signal) for signal in signals])
 
     def record(self, decisions: list[Decision]) -> None:
         for decision in decisions:
@@ -125,3 +122,4 @@ class ReplaySession:
 
     def close(self) -> None:
         self.adapter.feed.close()
+        self.gate.close()
