@@ -62,15 +62,16 @@ def stop_on_signals() -> threading.Event:
 
 
 class Readiness:
-    """/health/ready's checks: the bootstrap steps, and a live database connection."""
+    """/health/ready's checks: bootstrap steps (passed for good) and states that come
+    and go (set while they hold): "database" (connected), and any given."""
 
-    def __init__(self, *steps: str) -> None:
+    def __init__(self, *steps: str, states: tuple[str, ...] = ()) -> None:
         self.bootstrap = Bootstrap(*steps)
-        self.connected = threading.Event()
+        self.states = {name: threading.Event() for name in ("database", *states)}
 
     @property
     def checks(self) -> dict[str, Callable[[], bool]]:
-        return {**self.bootstrap.checks, "database": self.connected.is_set}
+        return {**self.bootstrap.checks, **{name: state.is_set for name, state in self.states.items()}}
 
 
 def _health_server(port: int | None, addr: str, readiness: Readiness) -> contextlib.AbstractContextManager:
@@ -93,23 +94,22 @@ def _connect(settings: Settings, *, reconnecting: bool) -> psycopg.Connection:
 
 
 def _serve(settings: Settings, readiness: Readiness, stop: threading.Event,
-           session: Callable[[psycopg.Connection], None], *, rng: random.Random | None = None) -> None:
+           session: Callable[[psycopg.Connection], None]) -> None:
     """Run session(conn) on a fresh connection until it returns; when the database
     goes away meanwhile, reconnect with backoff and run it again from the start."""
-    rng = rng or random.Random()
     delay, reconnecting = RECONNECT_DELAY, False
     while True:
         try:
             with _connect(settings, reconnecting=reconnecting) as conn:
                 readiness.bootstrap.passed("engine")
-                readiness.connected.set()
+                readiness.states["database"].set()
                 if reconnecting:
                     log.warning("reconnected to the database")
                 session(conn)
                 return
         except psycopg.OperationalError as exc:
-            readiness.connected.clear()
-            wait = delay * (1 - 0.5 * rng.random())
+            readiness.states["database"].clear()
+            wait = delay * (1 - 0.5 * random.random())
             log.warning("database connection lost (%s); reconnecting in %.1f s", str(exc).strip(), wait)
             if stop.wait(wait):
                 return
@@ -124,7 +124,7 @@ def run_gate(settings: Settings, *, once: bool = False, interval: float = 1.0,
     Raises lease.LeaseHeld if another gate runs (unless wait_for_lease)."""
     stop = stop or threading.Event()
     decided = 0
-    readiness = Readiness("engine", "models", "lease")
+    readiness = Readiness("engine", "models", states=("lease",))
 
     def session(conn: psycopg.Connection) -> None:
         nonlocal decided
@@ -132,12 +132,15 @@ def run_gate(settings: Settings, *, once: bool = False, interval: float = 1.0,
         with lease.hold(conn, settings, "gate", wait=wait_for_lease, stop=stop) as held:
             if not held:
                 return
-            readiness.bootstrap.passed("lease")
-            gate = DecisionGate(conn, settings, gate_id="gate", max_signal_age=max_signal_age, shadow=shadow)
-            while True:
-                decided += len(gate.run_once())
-                if once or stop.wait(interval):
-                    return
+            readiness.states["lease"].set()
+            try:
+                gate = DecisionGate(conn, settings, gate_id="gate", max_signal_age=max_signal_age, shadow=shadow)
+                while True:
+                    decided += len(gate.run_once())
+                    if once or stop.wait(interval):
+                        return
+            finally:
+                readiness.states["lease"].clear()  # lost with the connection, or given back
 
     with _health_server(metrics_port, metrics_addr, readiness):
         _serve(settings, readiness, stop, session)
