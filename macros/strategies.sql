@@ -8,9 +8,15 @@
   {{ return(all[strategy_id]) }}
 {% endmacro %}
 
-{# Final bars of a timeframe with their indicators: what every strategy reads. #}
+{#
+  Final bars of a timeframe with the indicators strategies may read. Naming
+  them (not *) lets the embedded engine skip computing the others (EMA, MACD,
+  Bollinger, VWAP) when it reads signals; a strategy that needs one more adds it here.
+#}
 {% macro final_bars(timeframe) -%}
-  select * from {{ ref('indicator_history') }}
+  select symbol, timeframe, bar_ts, open, high, low, close, volume,
+      sma_5, sma_10, sma_20, sma_21, sma_50, sma_200, rsi_14, atr_14
+  from {{ ref('indicator_history') }}
   where timeframe = '{{ timeframe }}' and final
 {%- endmacro %}
 

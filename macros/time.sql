@@ -86,3 +86,8 @@
 {#- dbt-risingwave and dbt-materialize inherit PostgreSQL's dispatch: stay on the default. #}
 {% macro risingwave__price_rows() -%}{{ default__price_rows() }}{%- endmacro %}
 {% macro materialize__price_rows() -%}{{ default__price_rows() }}{%- endmacro %}
+
+{# The bar timeframes and their length in minutes: 1m bars as ingested, the others aggregated from them. #}
+{% macro bar_timeframes() %}
+  {{ return({'1m': 1, '5m': 5, '15m': 15, '1h': 60}) }}
+{% endmacro %}

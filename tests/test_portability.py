@@ -7,7 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tradeflow.portability import DIALECTS, PROJECT_DIR, compile_inline, compile_models, lint_models, lint_sql
+from tradeflow.portability import (COST_RULES, DIALECTS, PROJECT_DIR, ModelNode, compile_inline, compile_models,
+                                   cost_sql, lint_models, lint_sql, model_graph, streaming_costs)
 
 TARGETS = tuple(DIALECTS)
 STREAMING = ("risingwave", "materialize")
@@ -159,11 +160,13 @@ INLINE = {"raw_tables": "{{ create_raw_tables() }}", "udfs": "{{ create_udfs() }
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory):
     """Every target compiled offline, in parallel, each into its own target path."""
+    paths = {t: tmp_path_factory.mktemp(f"target-{t}") for t in TARGETS}
     with ThreadPoolExecutor(max_workers=len(TARGETS) * (1 + len(INLINE))) as pool:
-        models = {t: pool.submit(compile_models, t, tmp_path_factory.mktemp(f"target-{t}")) for t in TARGETS}
+        models = {t: pool.submit(compile_models, t, paths[t]) for t in TARGETS}
         inline = {(t, k): pool.submit(compile_inline, t, tmp_path_factory.mktemp(f"inline-{t}-{k}"), jinja)
                   for t in TARGETS for k, jinja in INLINE.items()}
         return {"models": {t: f.result() for t, f in models.items()},
+                "graph": {t: model_graph(paths[t]) for t in TARGETS},
                 "inline": {key: f.result() for key, f in inline.items()}}
 
 
@@ -196,3 +199,67 @@ def test_raw_tables_and_udfs_follow_portable_rules(compiled, target):
     # the DDL is really checked (not skipped as unparsed text)
     mutated = lint_sql(ddl.replace("NUMERIC", "NUMERIC(18, 6)").replace("TEXT", "VARCHAR(64)"), target)
     assert {v.rule for v in mutated} == {"numeric-precision", "varchar-length"}
+
+
+# --------------------------------------------------------------------------- streaming cost
+
+LAGS = ", ".join(f"lag(x, {j}) over (partition by a order by b)" for j in range(1, 10))
+# (rule, costly SQL, bounded rewrite, targets)
+COST_CASES = [
+    ("lag-chain", f"select {LAGS} from t",
+     "select b.x, p.x from t b join t p on p.a = b.a and p.seq = b.seq - 9", STREAMING),
+    ("whole-partition-frame",
+     "select max(x) over (partition by a order by b rows between unbounded preceding and unbounded following) from t",
+     "select max(x) over (partition by a rows between unbounded preceding and unbounded following) from t", STREAMING),
+    ("row-number-filter",
+     "select * from (select x, row_number() over (partition by a order by b desc) as rn from t) s where rn <= 3",
+     "select top.* from (select distinct a from t) k inner join lateral "
+     "(select t.a, t.x from t where t.a = k.a order by t.b desc limit 3) top on top.a = k.a", ("materialize",)),
+    ("udaf-window", "select tf_smooth(x, 0.1, 14) over (partition by a order by b rows between 9 preceding and current row) from t",
+     "select avg(x) over (partition by a order by b rows between 9 preceding and current row) from t", STREAMING),
+]
+SCRIPT_UDAF = "create aggregate tf_smooth(float8, float8, int) returns float8 language javascript as $fn$ $fn$"
+
+
+@pytest.mark.parametrize("rule,costly,bounded,target",
+                         [pytest.param(*c[:3], t, id=f"{c[0]}-{t}") for c in COST_CASES for t in c[3]])
+def test_cost_rule(rule, costly, bounded, target):
+    aggregates = {"tf_smooth"}
+    assert [v.rule for v in cost_sql(costly, target, aggregates)] == [rule]
+    assert cost_sql(bounded, target, aggregates) == []
+
+
+def test_every_cost_rule_names_its_source():
+    assert set(COST_RULES) == {c[0] for c in COST_CASES} | {"staging-inlined"}
+    assert all(rule.source and rule.why for rule in COST_RULES.values())
+
+
+def test_row_number_filter_is_a_materialize_rule():
+    # RisingWave plans row_number() <= k as a GroupTopN
+    assert cost_sql(COST_CASES[2][1], "risingwave") == []
+
+
+def test_distinct_on_view_read_by_several_maintained_views_is_flagged():
+    models = {"stg": "select distinct on (k) k, v from raw order by k, ts desc",
+              "a": "select * from stg", "b": "select * from stg"}
+    graph = {"stg": ModelNode("view", ()), "a": ModelNode("materialized_view", ("stg",)),
+             "b": ModelNode("materialized_view", ("stg",))}
+    found = streaming_costs(models, graph, "risingwave")
+    assert [v.rule for v in found["stg"]] == ["staging-inlined"]
+    graph["stg"] = ModelNode("materialized_view", ())
+    assert streaming_costs(models, graph, "risingwave") == {}
+
+
+def test_script_aggregates_are_read_from_the_udf_script():
+    found = streaming_costs({"m": COST_CASES[3][1]}, {"m": ModelNode("materialized_view", ())}, "risingwave",
+                            udfs_sql=SCRIPT_UDAF)
+    assert [v.rule for v in found["m"]] == ["udaf-window"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", STREAMING)
+def test_models_stream_with_bounded_work(compiled, target):
+    found = streaming_costs(compiled["models"][target], compiled["graph"][target], target,
+                            udfs_sql=compiled["inline"][(target, "udfs")])
+    report = "\n".join(f"{model}:\n{_fmt(vs)}" for model, vs in found.items())
+    assert not found, f"streaming cost rule violations on {target}:\n{report}"

@@ -225,6 +225,13 @@ def _lint_select_joins(select: exp.Select, dialect: str) -> list[Violation]:
     return out
 
 
+def _is_top_k(lateral: exp.Lateral) -> bool:
+    """LATERAL (SELECT ... ORDER BY ... LIMIT k): Materialize's documented top-K
+    idiom (https://materialize.com/docs/transform-data/idiomatic-materialize-sql/top-k/)."""
+    inner = lateral.this.unnest() if isinstance(lateral.this, exp.Subquery) else lateral.this
+    return isinstance(inner, exp.Select) and bool(inner.args.get("order")) and bool(inner.args.get("limit"))
+
+
 def _lint_tree(tree: exp.Expression, sql: str, target: str, dialect: str) -> list[Violation]:
     out: list[Violation] = []
     for node in tree.walk():
@@ -243,7 +250,8 @@ def _lint_tree(tree: exp.Expression, sql: str, target: str, dialect: str) -> lis
             out.append(Violation("recursive-cte", "WITH RECURSIVE (RisingWave has none)", _snip(node, dialect)))
         elif isinstance(node, exp.Select):
             out.extend(_lint_select_joins(node, dialect))
-        elif isinstance(node, exp.Lateral) and target in ("risingwave", "materialize"):
+        elif isinstance(node, exp.Lateral) and target in ("risingwave", "materialize") and not (
+                target == "materialize" and _is_top_k(node)):
             out.append(Violation("join-equality", f"LATERAL on {target}", _snip(node, dialect)))
         elif isinstance(node, exp.Stddev):
             out.append(Violation("stddev-variance", "stddev(); use stddev_samp or stddev_pop", _snip(node, dialect)))
@@ -261,6 +269,9 @@ def _lint_tree(tree: exp.Expression, sql: str, target: str, dialect: str) -> lis
 _DOLLAR_BODY = re.compile(r"\$(\w*)\$.*?\$\1\$", re.S)
 _STRING = re.compile(r"'(?:[^']|'')*'")
 _APPEND_ONLY = re.compile(r"^(\s*create\s+table\b.*\))\s*append\s+only\s*;?\s*$", re.I | re.S)
+# Materialize's WITH (RETAIN HISTORY FOR '...') on a table: sqlglot cannot parse
+# it; the option says nothing the rules check, so it is removed before parsing.
+_RETAIN_HISTORY = re.compile(r"\)\s*with\s*\(\s*retain\s+history\s*=?\s*for\s+'[^']*'\s*\)", re.I)
 _ROUTINE = re.compile(r"^\s*create\s+(or\s+replace\s+)?(function|aggregate)\b", re.I)
 _TEXT_TYPE_RULES = [
     (re.compile(r"\b(numeric|decimal)\s*\(", re.I), "numeric-precision", "NUMERIC/DECIMAL with precision or scale"),
@@ -311,6 +322,8 @@ def lint_sql(sql: str, target: str) -> list[Violation]:
 
 def _lint_sql(sql: str, target: str) -> list[Violation]:
     dialect = DIALECTS[target]
+    if target == "materialize":
+        sql = _RETAIN_HISTORY.sub(")", sql)
     try:
         statements = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
     except (ParseError, TokenError) as e:
@@ -327,3 +340,139 @@ def _lint_sql(sql: str, target: str) -> list[Violation]:
 def lint_models(models: dict[str, str], target: str) -> dict[str, list[Violation]]:
     """{model: violations} for every model with at least one violation."""
     return {name: v for name, sql in sorted(models.items()) if (v := lint_sql(sql, target))}
+
+
+# --------------------------------------------------------------------------- streaming cost
+
+LAG_CHAIN_LIMIT = 8  # lag/lead calls over one window of one SELECT
+STREAMING_TARGETS = ("risingwave", "materialize")
+RANKING_FILTER_OPS = (exp.LT, exp.LTE, exp.EQ)
+
+
+@dataclass(frozen=True)
+class CostRule:
+    name: str
+    why: str
+    source: str
+
+
+# What makes a maintained view cost more than bounded work per new row, and where that is documented.
+COST_RULES = {rule.name: rule for rule in (
+    CostRule("lag-chain",
+             f"more than {LAG_CHAIN_LIMIT} lag/lead calls over one window: Materialize recomputes the whole "
+             "partition on every change and stores each call's result per row; use a self join on a dense "
+             "sequence number (p.seq = b.seq - j)",
+             "https://materialize.com/docs/transform-data/idiomatic-materialize-sql/lag/"),
+    CostRule("whole-partition-frame",
+             "ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING with ORDER BY: RisingWave rewrites a "
+             "whole-partition window to GROUP BY + join only without ORDER BY (otherwise every change "
+             "recomputes the partition); drop the ORDER BY or write the GROUP BY and join",
+             "risingwavelabs/risingwave src/frontend/src/optimizer/rule/over_window_to_agg_and_join_rule.rs"),
+    CostRule("row-number-filter",
+             "a row_number()/rank() filter: Materialize recomputes the partition (all of its history) on "
+             "every change; top-K is a LATERAL (... ORDER BY ... LIMIT k) join on the DISTINCT keys",
+             "https://materialize.com/docs/transform-data/idiomatic-materialize-sql/top-k/"),
+    CostRule("staging-inlined",
+             "a DISTINCT ON model deployed as a plain view and read by several maintained views: a view is "
+             "not maintained itself, each reader maintains its own copy of the de-duplication; "
+             "materialize it on the streaming targets",
+             "https://materialize.com/docs/concepts/views/ ; "
+             "https://docs.risingwave.com/reference/what-is-materialized-view"),
+    CostRule("udaf-window",
+             "a JavaScript/Python aggregate used as a window function: without retract() RisingWave cannot "
+             "update its state incrementally and recomputes each affected row's frame",
+             "https://docs.risingwave.com/sql/commands/sql-create-aggregate (retract)"),
+)}
+
+
+@dataclass(frozen=True)
+class ModelNode:
+    materialized: str
+    depends_on: tuple[str, ...]
+
+
+def model_graph(target_path: Path) -> dict[str, ModelNode]:
+    """Materialization and model dependencies of each model, from the manifest
+    of a compile into target_path (compile_models)."""
+    manifest = json.loads((Path(target_path) / "manifest.json").read_text())
+    return {
+        node["name"]: ModelNode(node["config"]["materialized"],
+                                tuple(d.split(".")[-1] for d in node["depends_on"]["nodes"] if d.startswith("model.")))
+        for uid, node in manifest["nodes"].items() if uid.startswith("model.")
+    }
+
+
+_UDAF = re.compile(r"create\s+aggregate\s+(?:if\s+not\s+exists\s+)?([\w.]+)\s*\(.*?language\s+(javascript|python)",
+                   re.I | re.S)
+
+
+def script_aggregates(udfs_sql: str) -> set[str]:
+    """Names of the JavaScript/Python aggregates a create_udfs script defines."""
+    return {name.split(".")[-1].lower() for name, _ in _UDAF.findall(udfs_sql)}
+
+
+def _window_key(win: exp.Window, dialect: str) -> str:
+    spec = _resolve_window(win)
+    return " | ".join(spec[k].sql(dialect=dialect) if isinstance(spec[k], exp.Expression)
+                      else " ".join(e.sql(dialect=dialect) for e in spec[k] or [])
+                      for k in ("partition_by", "order"))
+
+
+def _cost_tree(tree: exp.Expression, target: str, dialect: str, aggregates: set[str]) -> list[Violation]:
+    out: list[Violation] = []
+    ranking_aliases: set[str] = set()
+    for node in tree.walk():
+        if isinstance(node, exp.Select):
+            chains: dict[str, int] = {}
+            for win in node.find_all(exp.Window):
+                if win.find_ancestor(exp.Select) is node and _func_name(win.this) in OFFSET:
+                    key = _window_key(win, dialect)
+                    chains[key] = chains.get(key, 0) + 1
+            for key, count in chains.items():
+                if count > LAG_CHAIN_LIMIT:
+                    out.append(Violation("lag-chain", f"{count} lag/lead calls over one window", key[:160]))
+        elif isinstance(node, exp.Window) and node.arg_key != "windows":
+            spec = _resolve_window(node)
+            frame, name = spec["spec"], _func_name(node.this)
+            if (frame is not None and spec["order"]
+                    and str(frame.args.get("start") or "").upper() == "UNBOUNDED"
+                    and str(frame.args.get("end") or "").upper() == "UNBOUNDED"):
+                out.append(Violation("whole-partition-frame", "whole-partition frame with ORDER BY", _snip(node, dialect)))
+            if name in aggregates:
+                out.append(Violation("udaf-window", f"{name}() is a script aggregate used as a window", _snip(node, dialect)))
+            if name in RANKING and isinstance(node.parent, exp.Alias):
+                ranking_aliases.add(node.parent.alias.lower())
+    if target == "materialize" and ranking_aliases:
+        for select in tree.find_all(exp.Select):
+            where = select.args.get("where")
+            for cmp in (where.find_all(*RANKING_FILTER_OPS) if where is not None else []):
+                if any(c.name.lower() in ranking_aliases for c in cmp.find_all(exp.Column)):
+                    out.append(Violation("row-number-filter", "filter on a row_number()/rank() column", _snip(cmp, dialect)))
+    return out
+
+
+def cost_sql(sql: str, target: str, aggregates: set[str] = frozenset()) -> list[Violation]:
+    """Streaming-cost violations in one model's compiled SQL (rules that need
+    only the SQL: lag-chain, whole-partition-frame, row-number-filter, udaf-window)."""
+    dialect = DIALECTS[target]
+    try:
+        statements = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
+    except (ParseError, TokenError) as e:
+        return [Violation("parse", f"sqlglot ({dialect}) cannot parse", str(e).splitlines()[0][:300])]
+    return [v for stmt in statements for v in _cost_tree(stmt, target, dialect, set(aggregates))]
+
+
+def streaming_costs(models: dict[str, str], graph: dict[str, ModelNode], target: str,
+                    udfs_sql: str = "") -> dict[str, list[Violation]]:
+    """{model: violations of COST_RULES} over a streaming target's compiled models."""
+    if target not in STREAMING_TARGETS:
+        raise ValueError(f"streaming costs are checked on {', '.join(STREAMING_TARGETS)}, not {target}")
+    aggregates = script_aggregates(udfs_sql)
+    found = {name: cost_sql(sql, target, aggregates) for name, sql in models.items()}
+    maintained = {name for name, node in graph.items() if node.materialized != "view"}
+    for name, sql in models.items():
+        readers = sorted(r for r in maintained if name in graph[r].depends_on)
+        if graph[name].materialized == "view" and len(readers) > 1 and re.search(r"\bdistinct\s+on\b", sql, re.I):
+            found[name].append(Violation("staging-inlined", f"DISTINCT ON view read by {len(readers)} maintained views",
+                                         ", ".join(readers)[:160]))
+    return {name: v for name, v in sorted(found.items()) if v}

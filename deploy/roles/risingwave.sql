@@ -22,7 +22,7 @@
 -- Differences from the embedded engine:
 -- * RisingWave has no CREATE USER IF NOT EXISTS (nor does PostgreSQL): users
 --   are created once (create_users=1); grants can be re-run at will.
--- * Models are materialized views (staging models plain views): the grant names
+-- * Every model, staging included, is a materialized view: the grant names
 --   the object kind. Reading a view or materialized view needs SELECT on it
 --   only, as in PostgreSQL (RisingWave's row-level-security guide relies on it).
 -- * No REVOKE ALL sweep: a privilege dropped from this file must be revoked by hand.
@@ -79,7 +79,7 @@ GRANT USAGE ON SCHEMA :"schema" TO tradeflow_reader;
 GRANT INSERT, SELECT ON TABLE :"schema".price_1m_history, :"schema".exec_report_history, :"schema".risk_events TO tradeflow_ingester;
 GRANT INSERT ON TABLE :"schema".dead_letter TO tradeflow_ingester;
 GRANT INSERT, SELECT ON TABLE :"schema".dead_letter_replay TO tradeflow_ingester;
-GRANT SELECT ON VIEW :"schema".stg_accounts, :"schema".stg_dead_letter TO tradeflow_ingester;
+GRANT SELECT ON MATERIALIZED VIEW :"schema".stg_accounts, :"schema".stg_dead_letter TO tradeflow_ingester;
 
 -- gate: the views it decides from, its decisions (read back for exactly once), the drawdown block
 GRANT INSERT, SELECT ON TABLE :"schema".trade_decisions TO tradeflow_gate;
@@ -87,14 +87,14 @@ GRANT INSERT ON TABLE :"schema".order_events, :"schema".risk_events, :"schema".a
 -- gate: operators' order requests and the last close they are priced at
 GRANT SELECT ON TABLE :"schema".manual_order_requests, :"schema".price_1m_history, :"schema".exec_report_history TO tradeflow_gate;
 GRANT SELECT ON MATERIALIZED VIEW :"schema".strategy_signal_history, :"schema".account_risk_inputs, :"schema".unrealized_pnl_latest, :"schema".int_pending_orders, :"schema".orders, :"schema".portfolio_state, :"schema".realized_pnl_latest, :"schema".open_positions_rollup, :"schema".strategy_weights_latest TO tradeflow_gate;
-GRANT SELECT ON VIEW :"schema".strategy_config, :"schema".stg_accounts, :"schema".stg_account_policy, :"schema".stg_execs TO tradeflow_gate;
+GRANT SELECT ON MATERIALIZED VIEW :"schema".strategy_config, :"schema".stg_accounts, :"schema".stg_account_policy, :"schema".stg_execs TO tradeflow_gate;
 
 -- adapter: accepted orders and order state, fills through the exec ingester, its feed positions
 GRANT INSERT, SELECT ON TABLE :"schema".order_events, :"schema".exec_report_history, :"schema".adapter_feed_position, :"schema".risk_events TO tradeflow_adapter;
 GRANT INSERT ON TABLE :"schema".dead_letter TO tradeflow_adapter;
 GRANT SELECT ON TABLE :"schema".order_commands, :"schema".price_1m_history TO tradeflow_adapter;
 GRANT SELECT ON MATERIALIZED VIEW :"schema".accepted_trade_signal_history, :"schema".orders TO tradeflow_adapter;
-GRANT SELECT ON VIEW :"schema".stg_execs, :"schema".stg_accounts TO tradeflow_adapter;
+GRANT SELECT ON MATERIALIZED VIEW :"schema".stg_execs, :"schema".stg_accounts TO tradeflow_adapter;
 -- the subscriptions `tradeflow adapter run` follows (consumer "adapter", retention as in open_feed)
 CREATE SUBSCRIPTION IF NOT EXISTS :"schema"."adapter-orders_sub" FROM :"schema".accepted_trade_signal_history WITH (retention = '1D');
 CREATE SUBSCRIPTION IF NOT EXISTS :"schema"."adapter-bars_sub" FROM :"schema".price_1m_history WITH (retention = '1D');
@@ -106,7 +106,7 @@ ALTER SUBSCRIPTION :"schema"."adapter-commands_sub" OWNER TO tradeflow_adapter;
 -- operator: new versions on top of the current ones, cancels, the kill-switch risk event, the audit trail
 GRANT INSERT, SELECT ON TABLE :"schema".account_policy TO tradeflow_operator;
 GRANT INSERT ON TABLE :"schema".accounts, :"schema".order_commands, :"schema".manual_order_requests, :"schema".strategy_weight_history, :"schema".risk_events, :"schema".audit_log TO tradeflow_operator;
-GRANT SELECT ON VIEW :"schema".stg_accounts, :"schema".stg_account_policy TO tradeflow_operator;
+GRANT SELECT ON MATERIALIZED VIEW :"schema".stg_accounts, :"schema".stg_account_policy TO tradeflow_operator;
 
 -- operator and reader: every mart (models/marts; tradeflow.ops.roles.marts() lists them)
 GRANT SELECT ON MATERIALIZED VIEW :"schema".accepted_trade_signal_history, :"schema".account_risk_inputs, :"schema".audit_history, :"schema".indicator_history, :"schema".indicator_latest, :"schema".open_positions_lots, :"schema".open_positions_rollup, :"schema".order_history, :"schema".orders, :"schema".paper_trade_match_history, :"schema".pnl_timeseries, :"schema".portfolio_state, :"schema".position_close_history, :"schema".realized_pnl_latest, :"schema".sma_wide, :"schema".strategy_perf_latest, :"schema".strategy_signal_history, :"schema".strategy_signal_latest, :"schema".strategy_weight_targets, :"schema".strategy_weights_latest, :"schema".trade_match_history, :"schema".trade_rejections, :"schema".unrealized_pnl_latest TO tradeflow_operator;

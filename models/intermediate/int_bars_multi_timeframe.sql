@@ -1,7 +1,8 @@
--- 1-minute bars plus 5m, 15m and 1h bars aggregated from them. A higher
--- timeframe bar is final once all its minutes are in, or once the symbol has
--- a bar after the bucket (sessions end and minutes go missing).
-{% set timeframes = {'5m': 5, '15m': 15, '1h': 60} %}
+-- 1-minute bars plus the higher timeframes of bar_timeframes() aggregated from
+-- them. A higher timeframe bar is final once all its minutes are in, or once
+-- the symbol has a bar after the bucket (sessions end and minutes go missing).
+{% set timeframes = {} %}
+{% for tf, minutes in bar_timeframes().items() if minutes > 1 %}{% do timeframes.update({tf: minutes}) %}{% endfor %}
 
 with minute_bars as (
     select * from {{ ref('stg_prices') }}
@@ -29,6 +30,14 @@ bucketed_{{ minutes }} as (
 ),
 
 bars_{{ minutes }} as (
+    -- a bucket with all its minutes is final without looking further ...
+    select symbol, '{{ tf }}' as timeframe, bar_ts, open, high, low, close, volume, true as final
+    from bucketed_{{ minutes }}
+    where minutes_in_bar = {{ minutes }}
+    union all
+    -- ... only the incomplete ones (the live bucket, session ends, gaps) are
+    -- compared with the symbol's clock: a new minute re-evaluates those, not
+    -- every bucket of the symbol
     select
         bucketed.symbol,
         '{{ tf }}' as timeframe,
@@ -38,10 +47,10 @@ bars_{{ minutes }} as (
         bucketed.low,
         bucketed.close,
         bucketed.volume,
-        (bucketed.minutes_in_bar = {{ minutes }}
-            or symbol_clock.last_bar_ts >= bucketed.bar_ts + interval '{{ minutes }} minutes') as final
+        symbol_clock.last_bar_ts >= bucketed.bar_ts + interval '{{ minutes }} minutes' as final
     from bucketed_{{ minutes }} as bucketed
     inner join symbol_clock on symbol_clock.symbol = bucketed.symbol
+    where bucketed.minutes_in_bar < {{ minutes }}
 ),
 
 {% endfor %}

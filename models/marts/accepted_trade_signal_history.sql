@@ -1,5 +1,9 @@
 -- Signals the gate accepted: routed to an account, sized, past pre-trade
 -- risk, with the terms of the order it stands for (written with the decision).
+-- The execution adapter's change feed follows it: on Materialize the feed
+-- resumes AS OF its saved position, which needs the view's history kept
+-- (dbt-materialize's retain_history; the other adapters ignore it).
+{{ config(retain_history=var('feed_retain_history')) }}
 with decisions as (
     select * from {{ source('raw', 'trade_decisions') }}
     where outcome = 'ACCEPTED'

@@ -3,73 +3,77 @@
 -- Bollinger (20, 2, population stddev), ATR 14 (Wilder), session VWAP (UTC day).
 -- A value is NULL until its warm-up is complete. The last bar of a higher
 -- timeframe may be provisional (final = false).
-{% set series = 'symbol, timeframe' %}
-{% set by_time = 'bar_ts' %}
+-- Arithmetic in float8 like TA-Lib's (prices stay NUMERIC in the output).
+-- EMA / Wilder / MACD signal: smooth() (udfs/smoothing.sql), moving means:
+-- macros/indicators.sql; each has one form per engine (indicator_form()).
+-- Every series window orders by (utc_day, bar_ts), the order of the session
+-- window too, so the embedded engine sorts the bars once for all of them.
+{% set series = 'partition by symbol, timeframe order by utc_day, bar_ts' %}
 {% set sma_periods = [5, 10, 20, 21, 50, 200] %}
+{% set bar_columns = ['symbol', 'timeframe', 'bar_ts', 'final', 'open', 'high', 'low', 'close', 'volume',
+                      'utc_day', 'seq'] %}
+{% set sma_columns = [] %}{% for n in sma_periods %}{% do sma_columns.append('sma_' ~ n) %}{% endfor %}
 
 with bars as (
-    select * from {{ ref('int_bars_multi_timeframe') }}
-),
-
-changes as (
     select
         bars.*,
-        row_number() over (partition by {{ series }} order by {{ by_time }}) as bar_number,
-        lag(close, 1) over (partition by {{ series }} order by {{ by_time }}) as prev_close
-    from bars
+        close::float8 as close_f,
+        -- the session is the UTC day whatever the reader's TimeZone (date_bin counts from a UTC origin)
+        date_bin(interval '1 day', bar_ts, timestamptz '2000-01-01 00:00:00+00') as utc_day
+    from {{ ref('int_bars_multi_timeframe') }} as bars
 ),
 
-moves as (
-    -- NULL on a series' first bar, so the smoothing seeds skip it as TA-Lib does
+numbered as (
+    -- seq: the bar's number in its series (1, 2, ...), the key of the lag joins
     select
-        changes.*,
-        case when prev_close is not null then greatest(close - prev_close, 0) end as gain,
-        case when prev_close is not null then greatest(prev_close - close, 0) end as loss,
+        bars.*,
+        row_number() over ({{ series }}) as seq,
+        lag(close_f, 1) over ({{ series }}) as prev_close,
+        sum((high + low + close) / 3 * volume) over session as session_pv,
+        sum(volume) over session as session_volume
+        {{ moving_sum_inputs('close', series) }}
+    from bars
+    window session as (partition by symbol, timeframe, utc_day order by bar_ts rows between unbounded preceding and current row)
+),
+
+windowed as (
+    select
+        {% for column in bar_columns %}{{ column }}, {% endfor %}close_f,
+        {% for n in sma_periods %}
+        case when seq >= {{ n }} then {{ moving_mean('close', n, series) }} end as sma_{{ n }},
+        {% endfor %}
+        case when seq >= 20 then {{ moving_stddev_pop('close_f', 20, series) }} end as stddev_20,
+        (session_pv / nullif(session_volume, 0))::float8 as vwap,
+        -- NULL on a series' first bar, so the smoothing seeds skip it as TA-Lib does
+        case when prev_close is not null then greatest(close_f - prev_close, 0) end as gain,
+        case when prev_close is not null then greatest(prev_close - close_f, 0) end as loss,
         case when prev_close is not null
-            then greatest(high, prev_close) - least(low, prev_close) end as true_range
-    from changes
+            then greatest(high::float8, prev_close) - least(low::float8, prev_close) end as true_range
+        {{ smoothing_block_columns('seq') }}
+    from numbered
 ),
 
 smoothed as (
-    select
-        moves.*,
-        {% for n in sma_periods %}
-        case when bar_number >= {{ n }} then (avg(close) over (
-            partition by {{ series }} order by {{ by_time }}
-            rows between {{ n - 1 }} preceding and current row))::float8 end as sma_{{ n }},
-        {% endfor %}
-        case when bar_number >= 20 then (stddev_pop(close) over (
-            partition by {{ series }} order by {{ by_time }}
-            rows between 19 preceding and current row))::float8 end as stddev_20,
-        {{ smoothed_columns([
-            ema_spec('ema_12', 'close', 12),
-            ema_spec('ema_26', 'close', 26),
-            wilder_spec('avg_gain_14', 'gain', 14),
-            wilder_spec('avg_loss_14', 'loss', 14),
-            wilder_spec('atr_14', 'true_range', 14),
-        ], series, by_time) }},
-        sum((high + low + close) / 3 * volume) over (
-            partition by symbol, timeframe, date_trunc('day', bar_ts) order by {{ by_time }}
-            rows between unbounded preceding and current row) as session_pv,
-        sum(volume) over (
-            partition by symbol, timeframe, date_trunc('day', bar_ts) order by {{ by_time }}
-            rows between unbounded preceding and current row) as session_volume
-    from moves
+    {{ smooth('windowed', [
+        ema_spec('ema_12', 'close_f', 12),
+        ema_spec('ema_26', 'close_f', 26),
+        wilder_spec('avg_gain_14', 'gain', 14, leading_nulls=1),
+        wilder_spec('avg_loss_14', 'loss', 14, leading_nulls=1),
+        wilder_spec('atr_14', 'true_range', 14, leading_nulls=1),
+    ], keep=bar_columns + sma_columns + ['stddev_20', 'vwap'], differences=[('ema_12_minus_26', 'ema_12', 'ema_26')]) }}
 ),
 
 macd as (
     select
         smoothed.*,
         -- TA-Lib's MACD only starts once the slow EMA exists
-        case when bar_number >= 26 then ema_12 - ema_26 end as macd
+        case when seq >= 26 then ema_12_minus_26 end as macd
     from smoothed
 ),
 
 macd_signal as (
-    select
-        macd.*,
-        {{ smoothed_columns([ema_spec('macd_signal', 'macd', 9)], series, by_time) }}
-    from macd
+    {{ smooth('macd', [ema_spec('macd_signal', 'macd', 9, leading_nulls=25)],
+        keep=bar_columns + sma_columns + ['stddev_20', 'vwap', 'ema_12', 'ema_26', 'avg_gain_14', 'avg_loss_14', 'atr_14', 'macd']) }}
 )
 
 select
@@ -98,6 +102,6 @@ select
     sma_20 + 2 * stddev_20 as bb_upper,
     sma_20 - 2 * stddev_20 as bb_lower,
     atr_14,
-    case when session_volume > 0 then (session_pv / session_volume)::float8 end as vwap,
+    vwap,
     {{ var('indicator_version') }} as indicator_version
 from macd_signal

@@ -1,25 +1,38 @@
 -- Remaining quantity of each open lot. A lot is the opening part of a fill;
 -- on a long key the open units are the bought units beyond the last one sold
--- (and the other way round on a short key). One pass over a key's fills:
--- whole-key totals are window aggregates, so a read filtered on a key
--- touches only that key's rows.
-{% set key = 'account_id, strategy_id, symbol' %}
-{% set whole_key %}over (partition by {{ key }} order by fill_seq
-    rows between unbounded preceding and unbounded following){% endset %}
+-- (and the other way round on a short key). Whole-key totals are a GROUP BY
+-- joined back on the key, not whole-partition windows: a streaming engine
+-- updates a key's totals per fill instead of re-running its window, and a read
+-- filtered on a key touches only that key's rows (the filter reaches both sides).
+{% set key = ['account_id', 'strategy_id', 'symbol'] %}
 
 with units as (
     select * from {{ ref('int_fill_units') }}
 ),
 
+key_totals as (
+    select
+        {{ key | join(', ') }},
+        sum(case when side = 'BUY' then fill_qty else 0 end) as bought_total,
+        sum(case when side = 'SELL' then fill_qty else 0 end) as sold_total,
+        max(case when side = 'BUY' then exec_ts end) as last_buy_ts,
+        max(case when side = 'SELL' then exec_ts end) as last_sell_ts,
+        max(exec_ts) as last_fill_ts
+    from units
+    group by {{ key | join(', ') }}
+),
+
 with_totals as (
     select
         units.*,
-        sum(case when side = 'BUY' then fill_qty else 0 end) {{ whole_key }} as bought_total,
-        sum(case when side = 'SELL' then fill_qty else 0 end) {{ whole_key }} as sold_total,
-        max(case when side = 'BUY' then exec_ts end) {{ whole_key }} as last_buy_ts,
-        max(case when side = 'SELL' then exec_ts end) {{ whole_key }} as last_sell_ts,
-        max(exec_ts) {{ whole_key }} as last_fill_ts
+        key_totals.bought_total,
+        key_totals.sold_total,
+        key_totals.last_buy_ts,
+        key_totals.last_sell_ts,
+        key_totals.last_fill_ts
     from units
+    inner join key_totals
+        on {% for column in key %}key_totals.{{ column }} = units.{{ column }}{{ ' and ' if not loop.last }}{% endfor %}
 ),
 
 lots as (

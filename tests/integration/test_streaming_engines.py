@@ -10,15 +10,11 @@ Tolerances (see udfs/smoothing.sql for where the bounds come from):
   * every numeric column: 1e-6 relative, plus an absolute floor of 1e-9 times
     the price level for values near zero (MACD, histogram);
   * the exponentially smoothed columns (EMA, MACD, RSI, ATR) also get the error
-    bound of the engine's bounded smoothing: at most (1-alpha)^h times the input
-    range per smoothing, h chosen from `smoothing_eps_<engine>` in
-    dbt_project.yml (1e-12 on RisingWave: negligible; 1e-6 on Materialize).
-Materialize's LAG expansion has no seed: a smoothed value is NULL until h+1
-rows exist (its documented warm-up). On Materialize a value that is NULL on the
-engine and present on the embedded engine is accepted only as a leading run
-(warm-up) of its series, and signals are compared only from two bars after the
-last warm-up row of their series (strategies read the previous bar too). On
-RisingWave NULL patterns must match exactly.
+    bound of the streaming engines' smoothing (the lag join cut after h terms):
+    at most (1-alpha)^h times the input range per smoothing, h chosen from
+    `smoothing_eps` in dbt_project.yml (1e-15: negligible).
+The lag join is seeded like TA-Lib, so NULL patterns (warm-ups) must match
+exactly on both engines.
 
 Skipped, with the reason, when no Docker engine is reachable. The embedded side
 comes from the `embedded_settings` fixture (tests/conftest.py, function-scoped:
@@ -240,7 +236,7 @@ class Reference:
 # --------------------------------------------------------------------------
 def smoothing_eps(target: str) -> float:
     project = yaml.safe_load((PROJECT_DIR / "dbt_project.yml").read_text())
-    return float(project["vars"][f"smoothing_eps_{target}"])
+    return float(project["vars"]["smoothing_eps"])  # one cut for both streaming engines (udfs/smoothing.sql)
 
 
 @dataclass(frozen=True)
@@ -522,13 +518,13 @@ def test_risingwave_signals_match_embedded(risingwave_result: EngineResult, embe
 
 def test_materialize_indicator_history_matches_embedded(materialize_result: EngineResult,
                                                         embedded_reference: Reference) -> None:
-    _check_indicators(materialize_result, embedded_reference, allow_warmup=True)
+    _check_indicators(materialize_result, embedded_reference, allow_warmup=False)
 
 
 def test_materialize_signals_match_embedded(materialize_result: EngineResult, embedded_reference: Reference) -> None:
     # Only the warm-up extent is needed here; indicator mismatches are the other test's business.
     cmp = compare_indicators(materialize_result.engine, materialize_result.indicators, embedded_reference.indicators,
-                             tolerance_for(materialize_result.engine, embedded_reference.bars), allow_warmup=True)
+                             tolerance_for(materialize_result.engine, embedded_reference.bars), allow_warmup=False)
 
     def after_warmup(row: dict) -> bool:
         series = (row["symbol"], row["timeframe"])

@@ -22,16 +22,14 @@ with trades as (
         fee_share,
         cast(realized_pnl as float8)
             / cast(matched_qty * case when closed_side = 'LONG' then buy_price else sell_price end as float8)
-            as trade_return,
-        -- newest first; match_id breaks ties between segments closed by one fill
-        row_number() over (partition by strategy_id order by match_ts desc, match_id desc) as recency
+            as trade_return
     from {{ ref('paper_trade_match_history') }}
 ),
 
 windowed as (
-    -- top-N per strategy (RisingWave plans this as a GroupTopN)
-    select * from trades
-    where recency <= {{ window_trades }}
+    -- the newest N per strategy; match_id breaks ties between segments closed by one fill
+    {{ first_k_per_key('trades', 'strategy_id', 'match_ts desc, match_id desc', window_trades,
+                       ['strategy_id', 'match_id', 'match_ts', 'realized_pnl', 'fee_share', 'trade_return']) }}
 ),
 
 stats as (
