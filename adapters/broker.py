@@ -33,8 +33,11 @@ re-sends the same fill_id, and the exec ingester drops the copy.
 
 order_history returns, for the given orders, every event the broker holds,
 in the order they happened (a real broker's order-status and executions
-queries). The adapter reconciles with it at start-up: events it polled but
-did not write before it stopped are not lost.
+queries); an id the broker never received has no events (not an error). The
+adapter reconciles with it at start-up, for every order it holds open (NEW
+included: submitted, maybe, before a crash): events it polled but did not
+write before it stopped are not lost. It also takes an order's history when
+a resubmit finds the order already there.
 
 docs/brokers.md has the paper broker's fill model and what a real (FIX/REST)
 adapter must do.

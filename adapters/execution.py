@@ -4,19 +4,38 @@ sends fills back through the exec ingester, so positions and P&L update from
 the same path as any other fill.
 
 No lost and no duplicated submission across restarts:
-- the feed position is saved only after the orders it covers were submitted,
-  so a crash re-delivers them (at least once);
+- each step is one unit: submit -> the broker's answers (ACK/REJECTED) ->
+  the feed position; reports -> their order events and fill rows (-> the
+  bar feed's position, in the paper daemon). On the embedded engine a unit
+  is one transaction. RisingWave has no read-write transactions and
+  Materialize writes one table per transaction, so there the unit's writes
+  go in an order that a restart redoes idempotently: fill rows, then order
+  events, then the feed position; a crash between them re-delivers the
+  feed's rows and reconcile() fetches the broker's order history;
 - client order ids are deterministic (adapters.orders.client_order_id), and a
   broker answers a resubmitted id with the existing order (exactly once at
   the broker);
 - an order event is written only if that (order, status, filled qty) is not
-  recorded yet, and fills are idempotent by (order_id, fill_id).
+  recorded yet, its fill (if any) only with it, and fills are idempotent by
+  (order_id, fill_id).
+
+One clock per order: each recorded event gets the next per-order `seq` (the
+gate's NEW has none and counts as 0; `orders` is the highest seq) and an
+event_ts that never goes back: max(the order's previous event_ts, the
+broker's time). A paper fill stamped with a bar's open that passed before
+the ACK is recorded at the ACK's time, not before it; its fill row carries
+the same time.
+
+TRADEFLOW_CRASH_AT=<point>[:<n>] makes the process die (os._exit) the n-th
+time (default 1st) it reaches that point of WRITE_POINTS: the fault suite's
+kill -9 between two statements.
 """
 from __future__ import annotations
 
 import logging
-from contextlib import AbstractContextManager
-from dataclasses import replace
+import os
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Callable
@@ -25,7 +44,7 @@ import psycopg
 
 from adapters.broker import Broker
 from adapters.changefeed import ChangeFeed, FeedPositionStore
-from adapters.orders import ORDER_EVENT_COLUMNS, Order, OrderEvent, OrderType, Side, TimeInForce
+from adapters.orders import ORDER_EVENT_COLUMNS, Order, OrderEvent, OrderStatus, OrderType, Side, TimeInForce
 from adapters.resilience import BreakerState, ResilientBroker
 from ingest.execs import ExecIngester, Fill
 from tradeflow.clock import utc_now
@@ -39,6 +58,35 @@ ACCEPTED_ORDER_KEY = ("ts", "decision_id")  # the feed's order on the embedded e
 ORDER_COMMANDS = "order_commands"
 ORDER_COMMAND_KEY = ("requested_at", "client_order_id", "command")
 BREAKER_STATES = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
+# the adapter's order events carry their per-order sequence number; the gate's NEW has none (0)
+RECORDED_EVENT_COLUMNS = (*ORDER_EVENT_COLUMNS, "seq")
+OPEN_STATUSES = ("NEW", "ACK", "PARTIAL")
+
+# Where a unit of the adapter's work can be cut by a crash, in the order they are reached.
+WRITE_POINTS = (
+    "submitted",         # the broker has the orders, nothing is written
+    "answers_written",   # ACK/REJECTED written, the orders feed position not yet
+    "cancel_sent",       # the broker cancelled, nothing is written
+    "fills_written",     # fill rows written, their order events not yet
+    "events_written",    # order events written, the feed position not yet
+    "position_saved",    # the feed position saved (in the transaction), not yet committed
+)
+CRASH_AT_ENV = "TRADEFLOW_CRASH_AT"
+CRASH_EXIT_CODE = 86
+_crash_hits: dict[str, int] = {}
+
+
+def crash_point(point: str) -> None:
+    """Die here, as kill -9 would, if TRADEFLOW_CRASH_AT names this point (fault tests only)."""
+    wanted = os.environ.get(CRASH_AT_ENV)
+    if not wanted:
+        return
+    name, _, nth = wanted.partition(":")
+    if name != point:
+        return
+    _crash_hits[point] = _crash_hits.get(point, 0) + 1
+    if _crash_hits[point] >= int(nth or 1):
+        os._exit(CRASH_EXIT_CODE)
 
 
 class ExecutionAdapter:
@@ -52,69 +100,105 @@ class ExecutionAdapter:
         self.source = source
         self.clock = clock
         self.ingester = ExecIngester(conn, settings, source=source, clock=clock)
+        # only PostgreSQL has multi-table write transactions (see the module docstring)
+        self.transactional = settings.target == "embedded"
         self.submitted = 0
         self.broker_label = broker_label(broker)
         instrument_broker(broker, self.broker_label)
         self._orders_seen = feed_age(ACCEPTED_ORDERS, clock)
         self._commands_seen = feed_age(ORDER_COMMANDS, clock)
 
+    def unit(self) -> AbstractContextManager[object]:
+        """One step's writes: a transaction where the engine has them, else the order they are written in."""
+        return self.conn.transaction() if self.transactional else nullcontext()
+
     def submit_accepted(self, max_rows: int = 500, timeout: float = 0.0) -> int:
-        """Submit the newly accepted orders; returns how many the feed delivered."""
+        """Submit the newly accepted orders and record the broker's answers with
+        the feed position; returns how many changes the feed delivered."""
         changes = self.feed.fetch(max_rows, timeout)
+        answers: list[OrderEvent] = []
+        known: list[str] = []
         for change in changes:
             if change.op in {"insert", "update_insert"}:
                 order = _order(change.row)
                 with self._timed("submit"):
                     event = self.broker.submit(order)
+                if event.status in {OrderStatus.ACK, OrderStatus.REJECTED}:
+                    answers.append(event)
+                else:  # the broker had it already (submitted before a crash): take its whole history
+                    known.append(order.client_order_id)
                 log.info("order submitted: %s", event.status, extra={
                     "order_id": order.client_order_id, "decision_id": change.row.get("decision_id"),
                     "signal_id": change.row.get("signal_id"), "account_id": order.account_id,
                     "strategy_id": order.strategy_id, "symbol": order.symbol})
                 PROCESS_METRICS["adapter_orders_sent_total"].labels(self.broker_label).inc()
                 self.submitted += 1
-        if changes:
-            self._orders_seen(max(change.row["ts"] for change in changes))
+        if not changes:
+            return 0
+        crash_point("submitted")
+        if known:
+            with self._timed("order_history"):
+                answers += self.broker.order_history(known)
+        with self.unit():
+            self._record(answers)
+            crash_point("answers_written")
             # the feed's own position: on Materialize progress moves it past the last change
             self.positions.save(self.feed.position)
+            crash_point("position_saved")
+        self._orders_seen(max(change.row["ts"] for change in changes))
         return len(changes)
 
     def apply_commands(self, commands: ChangeFeed, positions: FeedPositionStore) -> int:
-        """Carry out operator commands (CANCEL); the broker reports the outcome."""
+        """Carry out operator commands (CANCEL); the broker's answers are recorded with the feed position."""
         changes = commands.fetch(500, 0.0)
+        answers = []
         for change in changes:
             if change.op in {"insert", "update_insert"} and change.row["command"] == "CANCEL":
                 with self._timed("cancel"):
-                    self.broker.cancel(change.row["client_order_id"])
-        if changes:
-            self._commands_seen(max(change.row["requested_at"] for change in changes))
+                    answers.append(self.broker.cancel(change.row["client_order_id"]))
+        if not changes:
+            return 0
+        crash_point("cancel_sent")
+        with self.unit():
+            self._record(answers)
             positions.save(commands.position)
+        self._commands_seen(max(change.row["requested_at"] for change in changes))
         return len(changes)
 
-    def process_reports(self) -> int:
-        """Record the broker's order events; fills go through the exec ingester."""
+    def process_reports(self, positions: FeedPositionStore | None = None, position: str | None = None) -> int:
+        """Record the broker's order events with their fills (through the exec
+        ingester) and, given one, a feed position those reports cover: one unit."""
         with self._timed("poll_events"):
             events = self.broker.poll_events()
-        return self._record(events)
+        if not events and positions is None:
+            return 0
+        with self.unit():
+            self._record(events)
+            if positions is not None:
+                positions.save(position)
+                crash_point("position_saved")
+        return len(events)
 
     def reconcile(self) -> int:
         """At start-up: ask the broker for the whole history of every order we
-        hold open (ACK or PARTIAL) and record what we are missing, such as the
-        reports a previous run polled but died before writing. Returns how many
-        events were new."""
+        hold open (NEW, ACK or PARTIAL) and record what we are missing, such as
+        the reports a previous run polled but died before writing. Returns how
+        many events were new."""
         open_ids = [row[0] for row in self.conn.execute(
-            "SELECT client_order_id FROM orders WHERE status IN ('ACK', 'PARTIAL') ORDER BY client_order_id")]
+            "SELECT client_order_id FROM orders WHERE status = ANY(%s) ORDER BY client_order_id",
+            (list(OPEN_STATUSES),))]
         if not open_ids:
             return 0
         with self._timed("order_history"):
             events = self.broker.order_history(open_ids)
-        before = len(self._recorded(set(open_ids)))
-        self._record(events)
-        added = len(self._recorded(set(open_ids))) - before
+        with self.unit():
+            added = self._record(events)
         if added:
             log.warning("reconciled %d order event(s) missing after a restart", added)
         return added
 
     def _record(self, events: list[OrderEvent]) -> int:
+        """Write the events not recorded yet, each on its order's clock; returns how many were new."""
         if not events:
             return 0
         orders = self._orders({e.client_order_id for e in events})
@@ -122,21 +206,31 @@ class ExecutionAdapter:
         rows, fills = [], []
         for event in events:
             order = orders[event.client_order_id]
-            key = (event.client_order_id, str(event.status), event.filled_qty)
-            if key not in recorded:
-                recorded.add(key)
-                rows.append(order_event_row(order, event, self.source))
+            book = recorded.setdefault(event.client_order_id, _Recorded())
+            key = (str(event.status), event.filled_qty)
+            if key in book.keys:
+                continue
+            book.keys.add(key)
+            book.seq += 1
+            book.event_ts = event.event_ts if book.event_ts is None else max(book.event_ts, event.event_ts)
+            on_order_clock = replace(event, event_ts=book.event_ts)
+            rows.append((*order_event_row(order, on_order_clock, self.source), book.seq))
             if event.last_fill_qty > 0:
-                fills.append(fill_from_event(order, event))
+                fills.append(fill_from_event(order, on_order_clock))
                 log.info("fill %s @ %s", event.last_fill_qty, event.last_fill_price, extra={
                     "order_id": order.client_order_id, "fill_id": fills[-1].fill_id,
                     "account_id": order.account_id, "strategy_id": order.strategy_id, "symbol": order.symbol})
-        if rows:
-            insert_rows(self.conn, "order_events", ORDER_EVENT_COLUMNS, rows, batch_rows=500)
+        # Fills before their events: without a transaction, a crash between the two leaves the
+        # order open, and reconcile() redoes the event (the fill is then a known copy), whereas
+        # an event without its fill would close the order with the fill lost.
         if fills:
             self.ingester.ingest_fills(fills)
             PROCESS_METRICS["adapter_fills_ingested_total"].labels(self.broker_label).inc(len(fills))
-        return len(events)
+            crash_point("fills_written")
+        if rows:
+            insert_rows(self.conn, "order_events", RECORDED_EVENT_COLUMNS, rows, batch_rows=500)
+            crash_point("events_written")
+        return len(rows)
 
     def _timed(self, call: str) -> AbstractContextManager[object]:
         return PROCESS_METRICS["adapter_broker_latency_seconds"].labels(self.broker_label, call).time()
@@ -149,10 +243,24 @@ class ExecutionAdapter:
         names = [c.name for c in cur.description]
         return {row[0]: _order(dict(zip(names, row))) for row in cur.fetchall()}
 
-    def _recorded(self, ids: set[str]) -> set[tuple[str, str, Decimal]]:
-        return set(self.conn.execute(
-            "SELECT client_order_id, status, filled_qty FROM order_events WHERE client_order_id = ANY(%s)",
-            (sorted(ids),)).fetchall())
+    def _recorded(self, ids: set[str]) -> dict[str, "_Recorded"]:
+        books: dict[str, _Recorded] = {}
+        for coid, status, filled_qty, seq, event_ts in self.conn.execute(
+                "SELECT client_order_id, status, filled_qty, coalesce(seq, 0), event_ts FROM order_events"
+                " WHERE client_order_id = ANY(%s)", (sorted(ids),)):
+            book = books.setdefault(coid, _Recorded())
+            book.keys.add((status, filled_qty))
+            book.seq = max(book.seq, seq)
+            book.event_ts = event_ts if book.event_ts is None else max(book.event_ts, event_ts)
+        return books
+
+
+@dataclass(slots=True)
+class _Recorded:
+    """What order_events holds of one order: its events' keys, last seq and latest event time."""
+    keys: set[tuple[str, Decimal]] = field(default_factory=set)
+    seq: int = 0
+    event_ts: datetime | None = None
 
 
 def broker_label(broker: Broker) -> str:

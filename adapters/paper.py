@@ -34,10 +34,12 @@ was not known yet). Then, per bar of its symbol, in submission order:
   the simulation never flatters a strategy. Limit and stop prices off the
   tick are REJECTED, as venues do.
 
-fill_id is f"{client_order_id}-{n}" and broker_order_id f"paper-{n}" (n-th
-accepted order); timestamps come from bars and the injected clock. So the same
-orders and bars give the same events, and a replay's fills are exact re-sends
-that the exec ingester drops. Not thread-safe: one feed drives it.
+fill_id is f"{client_order_id}-{n}" (n-th fill of the order) and
+broker_order_id f"paper-{client_order_id}": unique across restarts of the
+book (a counter would start again at 1 in a restarted process) and the same
+for the same order; timestamps come from bars and the injected clock. So the
+same orders and bars give the same events, and a replay's fills are exact
+re-sends that the exec ingester drops. Not thread-safe: one feed drives it.
 """
 from __future__ import annotations
 
@@ -130,7 +132,6 @@ class PaperBroker:
         self._live: dict[str, _State] = {}  # submission order: who is served first in a bar
         self._events: list[OrderEvent] = []
         self._history: dict[str, list[tuple[int, OrderEvent]]] = {}  # (emission number, event)
-        self._accepted = 0
         self._emitted = 0
 
     def submit(self, order: Order) -> OrderEvent:
@@ -149,8 +150,7 @@ class PaperBroker:
         reason = self._refusal(state)
         if reason:
             return self._emit(state, OrderStatus.REJECTED, self._clock(), reason=reason)
-        self._accepted += 1
-        state.broker_order_id = f"paper-{self._accepted}"
+        state.broker_order_id = f"paper-{order.client_order_id}"
         self._live[order.client_order_id] = state
         ack = self._emit(state, OrderStatus.ACK, self._clock())
         if self._fills_at_submit(order):

@@ -38,7 +38,8 @@
       ('client_order_id', 'TEXT'), ('account_id', 'TEXT'), ('strategy_id', 'TEXT'), ('symbol', 'TEXT'),
       ('side', 'TEXT'), ('order_type', 'TEXT'), ('time_in_force', 'TEXT'), ('qty', 'NUMERIC'),
       ('limit_price', 'NUMERIC'), ('stop_price', 'NUMERIC'), ('status', 'TEXT'), ('filled_qty', 'NUMERIC'),
-      ('broker_order_id', 'TEXT'), ('reason', 'TEXT'), ('event_ts', 'TIMESTAMPTZ'), ('source', 'TEXT')],
+      ('broker_order_id', 'TEXT'), ('reason', 'TEXT'), ('event_ts', 'TIMESTAMPTZ'), ('source', 'TEXT'),
+      ('seq', 'INTEGER')],
     'order_commands': [
       ('client_order_id', 'TEXT'), ('command', 'TEXT'), ('reason', 'TEXT'),
       ('requested_at', 'TIMESTAMPTZ'), ('requested_by', 'TEXT')],
@@ -77,6 +78,8 @@
   {% for name, columns in raw_table_columns().items() %}
   {{ raw_table_ddl(name, columns) }};
   {% endfor %}
+  {#- columns added since a table was first created (create table if not exists keeps it as it was) #}
+  alter table {{ target.schema }}.order_events add column if not exists seq INTEGER;
   {#- The embedded engine computes views on read: these indexes keep the
       reads that matter (one symbol's recent bars, dedup lookups) bounded. #}
   create index if not exists price_1m_history_symbol_ts on {{ target.schema }}.price_1m_history (symbol, ts);

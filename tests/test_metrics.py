@@ -308,7 +308,7 @@ def test_adapter_daemon_is_ready_once_bootstrapped(embedded_settings):
         url = f"http://127.0.0.1:{port}"
         ready = poll(lambda: (answer := _answer(url + "/health/ready")) and answer[0] == 200 and answer,
                      "adapter ready")
-        assert ready[1]["checks"] == {"engine": "ok", "models": "ok", "feed_position": "ok"}
+        assert ready[1]["checks"] == {"engine": "ok", "models": "ok", "feed_position": "ok", "database": "ok"}
         assert "adapter_orders_sent_total" in get(url + "/metrics")[1]
     finally:
         stop.set()

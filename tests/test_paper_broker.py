@@ -34,14 +34,14 @@ def feed(broker: PaperBroker, ts: datetime, open: str, high: str, low: str, clos
     broker.on_bar(symbol, ts, D(open), D(high), D(low), D(close), D(volume))
 
 
-def ack(coid: str = "o1", n: int = 1) -> OrderEvent:
-    return OrderEvent(client_order_id=coid, status=OrderStatus.ACK, event_ts=CLOCK_TS, broker_order_id=f"paper-{n}")
+def ack(coid: str = "o1") -> OrderEvent:
+    return OrderEvent(client_order_id=coid, status=OrderStatus.ACK, event_ts=CLOCK_TS, broker_order_id=f"paper-{coid}")
 
 
 def fill(status: OrderStatus, ts: datetime, cum: str, qty: str, price: str, fee: str = "0", n: int = 1,
-         coid: str = "o1", broker_n: int = 1) -> OrderEvent:
+         coid: str = "o1") -> OrderEvent:
     return OrderEvent(client_order_id=coid, status=status, event_ts=ts, filled_qty=D(cum), last_fill_qty=D(qty),
-                      last_fill_price=D(price), fee=D(fee), fill_id=f"{coid}-{n}", broker_order_id=f"paper-{broker_n}")
+                      last_fill_price=D(price), fee=D(fee), fill_id=f"{coid}-{n}", broker_order_id=f"paper-{coid}")
 
 
 def test_paper_broker_is_a_broker():
@@ -127,7 +127,7 @@ def test_ioc_remainder_is_cancelled_after_the_first_bar():
     assert broker.poll_events()[1:] == [
         fill(OrderStatus.PARTIAL, minute(1), "100", "100", "10.00"),
         OrderEvent(client_order_id="o1", status=OrderStatus.CANCELLED, event_ts=minute(2), filled_qty=D(100),
-                   broker_order_id="paper-1", reason="IOC: remainder cancelled"),
+                   broker_order_id="paper-o1", reason="IOC: remainder cancelled"),
     ]
 
 
@@ -228,7 +228,7 @@ def test_resubmit_returns_the_latest_event_and_creates_nothing():
     filled = fill(OrderStatus.FILLED, minute(1), "100", "100", "10.00")
     assert broker.submit(make_order()) == filled
     assert broker.poll_events() == [ack(), filled]
-    assert broker.submit(make_order("o2")) == ack("o2", n=2)
+    assert broker.submit(make_order("o2")) == ack("o2")
 
 
 def test_reusing_an_id_for_another_order_is_a_permanent_error():
@@ -245,7 +245,7 @@ def test_cancel_live_order_then_terminal_order_returns_it_unchanged():
     feed(broker, minute(1), "10", "10", "10", "10", volume=1000)
     cancelled = broker.cancel("o1")
     assert cancelled == OrderEvent(client_order_id="o1", status=OrderStatus.CANCELLED, event_ts=CLOCK_TS,
-                                   filled_qty=D(100), broker_order_id="paper-1", reason="cancelled on request")
+                                   filled_qty=D(100), broker_order_id="paper-o1", reason="cancelled on request")
     feed(broker, minute(2), "10", "10", "10", "10", volume=1000)
     assert broker.cancel("o1") is cancelled
     assert [e.status for e in broker.poll_events()] == [OrderStatus.ACK, OrderStatus.PARTIAL, OrderStatus.CANCELLED]
@@ -342,3 +342,12 @@ def test_signal_close_fills_a_day_order_decided_at_the_session_end():
                        created_at=datetime(2024, 3, 4, 21, 0, tzinfo=UTC))
     assert broker.submit(order).status is OrderStatus.ACK
     assert broker.poll_events()[-1].status is OrderStatus.FILLED
+
+
+def test_broker_order_ids_stay_unique_across_a_restarted_book():
+    before = make_broker()
+    before.submit(make_order("o1"))
+    restarted = make_broker()  # a new process: a counter would number its first order 1 again
+    restarted.submit(make_order("o2"))
+    ids = [e.broker_order_id for e in before.poll_events() + restarted.poll_events()]
+    assert ids == ["paper-o1", "paper-o2"]

@@ -113,15 +113,22 @@ def gate_run(once: bool = typer.Option(False, help="Decide what is pending, then
              metrics_port: Optional[int] = typer.Option(None, help="Serve /metrics and /health on this port."),
              metrics_addr: str = typer.Option("127.0.0.1", help="Address for --metrics-port (0.0.0.0 for Docker)."),
              shadow: bool = typer.Option(False, help="Also trade every signal in its strategy's paper account."),
+             wait_for_lease: bool = typer.Option(False, help="If another gate runs, wait for it to stop."),
              ) -> None:
-    """Decide every new strategy signal, exactly once, until stopped."""
+    """Decide every new strategy signal, exactly once, until stopped. One gate at a time."""
     from datetime import timedelta
 
     from tradeflow.trading.daemon import run_gate, stop_on_signals
+    from tradeflow.trading.lease import LeaseHeld
 
-    decided = run_gate(_settings(), once=once, interval=interval, max_signal_age=timedelta(seconds=max_signal_age),
-                       stop=None if once else stop_on_signals(), metrics_port=metrics_port, metrics_addr=metrics_addr,
-                       shadow=shadow)
+    try:
+        decided = run_gate(_settings(), once=once, interval=interval,
+                           max_signal_age=timedelta(seconds=max_signal_age), stop=None if once else stop_on_signals(),
+                           metrics_port=metrics_port, metrics_addr=metrics_addr, shadow=shadow,
+                           wait_for_lease=wait_for_lease)
+    except LeaseHeld as err:
+        console.print(f"[red]{err}[/]")
+        raise typer.Exit(2)
     console.print(f"decided {decided} signal(s)")
 
 

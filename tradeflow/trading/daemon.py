@@ -2,10 +2,24 @@
 execution adapter with the paper broker. Each runs until stopped (SIGINT or
 SIGTERM finish the current step first) or, with once=True, for one step.
 With metrics_port each serves /metrics (PROCESS_REGISTRY) and /health/live,
-/health/ready (ready once its bootstrap steps passed) while it runs."""
+/health/ready (ready once its bootstrap steps passed and while it is
+connected) while it runs.
+
+Both survive the database going away (a restart, a failover): on a
+connection error they drop every connection, report not ready, reconnect
+with backoff (1 s doubling to 30 s, less up to half of it at random) and
+start over from what is stored: the gate from the undecided signals, the
+adapter from its saved feed positions, with the paper book rebuilt from the
+recorded events. Reconnecting never starts the embedded server (whoever
+stopped it starts it again); the first connection does, as any command.
+
+The gate holds the gate lease (tradeflow.trading.lease) on its connection
+while it runs: a second gate refuses to start, or waits with wait_for_lease."""
 from __future__ import annotations
 
 import contextlib
+import logging
+import random
 import signal
 import threading
 from datetime import datetime, timedelta
@@ -30,10 +44,14 @@ from tradeflow.clock import utc_now
 from tradeflow.config import Settings
 from tradeflow.ops.health import Bootstrap, HealthServer
 from tradeflow.ops.metrics import PROCESS_REGISTRY, feed_age
+from tradeflow.trading import lease
 from tradeflow.trading.gate import DecisionGate
 
+log = logging.getLogger("tradeflow.daemon")
 BARS = "price_1m_history"
 BAR_KEY = ("received_at", "symbol", "ts")
+RECONNECT_DELAY = 1.0
+MAX_RECONNECT_DELAY = 30.0
 
 
 def stop_on_signals() -> threading.Event:
@@ -43,11 +61,24 @@ def stop_on_signals() -> threading.Event:
     return stop
 
 
-def _health_server(port: int | None, addr: str, bootstrap: Bootstrap) -> contextlib.AbstractContextManager:
+class Readiness:
+    """/health/ready's checks: bootstrap steps (passed for good) and states that come
+    and go (set while they hold): "database" (connected), and any given."""
+
+    def __init__(self, *steps: str, states: tuple[str, ...] = ()) -> None:
+        self.bootstrap = Bootstrap(*steps)
+        self.states = {name: threading.Event() for name in ("database", *states)}
+
+    @property
+    def checks(self) -> dict[str, Callable[[], bool]]:
+        return {**self.bootstrap.checks, **{name: state.is_set for name, state in self.states.items()}}
+
+
+def _health_server(port: int | None, addr: str, readiness: Readiness) -> contextlib.AbstractContextManager:
     """The daemon's health server, started before the bootstrap so probes get an answer meanwhile."""
     if port is None:
         return contextlib.nullcontext()
-    return HealthServer(PROCESS_REGISTRY, port, addr=addr, checks=bootstrap.checks)
+    return HealthServer(PROCESS_REGISTRY, port, addr=addr, checks=readiness.checks)
 
 
 def _models_deployed(conn: psycopg.Connection, settings: Settings, relation: str, bootstrap: Bootstrap) -> None:
@@ -56,21 +87,64 @@ def _models_deployed(conn: psycopg.Connection, settings: Settings, relation: str
         bootstrap.passed("models")
 
 
+def _connect(settings: Settings, *, reconnecting: bool) -> psycopg.Connection:
+    if reconnecting and settings.target == "embedded" and engine.embedded(settings).status() is None:
+        raise psycopg.OperationalError("the embedded server is not running")
+    return engine.connect(settings)
+
+
+def _serve(settings: Settings, readiness: Readiness, stop: threading.Event,
+           session: Callable[[psycopg.Connection], None]) -> None:
+    """Run session(conn) on a fresh connection until it returns; when the database
+    goes away meanwhile, reconnect with backoff and run it again from the start."""
+    delay, reconnecting = RECONNECT_DELAY, False
+    while True:
+        try:
+            with _connect(settings, reconnecting=reconnecting) as conn:
+                readiness.bootstrap.passed("engine")
+                readiness.states["database"].set()
+                if reconnecting:
+                    log.warning("reconnected to the database")
+                session(conn)
+                return
+        except psycopg.OperationalError as exc:
+            readiness.states["database"].clear()
+            wait = delay * (1 - 0.5 * random.random())
+            log.warning("database connection lost (%s); reconnecting in %.1f s", str(exc).strip(), wait)
+            if stop.wait(wait):
+                return
+            delay, reconnecting = min(MAX_RECONNECT_DELAY, delay * 2), True
+
+
 def run_gate(settings: Settings, *, once: bool = False, interval: float = 1.0,
              max_signal_age: timedelta = timedelta(minutes=2), stop: threading.Event | None = None,
-             metrics_port: int | None = None, metrics_addr: str = "127.0.0.1", shadow: bool = False) -> int:
-    """Decide new signals every `interval` seconds; returns how many were decided."""
+             metrics_port: int | None = None, metrics_addr: str = "127.0.0.1", shadow: bool = False,
+             wait_for_lease: bool = False) -> int:
+    """Decide new signals every `interval` seconds; returns how many were decided.
+    Raises lease.LeaseHeld if another gate runs (unless wait_for_lease)."""
     stop = stop or threading.Event()
     decided = 0
-    bootstrap = Bootstrap("engine", "models")
-    with _health_server(metrics_port, metrics_addr, bootstrap), engine.connect(settings) as conn:
-        bootstrap.passed("engine")
-        _models_deployed(conn, settings, "account_risk_inputs", bootstrap)
-        gate = DecisionGate(conn, settings, gate_id="gate", max_signal_age=max_signal_age, shadow=shadow)
-        while True:
-            decided += len(gate.run_once())
-            if once or stop.wait(interval):
-                return decided
+    readiness = Readiness("engine", "models", states=("lease",))
+
+    def session(conn: psycopg.Connection) -> None:
+        nonlocal decided
+        _models_deployed(conn, settings, "account_risk_inputs", readiness.bootstrap)
+        with lease.hold(conn, settings, "gate", wait=wait_for_lease, stop=stop) as held:
+            if not held:
+                return
+            readiness.states["lease"].set()
+            try:
+                gate = DecisionGate(conn, settings, gate_id="gate", max_signal_age=max_signal_age, shadow=shadow)
+                while True:
+                    decided += len(gate.run_once())
+                    if once or stop.wait(interval):
+                        return
+            finally:
+                readiness.states["lease"].clear()  # lost with the connection, or given back
+
+    with _health_server(metrics_port, metrics_addr, readiness):
+        _serve(settings, readiness, stop, session)
+    return decided
 
 
 class PaperAdapter:
@@ -92,8 +166,12 @@ class PaperAdapter:
                       start_position=orders_store.load(), poll_interval=0.2),
             orders_store, source=consumer, clock=clock)
         # bars from before the first start trade nothing: there were no orders yet
+        bars_position = self.bars_store.load()
         self.bars = open_feed(settings, BARS, f"{consumer}-bars", order_by=BAR_KEY,
-                              start_position=self.bars_store.load(), poll_interval=0.2, from_now=True)
+                              start_position=bars_position, poll_interval=0.2, from_now=True)
+        if bars_position is None and self.bars.position is not None:
+            # "now" is the first start's: a restart before any bar came must not skip the bars since
+            self.bars_store.save(self.bars.position)
         self._bars_seen = feed_age(BARS, clock)
         self.commands_store = position_store(settings, conn, f"{consumer}-commands")
         self.commands = open_feed(settings, ORDER_COMMANDS, f"{consumer}-commands", order_by=ORDER_COMMAND_KEY,
@@ -111,10 +189,13 @@ class PaperAdapter:
             row = change.row
             self.broker.on_bar(row["symbol"], row["ts"], row["open"], row["high"], row["low"], row["close"],
                                row["volume"])
-        self.adapter.process_reports()
-        if bars:
-            self.bars_store.save(self.bars.position)
-            self._bars_seen(max(change.row["received_at"] for change in bars))
+        if not bars:
+            self.adapter.process_reports()
+            return
+        # The book lives in this process: what the bars did to it is written with the bars'
+        # position, so a restart rebuilds the book as it was before them and trades them again.
+        self.adapter.process_reports(self.bars_store, self.bars.position)
+        self._bars_seen(max(change.row["received_at"] for change in bars))
 
     def close(self) -> None:
         self.adapter.feed.close()
@@ -131,7 +212,8 @@ class PaperAdapter:
             " FROM accepted_trade_signal_history a JOIN orders o ON o.client_order_id = a.client_order_id"
             " LEFT JOIN (SELECT order_id, sum(fill_qty * fill_price) AS notional, sum(fee) AS fees,"
             " count(*) AS fills FROM stg_execs GROUP BY order_id) f ON f.order_id = a.client_order_id"
-            " WHERE o.status IN ('ACK', 'PARTIAL')")
+            " WHERE o.status IN ('ACK', 'PARTIAL')"
+            " ORDER BY a.ts, a.decision_id")  # the feed's order: who is served first in a bar
         names = [c.name for c in cur.description]
         for values in cur.fetchall():
             row = dict(zip(names, values))
@@ -145,12 +227,12 @@ def run_adapter(settings: Settings, *, once: bool = False, interval: float = 0.5
                 stop: threading.Event | None = None, config: PaperConfig | None = None,
                 metrics_port: int | None = None, metrics_addr: str = "127.0.0.1") -> None:
     stop = stop or threading.Event()
-    bootstrap = Bootstrap("engine", "models", "feed_position")
-    with _health_server(metrics_port, metrics_addr, bootstrap), engine.connect(settings) as conn:
-        bootstrap.passed("engine")
-        _models_deployed(conn, settings, ACCEPTED_ORDERS, bootstrap)
+    readiness = Readiness("engine", "models", "feed_position")
+
+    def session(conn: psycopg.Connection) -> None:
+        _models_deployed(conn, settings, ACCEPTED_ORDERS, readiness.bootstrap)
         adapter = PaperAdapter(conn, settings, config)  # loads the feed positions, restores open orders
-        bootstrap.passed("feed_position")
+        readiness.bootstrap.passed("feed_position")
         try:
             while not stop.is_set():
                 adapter.step(timeout=0 if once else interval)
@@ -159,3 +241,5 @@ def run_adapter(settings: Settings, *, once: bool = False, interval: float = 0.5
         finally:
             adapter.close()
 
+    with _health_server(metrics_port, metrics_addr, readiness):
+        _serve(settings, readiness, stop, session)
