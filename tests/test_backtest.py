@@ -189,3 +189,14 @@ def test_a_run_whose_book_and_views_disagree_fails(engine_settings, monkeypatch)
     monkeypatch.setattr(SequentialReplay, "_record", deaf_book)
     with pytest.raises(BacktestMismatchError, match="positions|cash"):
         Backtest(engine_settings).run(SPEC, BARS, run_id="deaf")
+
+
+def test_results_kept_from_an_older_version_gain_the_new_columns(backtest_run, engine_settings):
+    with engine.connect(engine_settings) as conn:
+        conn.execute("ALTER TABLE backtest_order_events DROP COLUMN seq")  # as a run before order_events.seq left it
+    Backtest(engine_settings).run(replace(SPEC, outputs="full"), BARS, run_id="evolved")
+    with engine.connect(engine_settings) as conn:
+        seqs = fetch(conn, "SELECT count(*) FILTER (WHERE seq IS NULL), count(*) FILTER (WHERE seq > 0)"
+                           " FROM backtest_order_events WHERE run_id = 'evolved'")[0]
+        assert seqs[1] > 0  # the broker's events are numbered per order; the gate's NEW has none
+        assert stored(conn, "order_events", "evolved") == stored(conn, "order_events", "parity")

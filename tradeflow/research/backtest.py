@@ -38,8 +38,8 @@ import numpy as np
 import pandas as pd
 import psycopg
 
-from adapters.execution import fill_from_event, order_event_row
-from adapters.orders import ORDER_EVENT_COLUMNS, Order, OrderEvent, Side
+from adapters.execution import RECORDED_EVENT_COLUMNS, fill_from_event, order_event_row
+from adapters.orders import Order, OrderEvent, Side
 from adapters.paper import PaperBroker, PaperConfig
 from ingest.execs import EXEC_FIELDS
 from tradeflow import engine
@@ -58,7 +58,7 @@ from tradeflow.writer import copy_frame, copy_rows
 Outputs = Literal["matches-only", "full"]
 GATE_ID = "backtest-gate"
 BAR_COLUMNS = ("symbol", "ts", "open", "high", "low", "close", "volume", "source", "batch_id", "received_at")
-WRITTEN_COLUMNS = {"order_events": ORDER_EVENT_COLUMNS, "trade_decisions": DECISION_COLUMNS,
+WRITTEN_COLUMNS = {"order_events": RECORDED_EVENT_COLUMNS, "trade_decisions": DECISION_COLUMNS,
                    "risk_events": RISK_EVENT_COLUMNS,
                    "exec_report_history": (*EXEC_FIELDS, "source", "batch_id", "received_at")}
 # result table -> (relation of the backtest schema, outputs that keep it)
@@ -222,6 +222,7 @@ class SequentialReplay:
         self.broker = PaperBroker(spec.paper, clock=clock)
         self.source = source
         self.orders: dict[str, Order] = {}
+        self._order_clock: dict[str, tuple[int, datetime]] = {}  # order -> (last seq, last event time)
         self.rows: dict[str, list[tuple]] = {"order_events": [], "trade_decisions": [], "risk_events": [],
                                              "exec_report_history": []}
         self.blocked: list[str] = []
@@ -304,24 +305,31 @@ class SequentialReplay:
             self.blocked += effects.blocked
             self.opened_paper += effects.opened_paper
             for table, rows in decision_rows(effects, self.now, GATE_ID).items():
-                self.rows[table] += rows
+                # the gate's NEW events carry no seq (it counts as 0), as live
+                self.rows[table] += [(*row, None) for row in rows] if table == "order_events" else rows
             accepted += [d for d in effects.decisions if d.accepted]
         for decision in accepted:
             mark(decision.signal.symbol)
             order = _order_for(decision, self.now)
             self.orders[order.client_order_id] = order
+            self._order_clock[order.client_order_id] = (0, self.now)  # the NEW event's
             self.broker.submit(order)
         if accepted:
             self._record(self.broker.poll_events())
 
     def _record(self, events: list[OrderEvent]) -> None:
+        """The broker's events as the live adapter records them: each on its order's clock
+        (never before the order's previous event) with the next per-order seq."""
         for event in events:
             order = self.orders[event.client_order_id]
-            self.rows["order_events"].append(order_event_row(order, event, self.source))
+            seq, last_ts = self._order_clock[event.client_order_id]
+            event = replace(event, event_ts=max(last_ts, event.event_ts))
+            self._order_clock[event.client_order_id] = (seq + 1, event.event_ts)
+            self.rows["order_events"].append((*order_event_row(order, event, self.source), seq + 1))
             if event.last_fill_qty > 0:
                 fill = fill_from_event(order, event)
-                self.rows["exec_report_history"].append((*(getattr(fill, f) for f in EXEC_FIELDS), self.source, self.source,
-                                                          self.now))
+                self.rows["exec_report_history"].append((*(getattr(fill, f) for f in EXEC_FIELDS), self.source,
+                                                          self.source, self.now))
                 self.book.on_fill(BookFill(fill.account_id, fill.strategy_id, fill.symbol, fill.order_id,
                                            fill.fill_id, fill.side, fill.fill_qty, fill.fill_price, fill.fee,
                                            fill.exec_ts))
@@ -584,11 +592,30 @@ class Backtest:
             conn.execute(f"CREATE TABLE IF NOT EXISTS \"{main}\".{table} AS"
                          f" SELECT ''::text AS run_id, * FROM \"{bt}\".{relation} WITH NO DATA")
             conn.execute(f'CREATE INDEX IF NOT EXISTS {table}_run ON "{main}".{table} (run_id)')
+            columns = self._evolve(conn, table, relation)
             conn.execute(f'DELETE FROM "{main}".{table} WHERE run_id = %s', (run_id,))
             if spec.outputs in kept_by:
                 # the snapshot at the run's end: open positions marked at the final prices
                 with engine.read_scope(conn, self.bt_settings, as_of=spec.end):
-                    conn.execute(f'INSERT INTO "{main}".{table} SELECT %s, * FROM "{bt}".{relation}', (run_id,))
+                    conn.execute(f'INSERT INTO "{main}".{table} (run_id, {columns})'
+                                 f' SELECT %s, {columns} FROM "{bt}".{relation}', (run_id,))
+
+    def _evolve(self, conn: psycopg.Connection, table: str, relation: str) -> str:
+        """A results table kept from an older version gains the relation's new columns
+        (e.g. order_events.seq), so old runs stay next to new ones; returns the column list."""
+        def described(schema: str, name: str) -> dict[str, str]:
+            return dict(conn.execute(
+                "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a"
+                " JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+                (schema, name)).fetchall())
+
+        source = described(self.bt_settings.schema, relation)
+        kept = described(self.settings.schema, table)
+        for name, kind in source.items():
+            if name not in kept:
+                conn.execute(f'ALTER TABLE "{self.settings.schema}".{table} ADD COLUMN "{name}" {kind}')
+        return ", ".join(f'"{name}"' for name in source)
 
     def _store_run(self, conn: psycopg.Connection, spec: BacktestSpec, run_id: str, bars: pd.DataFrame, signals: int,
                    stats: ReplayStats, seconds: dict[str, float], analysis: Analysis) -> None:

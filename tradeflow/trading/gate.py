@@ -37,6 +37,7 @@ from typing import Callable, Iterable
 
 import psycopg
 
+from adapters.execution import crash_point
 from adapters.orders import (
     ORDER_EVENT_COLUMNS,
     SHADOW_PREFIX,
@@ -552,6 +553,8 @@ class DecisionGate:
             for table, rows in decision_rows(effects, now, self.gate_id).items():
                 if rows:
                     insert_rows(self.conn, table, ROW_COLUMNS[table], rows, batch_rows=1000)
+                    crash_point(f"gate_{table}_written")
+        crash_point("gate_committed")
         for decision in effects.decisions:
             log.info("signal %s %s", "accepted" if decision.accepted else "rejected", decision.signal.action,
                      extra={"signal_id": decision.signal.signal_id, "decision_id": decision.decision_id,
