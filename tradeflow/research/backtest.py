@@ -212,7 +212,7 @@ class SequentialReplay:
     accepted orders submitted. Rows for the raw tables are collected, not written."""
 
     def __init__(self, spec: BacktestSpec, terms: dict[str, Sizing], multipliers: dict[str, Decimal],
-                 source: str) -> None:
+                 source: str, sink: Callable[[dict[str, list[tuple]]], None], sink_rows: int = 100_000) -> None:
         self.spec = spec
         self.now = datetime.min
         clock: Callable[[], datetime] = lambda: self.now  # noqa: E731  (the replay's clock)
@@ -223,6 +223,8 @@ class SequentialReplay:
         self.source = source
         self.orders: dict[str, Order] = {}
         self._order_clock: dict[str, tuple[int, datetime]] = {}  # order -> (last seq, last event time)
+        # rows for the raw tables, handed to `sink` every sink_rows rows and at the end: bulk writes, bounded memory
+        self.sink, self.sink_rows = sink, sink_rows
         self.rows: dict[str, list[tuple]] = {"order_events": [], "trade_decisions": [], "risk_events": [],
                                              "exec_report_history": []}
         self.blocked: list[str] = []
@@ -273,8 +275,15 @@ class SequentialReplay:
             pending = due.pop(self.now, None)
             if pending:
                 self._decide(pending, lambda symbol: self._mark_for(symbol, last_row, code_of, ts, closes))
+            if sum(map(len, self.rows.values())) >= self.sink_rows:
+                self._flush()
             if on_progress:
                 on_progress(hi - lo)
+        self._flush()
+
+    def _flush(self) -> None:
+        self.sink(self.rows)
+        self.rows = {table: [] for table in self.rows}
 
     def _mark_for(self, symbol: str, last_row: np.ndarray, code_of: dict, ts: np.ndarray, closes: np.ndarray) -> None:
         """A symbol about to be held gets its last close as a mark (no equity sample)."""
@@ -381,7 +390,8 @@ class Backtest:
             signals = self._signals(conn, spec, bars)
             seconds["signals"] = time.perf_counter() - lap
             lap = time.perf_counter()
-            replay = SequentialReplay(spec, *self._terms(conn), source=f"backtest:{run_id}")
+            replay = SequentialReplay(spec, *self._terms(conn), source=f"backtest:{run_id}",
+                                      sink=lambda rows: self._copy(conn, rows))
             replay.run(bars, signals, on_progress)
             seconds["replay"] = time.perf_counter() - lap
             lap = time.perf_counter()
@@ -512,20 +522,22 @@ class Backtest:
         return terms.terms, terms.multipliers
 
     def _write(self, conn: psycopg.Connection, spec: BacktestSpec, replay: SequentialReplay) -> None:
-        """The sequential part's rows, in bulk: paper accounts and blocks first (account
-        versions), then policy changes as the operator's, then decisions, order events,
-        fills and risk events."""
+        """What the sequential part changed besides its rows (already copied in bulk):
+        paper accounts, policy changes as the operator's, blocks (account versions)."""
         for account_id in dict.fromkeys(replay.opened_paper):
             accounts.add(conn, account_id, capital=PAPER_CAPITAL, max_leverage=PAPER_LEVERAGE)
         for change in sorted(spec.policy_changes, key=lambda c: c.at):
             policy.update(conn, change.account_id, updated_by=change.updated_by, at=change.at, **change.changes)
         for account_id in dict.fromkeys(replay.blocked):
             accounts.set_status(conn, account_id, "BLOCKED", updated_by=GATE_ID)
-        for table, rows in replay.rows.items():
-            if rows:
-                copy_rows(conn, table, WRITTEN_COLUMNS[table], rows)
-        for table in replay.rows:
+        for table in WRITTEN_COLUMNS:
             conn.execute(f"ANALYZE {table}")
+
+    @staticmethod
+    def _copy(conn: psycopg.Connection, rows: dict[str, list[tuple]]) -> None:
+        for table, table_rows in rows.items():
+            if table_rows:
+                copy_rows(conn, table, WRITTEN_COLUMNS[table], table_rows)
 
     def _check_book(self, conn: psycopg.Connection, spec: BacktestSpec, book: AccountBook) -> None:
         """The book's final state against the views, every account: positions, cash, realized P&L."""
