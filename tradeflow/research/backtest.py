@@ -390,7 +390,7 @@ class Backtest:
             signals = self._signals(conn, spec, bars)
             seconds["signals"] = time.perf_counter() - lap
             lap = time.perf_counter()
-            replay = SequentialReplay(spec, *self._terms(conn), source=f"backtest:{run_id}",
+            replay = SequentialReplay(spec, *load_terms(conn), source=f"backtest:{run_id}",
                                       sink=lambda rows: self._copy(conn, rows))
             replay.run(bars, signals, on_progress)
             seconds["replay"] = time.perf_counter() - lap
@@ -513,13 +513,6 @@ class Backtest:
         signals["signal_ts"] = pd.to_datetime(signals.signal_ts, utc=True)
         signals["decide_at"] = decision_times(bars, signals, spec.max_signal_age)
         return signals.dropna(subset=["decide_at"])
-
-    @staticmethod
-    def _terms(conn: psycopg.Connection) -> tuple[dict[str, Sizing], dict[str, Decimal]]:
-        """Each strategy's sizing and weight multiplier, read once for the run."""
-        terms = Gatekeeper(AccountBook(), clock=datetime.now, max_signal_age=timedelta(0))
-        load_terms(conn, terms)
-        return terms.terms, terms.multipliers
 
     def _write(self, conn: psycopg.Connection, spec: BacktestSpec, replay: SequentialReplay) -> None:
         """What the sequential part changed besides its rows (already copied in bulk):

@@ -25,7 +25,9 @@ from tradeflow.trading.book import POLICY_DEFAULTS, AccountBook, BookFill
 
 log = logging.getLogger("tradeflow.book")
 BAR = timedelta(minutes=1)
-FILL_COLUMNS = "account_id, strategy_id, symbol, order_id, fill_id, side, fill_qty, fill_price, fee, exec_ts"
+# exec_report_history's columns in BookFill's field order
+FILL_COLUMNS = ("account_id", "strategy_id", "symbol", "order_id", "fill_id", "side", "fill_qty", "fill_price", "fee",
+                "exec_ts")
 # arrival order of the raw tables, as the feeds follow them on the embedded engine
 FILL_FEED_KEY = ("received_at", "batch_id", "order_id", "fill_id")
 BAR_FEED_KEY = ("received_at", "symbol", "ts")
@@ -33,9 +35,10 @@ BAR_FEED_KEY = ("received_at", "symbol", "ts")
 TOLERANCE = Decimal("0.000001")
 
 
-def _fill(row) -> BookFill:
-    account_id, strategy_id, symbol, order_id, fill_id, side, qty, price, fee, exec_ts = row
-    return BookFill(account_id, strategy_id, symbol, order_id, fill_id, side, qty, price, fee or Decimal(0), exec_ts)
+def _fill(values) -> BookFill:
+    """A fill row (FILL_COLUMNS' order) as the book applies it; a fee left out is 0."""
+    *head, fee, exec_ts = values
+    return BookFill(*head, fee or Decimal(0), exec_ts)
 
 
 def load_accounts(conn: psycopg.Connection, book: AccountBook) -> None:
@@ -56,7 +59,7 @@ def bootstrap(conn: psycopg.Connection, settings: Settings, book: AccountBook, a
     orders with their remainders and each account's last accepted time. Reads
     all fills and each symbol's last bar once: the start-up cost, never per decision."""
     load_accounts(conn, book)
-    for row in conn.execute(f"SELECT {FILL_COLUMNS} FROM stg_execs ORDER BY exec_ts, order_id, fill_id"):
+    for row in conn.execute(f"SELECT {', '.join(FILL_COLUMNS)} FROM stg_execs ORDER BY exec_ts, order_id, fill_id"):
         book.on_fill(_fill(row))
     # working orders after the fills: int_pending_orders has already taken their fills off
     for row in conn.execute(
@@ -111,9 +114,7 @@ class BookFollower:
             for change in changes:
                 if change.op in {"insert", "update_insert"}:
                     row = change.row
-                    self.book.on_fill(BookFill(row["account_id"], row["strategy_id"], row["symbol"],
-                                               row["order_id"], row["fill_id"], row["side"], row["fill_qty"],
-                                               row["fill_price"], row["fee"] or Decimal(0), row["exec_ts"]))
+                    self.book.on_fill(_fill([row[column] for column in FILL_COLUMNS]))
         while changes := self._bars.fetch(5000, 0.0):
             for change in changes:
                 if change.op in {"insert", "update_insert"}:

@@ -348,12 +348,13 @@ def sizing_from_params(params: dict | None) -> Sizing:
                   fixed_qty=Decimal(str(params["fixed_qty"])) if params.get("fixed_qty") else None)
 
 
-def load_terms(conn: psycopg.Connection, keeper: Gatekeeper) -> None:
+def load_terms(conn: psycopg.Connection) -> tuple[dict[str, Sizing], dict[str, Decimal]]:
     """Every strategy's sizing and weight multiplier (a few rows, read per pass)."""
-    keeper.terms = {strategy_id: sizing_from_params(params) for strategy_id, params in
-                    conn.execute("SELECT strategy_id, params FROM strategy_config").fetchall()}
-    keeper.multipliers = {strategy_id: Decimal(str(m)) for strategy_id, m in conn.execute(
+    terms = {strategy_id: sizing_from_params(params) for strategy_id, params in
+             conn.execute("SELECT strategy_id, params FROM strategy_config").fetchall()}
+    multipliers = {strategy_id: Decimal(str(m)) for strategy_id, m in conn.execute(
         "SELECT strategy_id, size_multiplier FROM strategy_weights_latest WHERE size_multiplier IS NOT NULL")}
+    return terms, multipliers
 
 
 def decision_rows(effects: Effects, now: datetime, gate_id: str) -> dict[str, list[tuple]]:
@@ -443,7 +444,7 @@ class DecisionGate:
             self._follower.sync(self.clock())
             if time.monotonic() >= self._next_reconcile:
                 self.reconcile()
-        load_terms(self.conn, self.keeper)
+        self.keeper.terms, self.keeper.multipliers = load_terms(self.conn)
 
     def reconcile(self) -> list[Mismatch]:
         """Book against views. A difference that survives a catch-up raises a CRITICAL
@@ -493,23 +494,37 @@ class DecisionGate:
         return sorted(signals, key=lambda s: (s.signal_ts, s.signal_id))[:limit]
 
     def run_once(self, limit: int = 1000) -> list[Decision]:
-        manual = [self.decide_manual(request) for request in orders.pending_manual_orders(self.conn)]
-        return manual + [self.decide(signal) for signal in self.undecided_signals(limit)]
+        """One pass: the book brought up to date once, then every pending manual order and
+        undecided signal decided from it (each decision updates the book itself)."""
+        requests = orders.pending_manual_orders(self.conn)
+        signals = self.undecided_signals(limit)
+        if not requests and not signals:
+            return []
+        with self._lock:
+            self.sync()
+            return ([self._decide_manual(request) for request in requests]
+                    + [self._decide(signal) for signal in signals])
 
     def decide(self, signal: Signal) -> Decision:
         """Decide one signal; deciding it again returns the stored decision unchanged."""
         with self._lock:
-            stored = self._stored(signal)
-            if stored is not None:
-                return stored
             self.sync()
-            return self._write(self.keeper.decide(signal))
+            return self._decide(signal)
+
+    def _decide(self, signal: Signal) -> Decision:
+        stored = self._stored(signal)
+        return stored if stored is not None else self._write(self.keeper.decide(signal))
 
     def decide_manual(self, request: ManualOrder) -> Decision:
         """An operator's order for one account (tradeflow.trading.orders.request_manual_order):
         routed and risk-checked like a signal (a SELL closes at most the
         strategy's long), decided once under the request's decision_id.
         A request not decided within max_signal_age is STALE_SIGNAL."""
+        with self._lock:
+            self.sync()
+            return self._decide_manual(request)
+
+    def _decide_manual(self, request: ManualOrder) -> Decision:
         row = self.conn.execute("SELECT close FROM price_1m_history WHERE symbol = %s AND ts < %s"
                                 " ORDER BY ts DESC, received_at LIMIT 1",
                                 (request.symbol, request.requested_at)).fetchone()
@@ -520,12 +535,10 @@ class DecisionGate:
         terms = Sizing(order_type=request.order_type, time_in_force=request.time_in_force, fixed_qty=request.qty,
                        limit_price=request.limit_price, stop_price=request.stop_price)
         manual = {"request_id": request.request_id, "requested_by": request.requested_by, "reason": request.reason}
-        with self._lock:
-            stored = self._stored(signal)
-            if stored is not None:
-                return stored
-            self.sync()
-            return self._write(self.keeper.decide_manual(signal, request.account_id, terms, manual))
+        stored = self._stored(signal)
+        if stored is not None:
+            return stored
+        return self._write(self.keeper.decide_manual(signal, request.account_id, terms, manual))
 
     def _stored(self, signal: Signal) -> Decision | None:
         row = self.conn.execute(
