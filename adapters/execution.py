@@ -47,6 +47,7 @@ from adapters.changefeed import ChangeFeed, FeedPositionStore
 from adapters.orders import ORDER_EVENT_COLUMNS, Order, OrderEvent, OrderStatus, OrderType, Side, TimeInForce
 from adapters.resilience import BreakerState, ResilientBroker
 from ingest.execs import ExecIngester, Fill
+from tradeflow import engine
 from tradeflow.clock import utc_now
 from tradeflow.config import Settings
 from tradeflow.ops.metrics import PROCESS_METRICS, feed_age
@@ -101,7 +102,7 @@ class ExecutionAdapter:
         self.clock = clock
         self.ingester = ExecIngester(conn, settings, source=source, clock=clock)
         # only PostgreSQL has multi-table write transactions (see the module docstring)
-        self.transactional = settings.target == "embedded"
+        self.transactional = engine.transactional(settings)
         self.submitted = 0
         self.broker_label = broker_label(broker)
         instrument_broker(broker, self.broker_label)

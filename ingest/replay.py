@@ -11,6 +11,7 @@ from ingest.dlq import DeadLetter, pending, record_replay
 from ingest.execs import ExecIngester
 from ingest.prices import PriceIngester
 from ingest.validation import Ingester
+from tradeflow import engine
 from tradeflow.clock import utc_now
 from tradeflow.config import Settings
 
@@ -53,7 +54,7 @@ def _claim(conn: psycopg.Connection, settings: Settings, kind: str, dlq_id: str)
     PostgreSQL (embedded) has transaction-scoped advisory locks; RisingWave and
     Materialize have no locks (nor write transactions): there, run one replay
     at a time."""
-    if settings.target == "embedded":
+    if engine.transactional(settings):
         conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"tradeflow.dlq-replay.{kind}",))
     resolved = conn.execute(
         "SELECT 1 FROM dead_letter_replay WHERE dlq_id = %s AND outcome IN ('INSERTED', 'DUPLICATE') LIMIT 1",

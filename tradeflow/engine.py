@@ -40,6 +40,13 @@ def connect(settings: Settings, *, autocommit: bool = True) -> psycopg.Connectio
     return conn
 
 
+def transactional(settings: Settings) -> bool:
+    """Whether the target has multi-statement write transactions and advisory locks
+    (the embedded PostgreSQL). RisingWave and Materialize have neither: code that
+    needs them asks here, in one place, and documents what it does without."""
+    return settings.target == "embedded"
+
+
 def query_frame(conn: psycopg.Connection, query: Any, params: Sequence[object] = ()) -> "pd.DataFrame":
     """A query's rows as a DataFrame with the query's column names."""
     import pandas as pd

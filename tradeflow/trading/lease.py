@@ -24,6 +24,7 @@ from typing import Iterator
 
 import psycopg
 
+from tradeflow import engine
 from tradeflow.config import Settings
 
 log = logging.getLogger("tradeflow.lease")
@@ -58,7 +59,7 @@ def hold(conn: psycopg.Connection, settings: Settings, name: str, *, wait: bool 
     Held elsewhere: raises LeaseHeld naming the holder, or with wait=True
     polls every `poll` s until it is free; yields False if `stop` is set
     meanwhile (the caller then does nothing)."""
-    if settings.target != "embedded":
+    if not engine.transactional(settings):
         log.warning("%s lease not enforced on %s (no advisory locks): run only one", name, settings.target)
         yield True
         return
