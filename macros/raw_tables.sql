@@ -81,11 +81,18 @@
   {#- columns added since a table was first created (create table if not exists keeps it as it was) #}
   alter table {{ target.schema }}.order_events add column if not exists seq INTEGER;
   {#- The embedded engine computes views on read: these indexes keep the
-      reads that matter (one symbol's recent bars, dedup lookups) bounded. #}
+      reads that matter (one symbol's recent bars, dedup lookups) bounded.
+      A backtest schema (bar_indexes false) is loaded in bulk once per run and
+      read in full: there they would cost four fifths of the load and serve no read. #}
+  {% if var('bar_indexes', true) %}
   create index if not exists price_1m_history_symbol_ts on {{ target.schema }}.price_1m_history (symbol, ts);
   {#- the paper adapter follows new bars in arrival order (a polling change feed) #}
   create index if not exists price_1m_history_arrival on {{ target.schema }}.price_1m_history
     (received_at, symbol, ts);
+  {% else %}
+  drop index if exists {{ target.schema }}.price_1m_history_symbol_ts;
+  drop index if exists {{ target.schema }}.price_1m_history_arrival;
+  {% endif %}
   create index if not exists dead_letter_kind on {{ target.schema }}.dead_letter (kind, received_at);
   create index if not exists dead_letter_replay_id on {{ target.schema }}.dead_letter_replay (dlq_id);
   create index if not exists exec_report_history_key on {{ target.schema }}.exec_report_history

@@ -62,10 +62,16 @@
   {{ ts }} < coalesce({{ embedded_setting('as_of', 'timestamptz') }}, 'infinity')
 {%- endmacro %}
 
+{# Bars of the reader's symbols (all when unset): a backtest reads its symbols in groups, one per core. #}
+{% macro in_symbol_scope(symbol) -%}
+  ({{ embedded_setting('symbols', 'text[]') }} is null or {{ symbol }} = any({{ embedded_setting('symbols', 'text[]') }}))
+{%- endmacro %}
+
 {% macro postgres__price_rows() -%}
   select prices.*
   from {{ source('raw', 'price_1m_history') }} as prices
   where {{ embedded_setting('live_bars', 'int') }} is null and {{ closed_before_as_of('prices.ts') }}
+    and {{ in_symbol_scope('prices.symbol') }}
   union all
   select recent.*
   from (
@@ -78,6 +84,7 @@
       select prices.*
       from {{ source('raw', 'price_1m_history') }} as prices
       where prices.symbol = live.symbol and {{ closed_before_as_of('prices.ts') }}
+        and {{ in_symbol_scope('prices.symbol') }}
       order by prices.ts desc
       limit {{ embedded_setting('live_bars', 'int') }}
   ) as recent on recent.symbol = live.symbol

@@ -2,10 +2,13 @@
 demand) or a RisingWave / Materialize endpoint from the environment."""
 from __future__ import annotations
 
+import os
+import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, TypeVar
 
 import psycopg
 
@@ -13,6 +16,8 @@ from tradeflow.config import Settings, remote_conninfo
 
 if TYPE_CHECKING:
     import pandas as pd
+
+T = TypeVar("T")
 
 with warnings.catch_warnings():
     # platformdirs warns about XDG_RUNTIME_DIR on import; irrelevant here
@@ -57,20 +62,53 @@ def query_frame(conn: psycopg.Connection, query: Any, params: Sequence[object] =
 
 @contextmanager
 def read_scope(conn: psycopg.Connection, settings: Settings, *, as_of: datetime,
-               live_bars: int | None = None, live_since: datetime | None = None) -> Iterator[None]:
+               live_bars: int | None = None, live_since: datetime | None = None,
+               symbols: Sequence[str] | None = None) -> Iterator[None]:
     """A transaction whose reads see only bars that closed before as_of and,
     with live_bars, only the newest live_bars bars of each symbol with a bar
-    since live_since (see the price_rows macro). The embedded engine computes
-    views on read, so this bounds what a read touches; the streaming engines
-    maintain the views and need no scope."""
+    since live_since, and with symbols only those symbols' bars (see the
+    price_rows macro). The embedded engine computes views on read, so this
+    bounds what a read touches; the streaming engines maintain the views and
+    need no scope."""
     with conn.transaction():
         if settings.target == "embedded":
             conn.execute(
                 "SELECT set_config('tradeflow.as_of', %s, true), set_config('tradeflow.live_bars', %s, true),"
-                " set_config('tradeflow.live_since', %s, true)",
+                " set_config('tradeflow.live_since', %s, true), set_config('tradeflow.symbols', %s, true)",
                 (as_of.isoformat(), "" if live_bars is None else str(live_bars),
-                 "" if live_since is None else live_since.isoformat()))
+                 "" if live_since is None else live_since.isoformat(),
+                 "" if symbols is None else _text_array(symbols)))
         yield
+
+
+def _text_array(values: Sequence[str]) -> str:
+    """A PostgreSQL text[] literal (a setting is text: the macro casts it back)."""
+    quoted = ('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values)
+    return "{" + ",".join(quoted) + "}"
+
+
+def in_parallel(settings: Settings, jobs: Sequence[Callable[[psycopg.Connection], T]],
+                workers: int | None = None) -> list[T]:
+    """Each job run with a connection of its own thread, up to `workers` (default:
+    the CPU count) at once; results in the jobs' order. The embedded engine runs
+    one query on one core: independent reads and bulk writes (one symbol group
+    each, one result table each) use the others."""
+    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
+    local = threading.local()
+    opened: list[psycopg.Connection] = []
+
+    def run(job: Callable[[psycopg.Connection], T]) -> T:
+        if not hasattr(local, "conn"):
+            local.conn = connect(settings)
+            opened.append(local.conn)
+        return job(local.conn)
+
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+            return list(pool.map(run, jobs))
+    finally:
+        for conn in opened:
+            conn.close()
 
 
 def dbt_env(settings: Settings) -> dict[str, str]:

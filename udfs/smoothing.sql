@@ -10,14 +10,17 @@
   which is exactly TA-Lib's recursion E_n = mean(x_1..x_n), E_t = E_{t-1} + alpha (x_t - E_{t-1}).
   One sum, two forms (indicator_form(), dispatched per engine):
 
-  * full_pass (embedded PostgreSQL: a fast full pass, exact). Rows are cut into
-    blocks of B = smoothing_block_rows consecutive bars. Inside a block the sum
-    is r^(t-k0) * (running sum of c_s x_s r^-(s-k0)), k0 the block's first
-    row: a built-in float8 running sum, which PostgreSQL advances one row at a
-    time (r^-B stays far inside float8's range for B = 1024). The carry from
-    earlier blocks, E_{k0-1}, is the recursion C_b = L_b + r^B C_{b-1} over
-    block ends only: a tiny aggregate called once per B rows. No
-    truncation: identical to TA-Lib up to float rounding.
+  * full_pass (embedded PostgreSQL: a fast full pass, exact). A series' bars
+    are cut into blocks, its UTC days. Inside a block the sum is
+    r^(t-k0) * (running sum of c_s x_s r^-(s-k0)), k0 the block's first row:
+    a built-in float8 running sum, which PostgreSQL advances one row at a time
+    (a day has at most 1440 one-minute bars: r^-1439 is 1e139 for EMA 9, far
+    inside float8's range). The carry from earlier blocks, E_{k0-1}, is the
+    recursion C_b = r^u L_b + r^(u+1) C_{b-1} over block ends only (u the
+    block's last row number): a tiny aggregate called once per day. The day
+    is also the VWAP session, so every window of the pass sorts the same
+    way: PostgreSQL sorts the bars once. No truncation: identical to TA-Lib
+    up to float rounding.
   * incremental (RisingWave, Materialize: bounded work per new bar): a lag join. The sum cut
     after h terms, h the smallest with r^h < smoothing_eps, as an equality join
     on the per-series bar number: each bar s fans out to the bars s + j,
@@ -36,7 +39,7 @@
   smooth(relation, specs, keep) returns a SELECT of the relation's columns
   named in keep plus one column per spec. The relation needs symbol, timeframe,
   bar_ts and seq (1, 2, ... per series in bar order, no gaps), and for
-  full_pass the columns of smoothing_block_columns(). A spec is (name, input column, alpha, n, leading_nulls):
+  full_pass utc_day and the columns of smoothing_block_columns(). A spec is (name, input column, alpha, n, leading_nulls):
   leading_nulls = rows at the start of each series whose input is NULL by
   construction (1 for a change from the previous close, 25 for MACD); the
   input must be non-NULL after them. differences: (name, spec a, spec b),
@@ -79,57 +82,77 @@
   {{ return(ns.rows) }}
 {% endmacro %}
 
-{# full_pass: the block of each bar, as columns of the relation smooth() reads. #}
-{% macro smoothing_block_columns(seq) -%}
+{# full_pass: each bar's place in its block (the UTC day) and the decays r^block_row of
+   the specs' distinct r, as columns of the relation smooth() reads (computed where
+   `series` and `day`, the windows over the series and the day, are; once per bar). #}
+{% macro smoothing_block_columns(series, day, specs) -%}
   {%- if indicator_form() == 'full_pass' -%},
-  ({{ seq }} - 1) / {{ var('smoothing_block_rows') }} as smoothing_block,
-  ({{ seq }} - 1) % {{ var('smoothing_block_rows') }} as block_row
+  row_number() over {{ day }} - 1 as block_row,
+  lead(utc_day) over {{ series }} is distinct from utc_day as block_end
+  {%- for alpha in specs | map(attribute=2) | unique %},
+  power({{ 1 - alpha }}::float8, row_number() over {{ day }} - 1) as {{ decay_column(alpha) }}
+  {%- endfor -%}
   {%- endif -%}
 {%- endmacro %}
 
+{% macro smoothing_block_column_names(specs) %}
+  {%- set names = [] -%}
+  {%- if indicator_form() == 'full_pass' -%}
+    {%- do names.extend(['block_row', 'block_end']) -%}
+    {%- for alpha in specs | map(attribute=2) | unique %}{% do names.append(decay_column(alpha)) %}{% endfor -%}
+  {%- endif -%}
+  {{ return(names) }}
+{% endmacro %}
+
+{% macro decay_column(alpha) %}{{ return('decay_' ~ ((1 - alpha) * 1000000000) | int) }}{% endmacro %}
+
 {% macro smooth_blocks(relation, specs, keep, differences) -%}
-  {%- set block = var('smoothing_block_rows') -%}
-  {%- if block > 2048 -%}{{ exceptions.raise_compiler_error("smoothing_block_rows above 2048 overflows float8 for EMA 9") }}{%- endif -%}
-  {%- set keep = keep + ['smoothing_block', 'block_row'] -%}
+  {%- set keep = keep + ((['utc_day'] + smoothing_block_column_names(specs)) | reject('in', keep) | list) -%}
   with block_sums as (
       select
           {{ relation }}.*
           {%- for spec in specs %},
-          sum({{ seeded_input(spec, 'seq') }} * power({{ 1 - spec[2] }}::float8, -block_row)) over (
-              partition by symbol, timeframe, smoothing_block order by bar_ts
+          sum({{ seeded_input(spec, 'seq') }} / {{ decay_column(spec[2]) }}) over (
+              partition by symbol, timeframe, utc_day order by bar_ts
               rows between unbounded preceding and current row) as {{ spec[0] }}_block_sum
           {%- endfor %}
       from {{ relation }}
   ),
   carried as (
-      -- ordered like block_sums' windows, so PostgreSQL does not sort again
+      -- E_t = r^u S_t + r^(u+1) C_(b-1); the carry window takes the rows up to this one,
+      -- so on a block's last row it is already C_b = E_t. Ordered like block_sums'
+      -- windows: PostgreSQL does not sort again.
       select
-          block_sums.*,
-          {{ target.schema }}.tf_carry(
-              case when block_row = {{ block - 1 }} then array[
-                  {%- for spec in specs %}{{ spec[0] }}_block_sum * {{ (1 - spec[2]) ** (block - 1) }}{{ ', ' if not loop.last }}{% endfor -%}
-              ]::float8[] end,
-              array[{%- for spec in specs %}{{ (1 - spec[2]) ** block }}{{ ', ' if not loop.last }}{% endfor -%}]::float8[]
-          ) over (partition by symbol, timeframe order by smoothing_block, bar_ts
-                  rows between unbounded preceding and 1 preceding) as smoothing_carry
-      from block_sums
+          {% for column in keep %}{{ column }}{{ ',' if not loop.last }}{% endfor %}
+          {%- for name, expr, alpha, n, skip in specs %}
+          {%- set decay = decay_column(alpha) %},
+          case when seq - {{ skip }} >= {{ n }} then
+              case when block_end then {{ name }}_carry
+                   else {{ name }}_block_sum * {{ decay }} + {{ decay }} * {{ 1 - alpha }} * coalesce({{ name }}_carry, 0) end
+          end as {{ name }}
+          {%- endfor %}
+      from (
+          select
+              block_sums.*
+              {%- for name, expr, alpha, n, skip in specs %}
+              {%- set decay = decay_column(alpha) %},
+              {{ target.schema }}.tf_carry(
+                  case when block_end then {{ name }}_block_sum * {{ decay }} end,
+                  case when block_end then {{ decay }} * {{ 1 - alpha }} end
+              ) over (partition by symbol, timeframe order by utc_day, bar_ts
+                      rows between unbounded preceding and current row) as {{ name }}_carry
+              {%- endfor %}
+          from block_sums
+      ) as with_carry
   )
   select
-      smoothed.*
+      carried.*
       {%- for name, a, b in differences %},
       {{ a }} - {{ b }} as {{ name }}
       {%- endfor %}
-  from (
-  select
-      {% for column in keep %}{{ column }}{{ ',' if not loop.last }}{% endfor %}
-      {%- for name, expr, alpha, n, skip in specs %},
-      case when seq - {{ skip }} >= {{ n }} then
-          {{ name }}_block_sum * power({{ 1 - alpha }}::float8, block_row)
-          + power({{ 1 - alpha }}::float8, block_row + 1) * coalesce(smoothing_carry[{{ loop.index }}], 0)
-      end as {{ name }}
-      {%- endfor %}
   from carried
-  ) as smoothed
+  -- the windows' order, stated: a later smooth() over this relation then sorts nothing
+  order by symbol, timeframe, utc_day, bar_ts
 {%- endmacro %}
 
 {% macro smooth_lag_join(relation, specs, keep, differences) -%}
@@ -197,20 +220,16 @@
 
 {% macro postgres__create_udfs() %}
   create schema if not exists {{ target.schema }};
-  {#- The full_pass form's carry across blocks, per smoother i:
-      C_b = x_i + ratio_i * C_{b-1}. Strict: rows inside a block pass NULL and
-      are skipped without a call, so it runs once per smoothing_block_rows rows. #}
-  create or replace function {{ target.schema }}.tf_carry_step(state float8[], x float8[], ratio float8[])
-  returns float8[] language sql immutable strict parallel safe as $fn$
-    select array(
-      select coalesce(x[i], 0) + ratio[i] * coalesce(state[i], 0)
-      from generate_subscripts(x, 1) as i
-      order by i)
+  {#- The full_pass form's carry across blocks: C_b = x + ratio * C_{b-1}. Strict with
+      no initial state: rows inside a block pass NULL and are skipped without a call
+      (it runs once per block, a day of bars), and the first block end starts the state. #}
+  create or replace function {{ target.schema }}.tf_carry_step(state float8, x float8, ratio float8)
+  returns float8 language sql immutable strict parallel safe as $fn$
+    select x + ratio * state
   $fn$;
-  create or replace aggregate {{ target.schema }}.tf_carry(float8[], float8[]) (
+  create or replace aggregate {{ target.schema }}.tf_carry(float8, float8) (
     sfunc = {{ target.schema }}.tf_carry_step,
-    stype = float8[],
-    initcond = '{}'
+    stype = float8
   );
 {% endmacro %}
 

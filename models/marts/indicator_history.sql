@@ -7,11 +7,21 @@
 -- EMA / Wilder / MACD signal: smooth() (udfs/smoothing.sql), moving means:
 -- macros/indicators.sql; each has one form per engine (indicator_form()).
 -- Every series window orders by (utc_day, bar_ts), the order of the session
--- window too, so the embedded engine sorts the bars once for all of them.
+-- window (the UTC day, also the smoothing block) too, so the embedded engine
+-- sorts the bars once for all of them.
 {% set series = 'partition by symbol, timeframe order by utc_day, bar_ts' %}
 {% set sma_periods = [5, 10, 20, 21, 50, 200] %}
 {% set bar_columns = ['symbol', 'timeframe', 'bar_ts', 'final', 'open', 'high', 'low', 'close', 'volume',
                       'utc_day', 'seq'] %}
+{% set smoothers = [
+    ema_spec('ema_12', 'close_f', 12),
+    ema_spec('ema_26', 'close_f', 26),
+    wilder_spec('avg_gain_14', 'gain', 14, leading_nulls=1),
+    wilder_spec('avg_loss_14', 'loss', 14, leading_nulls=1),
+    wilder_spec('atr_14', 'true_range', 14, leading_nulls=1),
+] %}
+{% set signal_smoother = ema_spec('macd_signal', 'macd', 9, leading_nulls=25) %}
+{% do bar_columns.extend(smoothing_block_column_names(smoothers + [signal_smoother])) %}
 {% set sma_columns = [] %}{% for n in sma_periods %}{% do sma_columns.append('sma_' ~ n) %}{% endfor %}
 
 with bars as (
@@ -27,13 +37,17 @@ numbered as (
     -- seq: the bar's number in its series (1, 2, ...), the key of the lag joins
     select
         bars.*,
-        row_number() over ({{ series }}) as seq,
-        lag(close_f, 1) over ({{ series }}) as prev_close,
-        sum((high + low + close) / 3 * volume) over session as session_pv,
+        row_number() over series as seq,
+        lag(close_f, 1) over series as prev_close,
+        -- / 3 once per read, not per bar: NUMERIC division is the costly operation
+        sum((high + low + close) * volume) over session as session_pv3,
         sum(volume) over session as session_volume
         {{ moving_sum_inputs('close', series) }}
+        {{ smoothing_block_columns('series', 'session', smoothers + [signal_smoother]) }}
     from bars
-    window session as (partition by symbol, timeframe, utc_day order by bar_ts rows between unbounded preceding and current row)
+    -- one frame for every series window (row_number and lag ignore it): one pass over the sorted bars
+    window series as ({{ series }} rows between unbounded preceding and current row),
+        session as (partition by symbol, timeframe, utc_day order by bar_ts rows between unbounded preceding and current row)
 ),
 
 windowed as (
@@ -43,24 +57,17 @@ windowed as (
         case when seq >= {{ n }} then {{ moving_mean('close', n, series) }} end as sma_{{ n }},
         {% endfor %}
         case when seq >= 20 then {{ moving_stddev_pop('close_f', 20, series) }} end as stddev_20,
-        (session_pv / nullif(session_volume, 0))::float8 as vwap,
+        (session_pv3 / nullif(3 * session_volume, 0))::float8 as vwap,
         -- NULL on a series' first bar, so the smoothing seeds skip it as TA-Lib does
         case when prev_close is not null then greatest(close_f - prev_close, 0) end as gain,
         case when prev_close is not null then greatest(prev_close - close_f, 0) end as loss,
         case when prev_close is not null
             then greatest(high::float8, prev_close) - least(low::float8, prev_close) end as true_range
-        {{ smoothing_block_columns('seq') }}
     from numbered
 ),
 
 smoothed as (
-    {{ smooth('windowed', [
-        ema_spec('ema_12', 'close_f', 12),
-        ema_spec('ema_26', 'close_f', 26),
-        wilder_spec('avg_gain_14', 'gain', 14, leading_nulls=1),
-        wilder_spec('avg_loss_14', 'loss', 14, leading_nulls=1),
-        wilder_spec('atr_14', 'true_range', 14, leading_nulls=1),
-    ], keep=bar_columns + sma_columns + ['stddev_20', 'vwap'], differences=[('ema_12_minus_26', 'ema_12', 'ema_26')]) }}
+    {{ smooth('windowed', smoothers, keep=bar_columns + sma_columns + ['stddev_20', 'vwap'], differences=[('ema_12_minus_26', 'ema_12', 'ema_26')]) }}
 ),
 
 macd as (
@@ -72,7 +79,7 @@ macd as (
 ),
 
 macd_signal as (
-    {{ smooth('macd', [ema_spec('macd_signal', 'macd', 9, leading_nulls=25)],
+    {{ smooth('macd', [signal_smoother],
         keep=bar_columns + sma_columns + ['stddev_20', 'vwap', 'ema_12', 'ema_26', 'avg_gain_14', 'avg_loss_14', 'atr_14', 'macd']) }}
 )
 

@@ -12,6 +12,10 @@ then come from the same dbt views, once, and the book's final state is
 checked against them for every account (positions, cash, realized P&L): a
 difference fails the run.
 
+The set-based steps use every core: the bars go in and the signals come out
+in symbol groups, one connection each, and the result tables are filled side
+by side (engine.in_parallel).
+
 A signal is decided when the live gate would first see it: at the close of
 its bar once the bar is final (a higher-timeframe bar is final when all its
 minutes are in, or at the next bar of the symbol), and only if that is within
@@ -27,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
@@ -360,6 +365,18 @@ def _order_for(decision: Decision, decided_at: datetime) -> Order:
                  stop_price=stop_price, ref_price=signal.ref_price, created_at=decided_at)
 
 
+def symbol_groups(bars: pd.DataFrame, parts: int | None = None) -> list[list[str]]:
+    """The run's symbols in up to `parts` groups (default: the CPU count) of about as
+    many bars each, largest first onto the lightest group."""
+    groups: list[list[str]] = [[] for _ in range(max(1, parts or os.cpu_count() or 1))]
+    loads = [0] * len(groups)
+    for symbol, count in bars.symbol.value_counts().items():
+        lightest = loads.index(min(loads))
+        groups[lightest].append(symbol)
+        loads[lightest] += count
+    return [sorted(group) for group in groups if group]
+
+
 class Backtest:
     """model_vars: dbt vars the backtest schema is deployed with (e.g. other
     strategy params, pnl_method); the schema is redeployed whenever they or
@@ -368,7 +385,7 @@ class Backtest:
     def __init__(self, settings: Settings, *, model_vars: dict[str, object] | None = None) -> None:
         self.settings = settings
         self.bt_settings = backtest_settings(settings)
-        self.model_vars = {"temporal_filter": False, **(model_vars or {})}
+        self.model_vars = {"temporal_filter": False, "bar_indexes": False, **(model_vars or {})}
 
     def run(self, spec: BacktestSpec, bars: pd.DataFrame | None = None, *, run_id: str | None = None,
             on_progress: Callable[[int], None] | None = None, report: Path | None = None,
@@ -396,10 +413,9 @@ class Backtest:
             seconds["replay"] = time.perf_counter() - lap
             lap = time.perf_counter()
             self._write(conn, spec, replay)
-            self._check_book(conn, spec, replay.book)
             seconds["write"] = time.perf_counter() - lap
             lap = time.perf_counter()
-            self._store_results(conn, spec, run_id)
+            self._check_and_store(conn, spec, run_id, replay.book)
             seconds["store"] = time.perf_counter() - lap
             lap = time.perf_counter()
             analysis = self._analyse(conn, spec, run_id, tz)
@@ -420,8 +436,10 @@ class Backtest:
         if bars is not None:
             bars = self._select_bars(spec, bars)
             # every bar is in the past of the run
-            copy_frame(conn, "price_1m_history", bars[list(BAR_COLUMNS[:7])].assign(
-                source="backtest", batch_id="backtest", received_at=spec.end))
+            rows = bars[list(BAR_COLUMNS[:7])].assign(source="backtest", batch_id="backtest", received_at=spec.end)
+            engine.in_parallel(self.bt_settings, [
+                lambda c, group=group: copy_frame(c, "price_1m_history", rows[rows.symbol.isin(group)])
+                for group in symbol_groups(bars)])
         else:
             main = self.settings.schema
             if spec.symbols is not None:
@@ -497,20 +515,26 @@ class Backtest:
             accounts.add(conn, account.account_id, capital=account.capital, max_leverage=account.max_leverage)
             policy.update(conn, account.account_id, updated_by="backtest", at=opened, **account.policy)
 
-    @staticmethod
-    def _signals(conn: psycopg.Connection, spec: BacktestSpec, bars: pd.DataFrame) -> pd.DataFrame:
+    def _signals(self, conn: psycopg.Connection, spec: BacktestSpec, bars: pd.DataFrame) -> pd.DataFrame:
         known = {row[0] for row in conn.execute("SELECT strategy_id FROM strategy_config WHERE enabled")}
         wanted = set(spec.strategies) if spec.strategies is not None else known
         if wanted - known:
             raise BacktestError(f"strategies: {sorted(wanted - known)} not registered or not enabled"
                                 f" (enabled: {sorted(known)})")
-        signals = engine.query_frame(
-            conn, "SELECT signal_id, strategy_id, symbol, timeframe, signal_ts, action, size_hint, confidence,"
-            " ref_price, atr_14 FROM strategy_signal_history WHERE strategy_id = ANY(%s) ORDER BY signal_ts, signal_id",
-            (sorted(wanted),))
+
+        def read(c: psycopg.Connection, symbols: list[str]) -> pd.DataFrame:
+            with engine.read_scope(c, self.bt_settings, as_of=spec.end, symbols=symbols):
+                return engine.query_frame(
+                    c, "SELECT signal_id, strategy_id, symbol, timeframe, signal_ts, action, size_hint, confidence,"
+                    " ref_price, atr_14 FROM strategy_signal_history WHERE strategy_id = ANY(%s)", (sorted(wanted),))
+
+        signals = pd.concat(engine.in_parallel(self.bt_settings, [
+            lambda c, group=group: read(c, group) for group in symbol_groups(bars)]), ignore_index=True)
         if signals.empty:
             return signals.assign(decide_at=pd.Series(dtype="datetime64[ns, UTC]"))
         signals["signal_ts"] = pd.to_datetime(signals.signal_ts, utc=True)
+        # the live gate's order (gate.DecisionGate.pending); signal ids are ASCII: code point order
+        signals = signals.sort_values(["signal_ts", "signal_id"], kind="stable", ignore_index=True)
         signals["decide_at"] = decision_times(bars, signals, spec.max_signal_age)
         return signals.dropna(subset=["decide_at"])
 
@@ -532,10 +556,21 @@ class Backtest:
             if table_rows:
                 copy_rows(conn, table, WRITTEN_COLUMNS[table], table_rows)
 
-    def _check_book(self, conn: psycopg.Connection, spec: BacktestSpec, book: AccountBook) -> None:
-        """The book's final state against the views, every account: positions, cash, realized P&L."""
-        mismatches = reconcile(conn, self.bt_settings, book, spec.end)
+    def _check_and_store(self, conn: psycopg.Connection, spec: BacktestSpec, run_id: str, book: AccountBook) -> None:
+        """The book's final state checked against the views, every account (positions,
+        cash, realized P&L), while the run's views are stored (_store_result); a run
+        whose book and views differ fails and keeps no results."""
+        main = self.settings.schema
+        for table, (relation, _) in RESULTS.items():
+            conn.execute(f"CREATE TABLE IF NOT EXISTS \"{main}\".{table} AS"
+                         f" SELECT ''::text AS run_id, * FROM \"{self.bt_settings.schema}\".{relation} WITH NO DATA")
+            conn.execute(f'CREATE INDEX IF NOT EXISTS {table}_run ON "{main}".{table} (run_id)')
+        mismatches, *_ = engine.in_parallel(self.bt_settings, [
+            lambda c: reconcile(c, self.bt_settings, book, spec.end),
+            *(lambda c, table=table: self._store_result(c, spec, run_id, table) for table in RESULTS)])
         if mismatches:
+            for table in RESULTS:
+                conn.execute(f'DELETE FROM "{main}".{table} WHERE run_id = %s', (run_id,))
             raise BacktestMismatchError("account book and views differ at the end of the run: " + "; ".join(
                 f"{m.account_id} {m.describe()}" for m in mismatches[:10]))
 
@@ -590,20 +625,17 @@ class Backtest:
             trades=analysis.trades[[c for c in TRADE_REPORT_COLUMNS if c in analysis.trades.columns]],
             rejects_by_code=analysis.rejects)
 
-    def _store_results(self, conn: psycopg.Connection, spec: BacktestSpec, run_id: str) -> None:
-        """The run's views, as they stand at its end, under its run_id in the main schema."""
+    def _store_result(self, conn: psycopg.Connection, spec: BacktestSpec, run_id: str, table: str) -> None:
+        """One of the run's views, as it stands at the run's end, under its run_id in the main schema."""
         main, bt = self.settings.schema, self.bt_settings.schema
-        for table, (relation, kept_by) in RESULTS.items():
-            conn.execute(f"CREATE TABLE IF NOT EXISTS \"{main}\".{table} AS"
-                         f" SELECT ''::text AS run_id, * FROM \"{bt}\".{relation} WITH NO DATA")
-            conn.execute(f'CREATE INDEX IF NOT EXISTS {table}_run ON "{main}".{table} (run_id)')
-            columns = self._evolve(conn, table, relation)
-            conn.execute(f'DELETE FROM "{main}".{table} WHERE run_id = %s', (run_id,))
-            if spec.outputs in kept_by:
-                # the snapshot at the run's end: open positions marked at the final prices
-                with engine.read_scope(conn, self.bt_settings, as_of=spec.end):
-                    conn.execute(f'INSERT INTO "{main}".{table} (run_id, {columns})'
-                                 f' SELECT %s, {columns} FROM "{bt}".{relation}', (run_id,))
+        relation, kept_by = RESULTS[table]
+        columns = self._evolve(conn, table, relation)
+        conn.execute(f'DELETE FROM "{main}".{table} WHERE run_id = %s', (run_id,))
+        if spec.outputs in kept_by:
+            # the snapshot at the run's end: open positions marked at the final prices
+            with engine.read_scope(conn, self.bt_settings, as_of=spec.end):
+                conn.execute(f'INSERT INTO "{main}".{table} (run_id, {columns})'
+                             f' SELECT %s, {columns} FROM "{bt}".{relation}', (run_id,))
 
     def _evolve(self, conn: psycopg.Connection, table: str, relation: str) -> str:
         """A results table kept from an older version gains the relation's new columns
