@@ -4,8 +4,11 @@ one table per write transaction)."""
 from __future__ import annotations
 
 import io
+import queue
+import threading
 from functools import lru_cache
-from typing import Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Callable, Iterable, Mapping, Sequence
 
 import pandas as pd
 import psycopg
@@ -78,3 +81,45 @@ def copy_frame(conn: psycopg.Connection, table: str, frame: pd.DataFrame, chunk_
                             buffer, write_options=options)
             copy.write(buffer.getbuffer())
     return len(frame)
+
+
+class BackgroundCopy:
+    """COPYs batches of rows (table -> rows) on a connection and a thread of its
+    own, so the producer (a backtest's replay) keeps computing while the engine
+    writes. At most `depth` batches wait: memory stays bounded. Leaving the
+    block waits for the last batch and raises what the writer raised."""
+
+    def __init__(self, connect: Callable[[], psycopg.Connection], columns: Mapping[str, Sequence[str]],
+                 depth: int = 2) -> None:
+        self._connect, self._columns = connect, columns
+        self._queue: queue.Queue[dict[str, list[tuple]] | None] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="background-copy", daemon=True)
+
+    def __enter__(self) -> "BackgroundCopy":
+        self._thread.start()
+        return self
+
+    def put(self, rows: dict[str, list[tuple]]) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(rows)
+
+    def _run(self) -> None:
+        try:
+            with self._connect() as conn:
+                while (rows := self._queue.get()) is not None:
+                    for table, table_rows in rows.items():
+                        if table_rows:
+                            copy_rows(conn, table, self._columns[table], table_rows)
+        except BaseException as exc:  # handed to the producer
+            self._error = exc
+            while self._queue.get() is not None:  # keep the producer from blocking on a full queue
+                pass
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None and exc is None:
+            raise self._error

@@ -58,7 +58,7 @@ from tradeflow.trading.book_sync import reconcile
 from tradeflow.trading.gate import (DECISION_COLUMNS, PAPER_CAPITAL, PAPER_LEVERAGE, RISK_EVENT_COLUMNS, TIMEFRAMES,
                                     Decision, Gatekeeper, Signal, Sizing, decision_rows, load_terms)
 from tradeflow.trading.session import BAR, PolicyChange
-from tradeflow.writer import copy_frame, copy_rows
+from tradeflow.writer import BackgroundCopy, copy_frame
 
 Outputs = Literal["matches-only", "full"]
 GATE_ID = "backtest-gate"
@@ -407,9 +407,10 @@ class Backtest:
             signals = self._signals(conn, spec, bars)
             seconds["signals"] = time.perf_counter() - lap
             lap = time.perf_counter()
-            replay = SequentialReplay(spec, *load_terms(conn), source=f"backtest:{run_id}",
-                                      sink=lambda rows: self._copy(conn, rows))
-            replay.run(bars, signals, on_progress)
+            # the replay's rows are written while it goes on
+            with BackgroundCopy(lambda: engine.connect(self.bt_settings), WRITTEN_COLUMNS) as sink:
+                replay = SequentialReplay(spec, *load_terms(conn), source=f"backtest:{run_id}", sink=sink.put)
+                replay.run(bars, signals, on_progress)
             seconds["replay"] = time.perf_counter() - lap
             lap = time.perf_counter()
             self._write(conn, spec, replay)
@@ -549,12 +550,6 @@ class Backtest:
             accounts.set_status(conn, account_id, "BLOCKED", updated_by=GATE_ID)
         for table in WRITTEN_COLUMNS:
             conn.execute(f"ANALYZE {table}")
-
-    @staticmethod
-    def _copy(conn: psycopg.Connection, rows: dict[str, list[tuple]]) -> None:
-        for table, table_rows in rows.items():
-            if table_rows:
-                copy_rows(conn, table, WRITTEN_COLUMNS[table], table_rows)
 
     def _check_and_store(self, conn: psycopg.Connection, spec: BacktestSpec, run_id: str, book: AccountBook) -> None:
         """The book's final state checked against the views, every account (positions,
