@@ -34,7 +34,7 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Callable, Literal
@@ -249,7 +249,7 @@ class SequentialReplay:
         due = self._signals_by_time(signals)
         changes = sorted(self.spec.policy_changes, key=lambda c: c.at)
         codes, symbols = pd.factorize(bars.symbol, sort=False)
-        ts = bars.ts.to_numpy()
+        ts = bars.ts.dt.tz_convert(None).to_numpy()  # UTC datetime64: an object array of Timestamps is slow
         starts = np.flatnonzero(np.r_[True, ts[1:] != ts[:-1]])
         ends = np.r_[starts[1:], len(bars)]
         opens, highs, lows, closes, volumes = (bars[c].to_numpy() for c in ("open", "high", "low", "close", "volume"))
@@ -294,19 +294,19 @@ class SequentialReplay:
         """A symbol about to be held gets its last close as a mark (no equity sample)."""
         row = last_row[code_of[symbol]] if symbol in code_of else -1
         if row >= 0:
-            self.book.set_mark(symbol, pd.Timestamp(ts[row]).to_pydatetime(), _decimal(closes[row]))
+            at = ts[row].astype("datetime64[us]").item().replace(tzinfo=timezone.utc)
+            self.book.set_mark(symbol, at, _decimal(closes[row]))
 
     @staticmethod
     def _signals_by_time(signals: pd.DataFrame) -> dict[datetime, list[Signal]]:
-        columns = [c for c in signals.columns if c in Signal.__slots__]
+        # whole columns converted at once, not row by row
+        columns = {c: signals[c].tolist() for c in signals.columns if c in Signal.__slots__}
+        columns["signal_ts"] = list(signals.signal_ts.dt.to_pydatetime())
+        columns["atr_14"] = [None if pd.isna(x) else float(x) for x in columns["atr_14"]]
+        columns["ref_price"] = [None if x is None or pd.isna(x) else Decimal(str(x)) for x in columns["ref_price"]]
         due: dict[datetime, list[Signal]] = {}
-        for row in signals.itertuples(index=False):
-            values = {c: getattr(row, c) for c in columns}
-            values["signal_ts"] = values["signal_ts"].to_pydatetime()
-            values["atr_14"] = None if pd.isna(values["atr_14"]) else float(values["atr_14"])
-            values["ref_price"] = None if values["ref_price"] is None or pd.isna(values["ref_price"]) else Decimal(
-                str(values["ref_price"]))
-            due.setdefault(row.decide_at.to_pydatetime(), []).append(Signal(**values))
+        for decide_at, values in zip(signals.decide_at.dt.to_pydatetime(), zip(*columns.values())):
+            due.setdefault(decide_at, []).append(Signal(**dict(zip(columns, values))))
         return due
 
     def _decide(self, signals: list[Signal], mark: Callable[[str], None]) -> None:
@@ -337,7 +337,8 @@ class SequentialReplay:
         for event in events:
             order = self.orders[event.client_order_id]
             seq, last_ts = self._order_clock[event.client_order_id]
-            event = replace(event, event_ts=max(last_ts, event.event_ts))
+            if event.event_ts < last_ts:
+                event = replace(event, event_ts=last_ts)
             self._order_clock[event.client_order_id] = (seq + 1, event.event_ts)
             self.rows["order_events"].append((*order_event_row(order, event, self.source), seq + 1))
             if event.last_fill_qty > 0:
