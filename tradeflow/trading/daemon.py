@@ -37,6 +37,8 @@ from adapters.execution import (
     ORDER_COMMANDS,
     ExecutionAdapter,
     _order,
+    broker_label,
+    instrument_broker,
 )
 from adapters.orders import OrderEvent, OrderStatus
 from adapters.paper import PaperBroker, PaperConfig
@@ -243,6 +245,8 @@ def run_adapter(settings: Settings, *, once: bool = False, interval: float = 0.5
                 venue: Broker | None = None) -> None:
     """venue: a real broker for the orders of real accounts (kept across database reconnects)."""
     stop = stop or threading.Event()
+    if venue is not None:  # its retries and breaker under its own label (the adapter's is 'routing'), once
+        instrument_broker(venue, broker_label(venue))
     readiness = Readiness("engine", "models", "feed_position")
 
     def session(conn: psycopg.Connection) -> None:
