@@ -118,12 +118,12 @@ def load_passwords(environ: Mapping[str, str] | None = None) -> dict[str, str]:
 
 def read_credentials_file(path: Path) -> dict[str, str]:
     """A JSON object {"tradeflow_reader": "..."} or `role=password` lines (# comments)."""
-    entries = read_secrets_file(path, "role=password")
+    entries = read_secrets_file(path, "role=password", "password")
     _check_names(entries, str(path.expanduser().resolve()))
     return entries
 
 
-def read_secrets_file(path: Path, line_form: str = "name=value") -> dict[str, str]:
+def read_secrets_file(path: Path, line_form: str = "name=value", value_name: str = "value") -> dict[str, str]:
     """{name: secret} from a JSON object or `name=value` lines (# comments), from a
     file outside the repository; no message ever holds a value."""
     path = path.expanduser().resolve()
@@ -138,7 +138,7 @@ def read_secrets_file(path: Path, line_form: str = "name=value") -> dict[str, st
         except json.JSONDecodeError as e:  # its message has a position, not the text
             raise CredentialsError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from None
         if not all(isinstance(v, str) for v in entries.values()):
-            raise CredentialsError(f"{path}: every value must be a string")
+            raise CredentialsError(f"{path}: every {value_name} must be a string")
     else:
         entries = {}
         for lineno, line in enumerate(text.splitlines(), 1):
@@ -150,7 +150,7 @@ def read_secrets_file(path: Path, line_form: str = "name=value") -> dict[str, st
                 raise CredentialsError(f"{path}, line {lineno}: expected {line_form}")
             entries[name.strip()] = secret.strip()
     if empty := sorted(name for name, secret in entries.items() if not secret):
-        raise CredentialsError(f"{path}: empty value for {', '.join(empty)}")
+        raise CredentialsError(f"{path}: empty {value_name} for {', '.join(empty)}")
     return entries
 
 
