@@ -38,6 +38,10 @@ class Settings:
     # history): enough for the longest window (SMA 200 + 1) and for the EMA and
     # Wilder smoothing to forget their seed ((13/14)^400 < 1e-12).
     live_warmup_bars: int = field(default_factory=lambda: int(os.environ.get("TRADEFLOW_LIVE_WARMUP_BARS", "400")))
+    # Accounts whose orders always go to the paper broker, whatever broker the adapter runs with
+    # (shadow accounts, paper:*, always do): comma-separated account ids.
+    paper_accounts: frozenset[str] = field(default_factory=lambda: frozenset(
+        name.strip() for name in os.environ.get("TRADEFLOW_PAPER_ACCOUNTS", "").split(",") if name.strip()))
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:

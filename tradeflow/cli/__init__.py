@@ -5,6 +5,7 @@ from typing import Optional
 
 import typer
 
+from tradeflow.cli.data import data_app
 from tradeflow.cli.engine import dbt, deploy, engine_app
 from tradeflow.cli.ingest import dlq_app, ingest_app
 from tradeflow.cli.research import DEMO_ACCOUNTS, DEMO_PAPER, DEMO_SCHEMA, backtest, demo
@@ -14,7 +15,7 @@ from tradeflow.cli.views import metrics_app, pnl, positions, reasons, show_app, 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="SQL-first streaming trading engine.")
 for group, name in ((engine_app, "engine"), (ingest_app, "ingest"), (dlq_app, "dlq"), (show_app, "show"),
                     (accounts_app, "accounts"), (policy_app, "policy"), (gate_app, "gate"),
-                    (adapter_app, "adapter"), (orders_app, "orders"), (metrics_app, "metrics")):
+                    (adapter_app, "adapter"), (orders_app, "orders"), (metrics_app, "metrics"), (data_app, "data")):
     app.add_typer(group, name=name)
 for command in (deploy, weights, trace, positions, pnl, reasons, backtest, demo):
     app.command()(command)

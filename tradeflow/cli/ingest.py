@@ -67,6 +67,18 @@ def ingest_synthetic(
                       metrics_port=metrics_port, metrics_addr=metrics_addr)
 
 
+@ingest_app.command("live")
+def ingest_live(
+    source: str = typer.Option(..., help="alpaca (docs/venues.md)."),
+    symbols: str = typer.Option(..., help="Comma-separated symbols."),
+    metrics_port: Optional[int] = METRICS_PORT, metrics_addr: str = METRICS_ADDR,
+) -> None:
+    """Live 1-minute bars from a venue until stopped: gaps backfilled over REST, reconnects with backoff."""
+    from tradeflow.cli.data import run_live
+
+    run_live(source, symbols, metrics_port, metrics_addr)
+
+
 @ingest_app.command("execs")
 def ingest_execs(
     paths: list[Path] = typer.Argument(..., exists=True, dir_okay=False, help="CSV, Parquet or JSON-lines files."),

@@ -133,20 +133,31 @@ def gate_run(once: bool = typer.Option(False, help="Decide what is pending, then
 
 
 @adapter_app.command("run")
-def adapter_run(broker: str = typer.Option("paper", help="Only the paper broker ships so far."),
+def adapter_run(broker: str = typer.Option("paper", help="paper, alpaca-paper or alpaca (docs/venues.md)."),
                 once: bool = typer.Option(False, help="One step (submit, trade new bars, record), then exit."),
                 interval: float = typer.Option(0.5, help="Longest wait for new orders per step (s)."),
                 metrics_port: Optional[int] = typer.Option(None, help="Serve /metrics and /health on this port."),
                 metrics_addr: str = typer.Option("127.0.0.1", help="Address for --metrics-port (0.0.0.0 for Docker)."),
                 ) -> None:
-    """Follow accepted orders, submit them to the broker, record reports and fills."""
+    """Follow accepted orders, submit them to the broker, record reports and fills. With a real
+    broker, orders of paper accounts (paper:*, TRADEFLOW_PAPER_ACCOUNTS) still go to the paper broker."""
+    from adapters.venues import UnknownVenue, make_broker
+    from tradeflow.ops.venue_keys import CredentialsError
     from tradeflow.trading.daemon import run_adapter, stop_on_signals
 
+    venue = None
     if broker != "paper":
-        console.print(f"[red]broker: {broker!r} is not available (paper)[/]")
-        raise typer.Exit(2)
-    run_adapter(_settings(), once=once, interval=interval, stop=None if once else stop_on_signals(),
-                metrics_port=metrics_port, metrics_addr=metrics_addr)
+        try:
+            venue = make_broker(broker)
+        except (UnknownVenue, CredentialsError) as err:
+            console.print(f"[red]{err}[/]")
+            raise typer.Exit(2)
+    try:
+        run_adapter(_settings(), once=once, interval=interval, stop=None if once else stop_on_signals(),
+                    metrics_port=metrics_port, metrics_addr=metrics_addr, venue=venue)
+    finally:
+        if venue is not None:
+            venue.inner.close()
 
 
 

@@ -40,6 +40,12 @@ ADAPTER_METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
 INGEST_METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "ingest_records_total": ("counter", ("kind", "outcome"), "Records read by outcome: inserted, duplicate, rejected"),
     "ingest_batch_seconds": ("histogram", ("kind",), "Time to validate and write one batch"),
+    # live venue feeds (ingest/venue_feeds.py)
+    "feed_messages_total": ("counter", ("source",), "Bar messages received from a live venue feed"),
+    "feed_gaps_total": ("counter", ("source",), "Gaps found in a live feed's bars (a missed minute, a reconnect)"),
+    "feed_backfilled_bars_total": ("counter", ("source",), "Bars fetched over REST to fill a live feed's gaps"),
+    "feed_reconnects_total": ("counter", ("source",), "Reconnections of a live venue feed"),
+    "feed_lag_seconds": ("gauge", ("source",), "Seconds from the latest live bar's close to its arrival"),
 }
 
 ALL_METRICS = {**VIEW_METRICS, **ADAPTER_METRICS, **INGEST_METRICS}

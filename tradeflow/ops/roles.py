@@ -118,6 +118,14 @@ def load_passwords(environ: Mapping[str, str] | None = None) -> dict[str, str]:
 
 def read_credentials_file(path: Path) -> dict[str, str]:
     """A JSON object {"tradeflow_reader": "..."} or `role=password` lines (# comments)."""
+    entries = read_secrets_file(path, "role=password", "password")
+    _check_names(entries, str(path.expanduser().resolve()))
+    return entries
+
+
+def read_secrets_file(path: Path, line_form: str = "name=value", value_name: str = "value") -> dict[str, str]:
+    """{name: secret} from a JSON object or `name=value` lines (# comments), from a
+    file outside the repository; no message ever holds a value."""
     path = path.expanduser().resolve()
     if path.is_relative_to(PROJECT_DIR):
         raise CredentialsError(f"{path}: credentials must live outside the repository, where they cannot be committed")
@@ -130,20 +138,19 @@ def read_credentials_file(path: Path) -> dict[str, str]:
         except json.JSONDecodeError as e:  # its message has a position, not the text
             raise CredentialsError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from None
         if not all(isinstance(v, str) for v in entries.values()):
-            raise CredentialsError(f"{path}: every password must be a string")
+            raise CredentialsError(f"{path}: every {value_name} must be a string")
     else:
         entries = {}
         for lineno, line in enumerate(text.splitlines(), 1):
             line = line.strip()
             if not line or line.startswith("#"):
                 continue
-            role, sep, password = line.partition("=")
+            name, sep, secret = line.partition("=")
             if not sep:
-                raise CredentialsError(f"{path}, line {lineno}: expected role=password")
-            entries[role.strip()] = password.strip()
-    _check_names(entries, str(path))
-    if empty := sorted(role for role, password in entries.items() if not password):
-        raise CredentialsError(f"{path}: empty password for {', '.join(empty)}")
+                raise CredentialsError(f"{path}, line {lineno}: expected {line_form}")
+            entries[name.strip()] = secret.strip()
+    if empty := sorted(name for name, secret in entries.items() if not secret):
+        raise CredentialsError(f"{path}: empty {value_name} for {', '.join(empty)}")
     return entries
 
 

@@ -28,6 +28,7 @@ from typing import Callable
 
 import psycopg
 
+from adapters.broker import Broker
 from adapters.changefeed import open_feed, position_store, wake_on_insert
 from adapters.execution import (
     ACCEPTED_ORDER_KEY,
@@ -36,9 +37,12 @@ from adapters.execution import (
     ORDER_COMMANDS,
     ExecutionAdapter,
     _order,
+    broker_label,
+    instrument_broker,
 )
 from adapters.orders import OrderEvent, OrderStatus
 from adapters.paper import PaperBroker, PaperConfig
+from adapters.routing import RoutingBroker
 from tradeflow import engine
 from tradeflow.clock import utc_now
 from tradeflow.config import Settings
@@ -149,19 +153,24 @@ def run_gate(settings: Settings, *, once: bool = False, interval: float = 1.0,
 
 class PaperAdapter:
     """The execution adapter wired to a paper broker that trades on the bars
-    as they are ingested (a second feed, on price_1m_history)."""
+    as they are ingested (a second feed, on price_1m_history). With a venue
+    (a real broker), orders are routed by account (adapters.routing): paper
+    accounts to the paper book, every other to the venue."""
 
     def __init__(self, conn: psycopg.Connection, settings: Settings, config: PaperConfig | None = None,
-                 consumer: str = "adapter", clock: Callable[[], datetime] = utc_now) -> None:
+                 consumer: str = "adapter", clock: Callable[[], datetime] = utc_now,
+                 venue: Broker | None = None) -> None:
         self.conn = conn
         self.broker = PaperBroker(config or PaperConfig(), clock=clock)
+        self.routing = None if venue is None else RoutingBroker(
+            venue, self.broker, settings.paper_accounts, self._account_of)
         wake_on_insert(settings, conn, "trade_decisions", ACCEPTED_ORDERS)
         wake_on_insert(settings, conn, BARS, BARS)
         wake_on_insert(settings, conn, ORDER_COMMANDS, ORDER_COMMANDS)
         orders_store = position_store(settings, conn, f"{consumer}-orders")
         self.bars_store = position_store(settings, conn, f"{consumer}-bars")
         self.adapter = ExecutionAdapter(
-            conn, settings, self.broker,
+            conn, settings, self.routing or self.broker,
             open_feed(settings, ACCEPTED_ORDERS, f"{consumer}-orders", order_by=ACCEPTED_ORDER_KEY,
                       start_position=orders_store.load(), poll_interval=0.2),
             orders_store, source=consumer, clock=clock)
@@ -217,21 +226,32 @@ class PaperAdapter:
         names = [c.name for c in cur.description]
         for values in cur.fetchall():
             row = dict(zip(names, values))
+            if self.routing is not None and not self.routing.is_paper(row["account_id"]):
+                continue  # the venue keeps its own book
             last = OrderEvent(client_order_id=row["client_order_id"], status=OrderStatus(row["status"]),
                               event_ts=row["event_ts"], filled_qty=row["filled_qty"] or Decimal(0),
                               broker_order_id=row["broker_order_id"])
             self.broker.restore(_order(row), last, notional=row["notional"], fees=row["fees"], fills=row["fills"])
 
+    def _account_of(self, client_order_id: str) -> str | None:
+        row = self.conn.execute("SELECT account_id FROM accepted_trade_signal_history WHERE client_order_id = %s",
+                                (client_order_id,)).fetchone()
+        return None if row is None else row[0]
+
 
 def run_adapter(settings: Settings, *, once: bool = False, interval: float = 0.5,
                 stop: threading.Event | None = None, config: PaperConfig | None = None,
-                metrics_port: int | None = None, metrics_addr: str = "127.0.0.1") -> None:
+                metrics_port: int | None = None, metrics_addr: str = "127.0.0.1",
+                venue: Broker | None = None) -> None:
+    """venue: a real broker for the orders of real accounts (kept across database reconnects)."""
     stop = stop or threading.Event()
+    if venue is not None:  # its retries and breaker under its own label (the adapter's is 'routing'), once
+        instrument_broker(venue, broker_label(venue))
     readiness = Readiness("engine", "models", "feed_position")
 
     def session(conn: psycopg.Connection) -> None:
         _models_deployed(conn, settings, ACCEPTED_ORDERS, readiness.bootstrap)
-        adapter = PaperAdapter(conn, settings, config)  # loads the feed positions, restores open orders
+        adapter = PaperAdapter(conn, settings, config, venue=venue)  # loads the feed positions, restores open orders
         readiness.bootstrap.passed("feed_position")
         try:
             while not stop.is_set():

@@ -1,0 +1,99 @@
+"""What every real broker adapter shares: a thread-safe event log that emits
+each of an order's steps once, however often the venue reports it.
+
+A venue's stream and its REST history overlap: a report re-sent after a
+reconnect, a fill seen on the stream and again in the reconciliation query.
+An event is new only if its (status, cumulative filled qty) has not been
+emitted for that order, and a fill only if its venue execution id has not
+been seen; the copies are dropped here (and the exec ingester would drop a
+fill_id it knows anyway), so no fill is ever recorded twice.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from adapters.orders import Order, OrderEvent, OrderStatus
+
+
+@dataclass(slots=True)
+class _Known:
+    order: Order | None
+    broker_order_id: str | None = None
+    keys: set[tuple[OrderStatus, Decimal]] = field(default_factory=set)
+    fill_ids: set[str] = field(default_factory=set)
+    last: OrderEvent | None = None
+
+
+class VenueEventLog:
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._orders: dict[str, _Known] = {}
+        self._pending: list[OrderEvent] = []
+        self.duplicates = 0
+
+    def know(self, order: Order, broker_order_id: str | None = None) -> None:
+        with self._lock:
+            known = self._orders.setdefault(order.client_order_id, _Known(order))
+            known.order = known.order or order
+            known.broker_order_id = broker_order_id or known.broker_order_id
+
+    def claim(self, client_order_id: str) -> None:
+        """Take reports of this order from now on (one placed before a restart)."""
+        with self._lock:
+            self._orders.setdefault(client_order_id, _Known(None))
+
+    def is_ours(self, client_order_id: str) -> bool:
+        with self._lock:
+            return client_order_id in self._orders
+
+    def order(self, client_order_id: str) -> Order | None:
+        with self._lock:
+            known = self._orders.get(client_order_id)
+            return known.order if known else None
+
+    def broker_order_id(self, client_order_id: str) -> str | None:
+        with self._lock:
+            known = self._orders.get(client_order_id)
+            return known.broker_order_id if known else None
+
+    def last(self, client_order_id: str) -> OrderEvent | None:
+        with self._lock:
+            known = self._orders.get(client_order_id)
+            return known.last if known else None
+
+    def open_orders(self) -> list[str]:
+        with self._lock:
+            return [coid for coid, known in self._orders.items() if known.last is None or not known.last.status.terminal]
+
+    def emit(self, event: OrderEvent) -> bool:
+        """Queue the event for poll_events unless it is a copy; True if it was new."""
+        with self._lock:
+            known = self._orders.setdefault(event.client_order_id, _Known(None))
+            key = (event.status, event.filled_qty)
+            copy = key in known.keys or (event.fill_id is not None and event.fill_id in known.fill_ids)
+            # a venue that reports a step twice or late must not move the order back (a CANCELLED after FILLED)
+            if copy or (known.last is not None and known.last.status.terminal):
+                self.duplicates += 1
+                return False
+            known.keys.add(key)
+            if event.fill_id is not None:
+                known.fill_ids.add(event.fill_id)
+            known.broker_order_id = event.broker_order_id or known.broker_order_id
+            known.last = event
+            self._pending.append(event)
+            self._lock.notify_all()
+            return True
+
+    def drain(self) -> list[OrderEvent]:
+        with self._lock:
+            events, self._pending = self._pending, []
+            return events
+
+    def wait_terminal(self, client_order_id: str, timeout: float) -> OrderEvent | None:
+        """The order's latest event once it is terminal, or its latest after timeout seconds."""
+        with self._lock:
+            self._lock.wait_for(lambda: (last := self.last(client_order_id)) is not None and last.status.terminal,
+                                timeout)
+            return self.last(client_order_id)
