@@ -42,6 +42,7 @@ from typing import Callable, Literal
 import numpy as np
 import pandas as pd
 import psycopg
+import pyarrow as pa
 
 from adapters.execution import RECORDED_EVENT_COLUMNS, fill_from_event, order_event_row
 from adapters.orders import Order, OrderEvent, Side
@@ -458,12 +459,14 @@ class Backtest:
                 f" AND (%s::text[] IS NULL OR symbol = ANY(%s))",
                 (spec.end, spec.start, spec.end, list(spec.symbols) if spec.symbols else None,
                  list(spec.symbols) if spec.symbols else None))
-            bars = engine.query_frame(
-                conn, "SELECT symbol, ts, open::float8 AS open, high::float8 AS high, low::float8 AS low,"
-                " close::float8 AS close, volume::float8 AS volume FROM price_1m_history ORDER BY ts, symbol")
+            bars = engine.copy_frame_out(
+                conn, "SELECT symbol, (extract(epoch FROM ts) * 1000000)::bigint AS ts, open::float8 AS open,"
+                " high::float8 AS high, low::float8 AS low, close::float8 AS close, volume::float8 AS volume"
+                " FROM price_1m_history ORDER BY ts, symbol",
+                {"symbol": pa.string(), "ts": pa.int64(), **{c: pa.float64() for c in BAR_COLUMNS[2:7]}})
             if bars.empty:
                 raise BacktestError(f"bars: none between {spec.start} and {spec.end}")
-            bars["ts"] = pd.to_datetime(bars.ts, utc=True)
+            bars["ts"] = pd.to_datetime(bars.ts, unit="us", utc=True)
         conn.execute("ANALYZE price_1m_history")
         return bars
 
