@@ -31,6 +31,8 @@ def _ensure_deployed(settings: Settings) -> None:
             return
     console.print("first use of this engine: deploying models")
     dbt_deploy(settings)
+    with engine_mod.connect(settings) as conn:
+        engine_mod.publish_search_path(conn, settings)
 
 
 @contextmanager
