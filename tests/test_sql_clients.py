@@ -40,7 +40,8 @@ def account(embedded_settings):
 def test_psql_reads_portfolio_state_through_engine_url(account):
     url = cli("engine", "url").strip()
     assert "search_path" in url
-    assert psql(url, "SELECT account_id, cash FROM portfolio_state") == "PSQL-1|25000"
+    # money at its documented scale
+    assert psql(url, "SELECT account_id, cash FROM portfolio_state") == "PSQL-1|25000.000000"
 
 
 def test_without_options_the_database_default_finds_the_views(account, embedded_settings):
