@@ -6,9 +6,9 @@ import shlex
 import typer
 
 from tradeflow import engine as engine_mod
-from tradeflow.cli._common import _settings, console
+from tradeflow.cli._common import _settings, console, group
 
-engine_app = typer.Typer(no_args_is_help=True, help="The embedded PostgreSQL engine.")
+engine_app = group("The embedded PostgreSQL engine.")
 
 
 @engine_app.command("start")

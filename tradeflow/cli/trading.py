@@ -8,13 +8,14 @@ from typing import Optional
 import typer
 
 from tradeflow import engine as engine_mod
-from tradeflow.cli._common import _ensure_deployed, _print_query, _settings, console
+from tradeflow.cli._common import (AS_CSV, AS_JSON, Broker, OnOff, OrderType, Status, TimeInForce, _ensure_deployed,
+                                   _print_query, _print_rows, _settings, console, group, rows_of, to_json)
 
-accounts_app = typer.Typer(no_args_is_help=True, help="Trading accounts (append-only versions).")
-policy_app = typer.Typer(no_args_is_help=True, help="Per-account risk policy (versioned, audited).")
-gate_app = typer.Typer(no_args_is_help=True, help="The decision gate (TradePicker + pre-trade risk).")
-adapter_app = typer.Typer(no_args_is_help=True, help="The execution adapter.")
-orders_app = typer.Typer(no_args_is_help=True, help="Orders: list, submit, cancel.")
+accounts_app = group("Trading accounts (append-only versions).")
+policy_app = group("Per-account risk policy (versioned, audited).")
+gate_app = group("The decision gate (TradePicker + pre-trade risk).")
+adapter_app = group("The execution adapter.")
+orders_app = group("Orders: list, submit, cancel.")
 
 
 def _account_change(change, *args, **kwargs) -> None:
@@ -38,29 +39,57 @@ def accounts_add(
     capital: str = typer.Option(..., help="Initial capital, > 0."),
     currency: str = typer.Option("USD", help="Base currency (three letters)."),
     max_leverage: str = typer.Option("2", help="Maximum leverage, > 0."),
-    status: str = typer.Option("ACTIVE", help="ACTIVE or BLOCKED."),
+    status: Status = typer.Option("ACTIVE", case_sensitive=False),
 ) -> None:
     """Create an account (updated_by: $TRADEFLOW_OPERATOR or the OS user)."""
     from tradeflow.trading import accounts
 
     _account_change(accounts.add, account_id, capital=capital, currency=currency, max_leverage=max_leverage,
-                    status=status)
+                    status=status.upper())
 
 
 @accounts_app.command("set-status")
 def accounts_set_status(account_id: str = typer.Argument(...),
-                        status: str = typer.Argument(..., help="ACTIVE or BLOCKED.")) -> None:
+                        status: Status = typer.Argument(..., case_sensitive=False)) -> None:
     """Block or re-activate an account (a new version row)."""
     from tradeflow.trading import accounts
 
-    _account_change(accounts.set_status, account_id, status)
+    _account_change(accounts.set_status, account_id, status.upper())
 
 
 @accounts_app.command("list")
-def accounts_list() -> None:
+def accounts_list(as_json: bool = AS_JSON, as_csv: bool = AS_CSV) -> None:
     """The current version of every account."""
     _print_query("accounts", "SELECT account_id, status, base_currency AS currency, initial_capital AS capital,"
-                 " max_leverage, updated_at, updated_by FROM stg_accounts ORDER BY account_id")
+                 " max_leverage, updated_at, updated_by FROM stg_accounts ORDER BY account_id",
+                 as_json=as_json, as_csv=as_csv)
+
+
+# the policy in force, defaults filled in (what the gate reads)
+POLICY = ("SELECT account_id, status, max_open_symbols, allow_scale_in, sell_requires_long, max_order_notional,"
+          " max_position_qty, max_concentration_pct, max_drawdown_pct, risk_per_trade_pct, kill_switch,"
+          " reservation_ttl_seconds, policy_updated_at FROM stg_account_policy")
+
+
+@policy_app.command("list")
+def policy_list(as_json: bool = AS_JSON, as_csv: bool = AS_CSV) -> None:
+    """The policy in force for every account (defaults filled in)."""
+    _print_query("account policies", POLICY + " ORDER BY account_id", as_json=as_json, as_csv=as_csv)
+
+
+@policy_app.command("show")
+def policy_show(account_id: str, as_json: bool = AS_JSON) -> None:
+    """One account's policy in force, one setting per line."""
+    with engine_mod.connect(_settings()) as conn:
+        found = rows_of(conn.execute(POLICY + " WHERE account_id = %s", (account_id,)))
+    if not found:
+        typer.echo(f"error: account_id: {account_id} does not exist", err=True)
+        raise typer.Exit(2)
+    if as_json:
+        print(to_json(found[0]))
+        return
+    _print_rows(f"policy of {account_id}", ("setting", "value"),
+                [{"setting": name, "value": value} for name, value in found[0].items() if name != "account_id"])
 
 
 
@@ -85,17 +114,16 @@ def policy_set(
         except policy.PolicyError as err:
             console.print(f"[red]{err}[/]")
             raise typer.Exit(2)
-    console.print(f"policy of {account_id} updated by {after.updated_by}: {changes}")
+    console.print(f"policy of {account_id} updated by {after.updated_by}: "
+                  + ", ".join(f"{name}={value}" for name, value in sorted(changes.items())))
 
 
 @policy_app.command("kill-switch")
-def policy_kill_switch(account_id: str, state: str = typer.Argument(..., help="on or off")) -> None:
+def policy_kill_switch(account_id: str, state: OnOff = typer.Argument(..., case_sensitive=False)) -> None:
     """Engage or release an account's kill switch (takes effect at the next decision)."""
     from tradeflow.trading import policy
 
-    if state not in {"on", "off"}:
-        console.print("[red]state: must be on or off[/]")
-        raise typer.Exit(2)
+    state = state.lower()
     with engine_mod.connect(_settings()) as conn:
         try:
             policy.update(conn, account_id, kill_switch=state == "on")
@@ -133,7 +161,8 @@ def gate_run(once: bool = typer.Option(False, help="Decide what is pending, then
 
 
 @adapter_app.command("run")
-def adapter_run(broker: str = typer.Option("paper", help="Only the paper broker ships so far."),
+def adapter_run(broker: Broker = typer.Option("paper", case_sensitive=False,
+                                           help="Only the paper broker ships so far."),
                 once: bool = typer.Option(False, help="One step (submit, trade new bars, record), then exit."),
                 interval: float = typer.Option(0.5, help="Longest wait for new orders per step (s)."),
                 metrics_port: Optional[int] = typer.Option(None, help="Serve /metrics and /health on this port."),
@@ -142,31 +171,30 @@ def adapter_run(broker: str = typer.Option("paper", help="Only the paper broker 
     """Follow accepted orders, submit them to the broker, record reports and fills."""
     from tradeflow.trading.daemon import run_adapter, stop_on_signals
 
-    if broker != "paper":
-        console.print(f"[red]broker: {broker!r} is not available (paper)[/]")
-        raise typer.Exit(2)
     run_adapter(_settings(), once=once, interval=interval, stop=None if once else stop_on_signals(),
                 metrics_port=metrics_port, metrics_addr=metrics_addr)
 
 
 
 @orders_app.command("list")
-def orders_list(open_only: bool = typer.Option(False, "--open", help="Only orders not finished.")) -> None:
+def orders_list(open_only: bool = typer.Option(False, "--open", help="Only orders not finished."),
+                limit: int = typer.Option(200, min=1, help="Newest first, at most this many."),
+                as_json: bool = AS_JSON, as_csv: bool = AS_CSV) -> None:
     """Latest state of each order."""
     _print_query(
         "orders",
         "SELECT client_order_id, account_id, strategy_id, symbol, side, qty, filled_qty, status, event_ts"
         " FROM orders WHERE NOT %s OR status NOT IN ('FILLED', 'CANCELLED', 'REJECTED', 'EXPIRED')"
-        " ORDER BY event_ts DESC LIMIT 200", (open_only,))
+        " ORDER BY event_ts DESC LIMIT %s", (open_only, limit), as_json=as_json, as_csv=as_csv)
 
 
 @orders_app.command("submit")
 def orders_submit(
     account_id: str, symbol: str, side: str = typer.Argument(..., help="BUY or SELL."),
     qty: str = typer.Argument(..., help="Quantity."),
-    order_type: str = typer.Option("MARKET", "--type", help="MARKET, LIMIT or STOP."),
+    order_type: OrderType = typer.Option("MARKET", "--type", case_sensitive=False),
     limit_price: Optional[str] = typer.Option(None), stop_price: Optional[str] = typer.Option(None),
-    time_in_force: str = typer.Option("DAY", "--tif", help="DAY, GTC or IOC."),
+    time_in_force: TimeInForce = typer.Option("DAY", "--tif", case_sensitive=False),
     strategy: str = typer.Option("manual", help="Strategy the position belongs to (a SELL closes its long)."),
     reason: str = typer.Option("", help="Why, for the audit trail."),
     wait: float = typer.Option(10.0, help="Seconds to wait for the gate's decision (0: just queue it)."),
