@@ -37,7 +37,7 @@ def prices_csv(tmp_path):
 
 def test_engine_url_and_status(embedded_settings):
     url = invoke("engine", "url").strip()
-    assert re.fullmatch(r"postgresql://postgres@127\.0\.0\.1:\d+/tradeflow", url)
+    assert re.fullmatch(r"postgresql://postgres@127\.0\.0\.1:\d+/tradeflow\?options=-c%20search_path%3Dtradeflow%2Cpublic", url)
     assert "running" in invoke("engine", "status")
 
 
@@ -46,7 +46,7 @@ def test_ingest_file_reports_counts_and_dead_letters(embedded_settings, prices_c
     assert report == {"read": 3, "inserted": 2, "duplicates": 0, "rejected": 1,
                       "rejected_by_reason": {"HIGH_BELOW_LOW": 1}}
     assert counts(invoke("ingest", "prices", str(prices_csv)))["duplicates"] == 2
-    [letter] = [json.loads(line) for line in invoke("dlq", "list", "--json").splitlines()]
+    [letter] = json.loads(invoke("dlq", "list", "--json"))
     assert (letter["reason_code"], letter["field"]) == ("HIGH_BELOW_LOW", "high")
     assert letter["payload"] == {"symbol": "ACME", "ts": "2024-01-02T14:32:00Z", "open": "10.8", "high": "10.0",
                                  "low": "10.9", "close": "10.8", "volume": "80"}
@@ -56,7 +56,7 @@ def test_dlq_replay_with_a_fix(embedded_settings, prices_csv):
     invoke("ingest", "prices", str(prices_csv))
     outcome = json.loads(invoke("dlq", "replay", "--set", "high=11", "--set", "low=10.5"))
     assert outcome["inserted"] == 1
-    assert invoke("dlq", "list", "--json").strip() == ""
+    assert json.loads(invoke("dlq", "list", "--json")) == []
 
 
 def test_show_indicators_and_signals_after_synthetic_ingest(embedded_settings):
@@ -94,3 +94,62 @@ def test_manual_order_is_queued_decided_by_the_gate_and_weights_print(embedded_s
     weights = invoke("weights", "--show")
     assert "sma_crossover" in weights and "1.0" in weights  # equal weights until the scoreboard moves them
     assert request_id in invoke("trace", f"manual:{request_id}")
+
+
+def test_demo_output_has_no_log_lines_at_the_default_level(embedded_settings):
+    output = invoke("demo", "--symbols", "2")
+    assert not re.search(r"\b(DEBUG|INFO|WARNING|ERROR)\b", output), output
+
+
+def fails(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args), env={"COLUMNS": "80"})
+    return result.exit_code, result.output
+
+
+def test_version_short_help_and_help_at_80_columns():
+    assert re.fullmatch(r"tradeflow \S+\n", invoke("--version"))
+    assert "Usage: " in invoke("-h") and "--version" in invoke("-h")
+    code, text = fails("policy", "set", "-h")
+    assert code == 0
+    for option in ("--max-concentration-pct", "--reservation-ttl-seconds", "--no-sell-requires-long"):
+        assert option in text  # whole, not cut at 80 columns
+    assert max(len(line) for line in text.splitlines()) <= 80
+
+
+@pytest.mark.parametrize("args, valid", [
+    (("--log-level", "LOUD", "reasons"), "DEBUG, INFO, WARNING, ERROR, CRITICAL"),
+    (("show", "indicators", "--timeframe", "5min"), "'1m', '5m', '15m', '1h'"),
+    (("policy", "kill-switch", "A", "maybe"), "'on', 'off'"),
+    (("accounts", "set-status", "A", "PAUSED"), "'ACTIVE', 'BLOCKED'"),
+    (("adapter", "run", "--broker", "ib"), "'paper'"),
+])
+def test_invalid_choices_are_one_error_listing_the_valid_values(args, valid):
+    code, text = fails(*args)
+    assert code == 2 and valid.lower() in text.lower() and "Traceback" not in text
+
+
+def test_every_listing_command_prints_json(embedded_settings, prices_csv):
+    invoke("ingest", "prices", str(prices_csv), "--map", "symbol=Ticker")
+    invoke("accounts", "add", "J1", "--capital", "50000")
+    invoke("policy", "set", "J1", "--max-open-symbols", "4")
+    invoke("orders", "submit", "J1", "ACME", "BUY", "10", "--wait", "0")
+    invoke("gate", "run", "--once", "--max-signal-age", "1e9")
+    [order] = json.loads(invoke("orders", "list", "--json"))
+    assert order["account_id"] == "J1" and order["qty"] == "10"
+    outputs = {args: json.loads(invoke(*args, "--json")) for args in (
+        ("positions",), ("pnl",), ("orders", "list"), ("show", "indicators"), ("show", "signals"),
+        ("trace", order["client_order_id"]), ("accounts", "list"), ("policy", "show", "J1"), ("policy", "list"),
+        ("dlq", "list"))}
+    assert outputs[("policy", "show", "J1")]["max_open_symbols"] == 4
+    assert [p["account_id"] for p in outputs[("policy", "list")]] == ["J1"]
+    assert outputs[("accounts", "list")][0]["capital"] == "50000"
+    assert set(outputs[("pnl",)]) == {"realized", "portfolio"}
+    assert outputs[("trace", order["client_order_id"])]["steps"]["decision"][0]["outcome"] == "ACCEPTED"
+    assert outputs[("dlq", "list")][0]["reason_code"] == "HIGH_BELOW_LOW"
+    header, row = invoke("accounts", "list", "--csv").splitlines()
+    assert header.startswith("account_id,status,currency,capital") and row.startswith("J1,ACTIVE,USD,50000")
+
+
+def test_policy_show_of_an_unknown_account_is_an_error(embedded_settings):
+    code, text = fails("policy", "show", "NOPE")
+    assert code == 2 and "NOPE does not exist" in text

@@ -205,8 +205,8 @@ def orders_submit(
 
     with engine_mod.connect(_settings()) as conn:
         try:
-            request = orders.request_manual_order(conn, account_id, symbol, side, qty, order_type=order_type,
-                                                  time_in_force=time_in_force, limit_price=limit_price,
+            request = orders.request_manual_order(conn, account_id, symbol, side, qty, order_type=order_type.upper(),
+                                                  time_in_force=time_in_force.upper(), limit_price=limit_price,
                                                   stop_price=stop_price, strategy_id=strategy, reason=reason)
         except orders.OrderCommandError as err:
             console.print(f"[red]{err}[/]")
