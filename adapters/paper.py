@@ -183,6 +183,11 @@ class PaperBroker:
         """Whether a bar can change anything: with no live order, on_bar is a no-op."""
         return bool(self._live)
 
+    @property
+    def open_orders(self) -> int:
+        """Orders in the book that can still trade."""
+        return len(self._live)
+
     def poll_events(self) -> list[OrderEvent]:
         events, self._events = self._events, []
         return events

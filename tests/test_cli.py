@@ -153,3 +153,13 @@ def test_every_listing_command_prints_json(embedded_settings, prices_csv):
 def test_policy_show_of_an_unknown_account_is_an_error(embedded_settings):
     code, text = fails("policy", "show", "NOPE")
     assert code == 2 and "NOPE does not exist" in text
+
+
+def test_gate_says_it_started_and_how_many_signals_were_too_old(embedded_settings):
+    invoke("ingest", "synthetic", "--symbols", "2", "--days", "1", "--seed", "3")  # history: every bar is old
+    output = invoke("gate", "run", "--once")
+    assert "gate started: target embedded, schema tradeflow" in output
+    stale = re.search(r"WARNING tradeflow\.daemon: (\d+) undecided signal\(s\) skipped as stale", output)
+    assert stale and int(stale[1]) > 0, output
+    assert "gate alive: 0 decided" in output and "decided 0 signal(s)" in output
+    assert len(output.splitlines()) == len(set(output.splitlines())), "a line printed twice"

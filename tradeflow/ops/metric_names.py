@@ -42,4 +42,12 @@ INGEST_METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "ingest_batch_seconds": ("histogram", ("kind",), "Time to validate and write one batch"),
 }
 
-ALL_METRICS = {**VIEW_METRICS, **ADAPTER_METRICS, **INGEST_METRICS}
+# process metrics of the decision gate (`gate run --metrics-port`)
+GATE_METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "gate_decisions_total": ("counter", ("outcome", "code"), "Decisions of this gate by outcome and reason code (OK)"),
+    "gate_decision_latency_seconds": ("histogram", (), "From the close of a signal's bar to its decision"),
+    "gate_stale_signals_total": ("counter", (), "Undecided signals found older than max_signal_age at start-up"),
+    "gate_pass_age_seconds": ("gauge", (), "Seconds since the gate last brought its book up to date and decided"),
+}
+
+ALL_METRICS = {**VIEW_METRICS, **ADAPTER_METRICS, **INGEST_METRICS, **GATE_METRICS}

@@ -5,7 +5,7 @@ Its counters are counts over append-only history (decisions, risk events,
 match segments), so they never go backwards, not even across a restart of the
 exporter. The process metrics of the adapter and the ingesters
 (ADAPTER_METRICS, INGEST_METRICS) live in PROCESS_REGISTRY, which the health
-server of a daemon exposes.
+server of a daemon exposes (with GATE_METRICS for the gate).
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from tradeflow import engine
 from tradeflow.clock import utc_now
 from tradeflow.config import Settings
 from tradeflow.ops.health import Check, HealthServer
-from tradeflow.ops.metric_names import ADAPTER_METRICS, INGEST_METRICS, VIEW_METRICS
+from tradeflow.ops.metric_names import ADAPTER_METRICS, GATE_METRICS, INGEST_METRICS, VIEW_METRICS
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +40,12 @@ Sample = tuple[str, tuple[str, ...], float]  # metric name, label values, value
 # -- process metrics ------------------------------------------------------------
 PROCESS_REGISTRY = CollectorRegistry()
 _KINDS = {"counter": Counter, "gauge": Gauge, "histogram": Histogram}
+# a decision comes a second or so after its bar closes; one that waited for the book takes longer
+BUCKETS = {"gate_decision_latency_seconds": (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)}
 PROCESS_METRICS: dict[str, Counter | Gauge | Histogram] = {
-    name: _KINDS[kind](name, help_text, labels, registry=PROCESS_REGISTRY)
-    for name, (kind, labels, help_text) in {**ADAPTER_METRICS, **INGEST_METRICS}.items()
+    name: _KINDS[kind](name, help_text, labels, registry=PROCESS_REGISTRY,
+                       **({"buckets": BUCKETS[name]} if name in BUCKETS else {}))
+    for name, (kind, labels, help_text) in {**ADAPTER_METRICS, **INGEST_METRICS, **GATE_METRICS}.items()
 }
 
 
