@@ -163,3 +163,32 @@ def test_gate_says_it_started_and_how_many_signals_were_too_old(embedded_setting
     assert stale and int(stale[1]) > 0, output
     assert "gate alive: 0 decided" in output and "decided 0 signal(s)" in output
     assert len(output.splitlines()) == len(set(output.splitlines())), "a line printed twice"
+
+
+@pytest.mark.parametrize("name, content, named", [
+    ("nohead.csv", b"a,b,c\n1,2,3\n", "expected symbol, ts, open, high, low, close, volume"),
+    ("broken.parquet", b"garbage", "not a readable Parquet file"),
+])
+def test_a_file_level_problem_is_one_line_and_exit_2(embedded_settings, tmp_path, name, content, named):
+    (tmp_path / name).write_bytes(content)
+    code, text = fails("ingest", "prices", str(tmp_path / name))
+    assert code == 2 and named in text and name in text and len(text.strip().splitlines()) == 1, text
+
+
+def test_bad_records_are_dead_lettered_and_the_rest_ingested(embedded_settings, tmp_path):
+    import pandas as pd
+    from test_feeds import corrupt_first_row_group
+
+    rows = [[f"2024-01-02T14:3{i}:00Z", "ACME", "10", "11", "9", "10", "100"] for i in range(4)]
+    frame = pd.DataFrame(rows, columns=["ts", "symbol", "open", "high", "low", "close", "volume"])
+    frame.to_parquet(tmp_path / "bars.parquet", row_group_size=2)
+    report = counts(invoke("ingest", "prices", str(corrupt_first_row_group(tmp_path / "bars.parquet"))))
+    assert (report["inserted"], report["rejected_by_reason"]) == (2, {"MALFORMED_RECORD": 1})
+    fills = tmp_path / "fills.jsonl"
+    fills.write_text('{"account_id": "A1"\nnot json at all\n')
+    report = counts(invoke("ingest", "execs", str(fills)))
+    assert report["rejected_by_reason"] == {"MALFORMED_RECORD": 2}
+    letters = {letter["kind"]: letter for letter in json.loads(invoke("dlq", "list", "--json"))}
+    assert "row group 0" in letters["price"]["reason"]
+    raw = [letter["payload"] for letter in json.loads(invoke("dlq", "list", "--kind", "exec", "--json"))]
+    assert {"not json at all"} <= {str(value) for payload in raw for value in payload.values()}, raw
