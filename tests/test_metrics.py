@@ -121,6 +121,22 @@ def test_view_metrics_of_a_small_book(book, embedded_settings):
     assert top_1 == {("AAA", "1"): 18000.0}
 
 
+@pytest.mark.parametrize("now, calendars, expected", [
+    # 2024-01-02 is a Tuesday: NYSE opens 14:30 UTC, closes 21:00
+    (NOW, {}, {("AAA",): 1140.0, ("BBB",): 1740.0}),
+    (T0.replace(hour=22), {}, {}),  # after the close: no series, nothing to alert on
+    (T0.replace(hour=22), {"TRADEFLOW_SYMBOL_CALENDARS": "AAA=24/7"}, {("AAA",): 22740.0}),  # 22:30 - 16:11
+    (T0 + timedelta(days=1, minutes=5), {}, {("AAA",): 300.0, ("BBB",): 300.0}),  # counted from the open
+    (T0 + timedelta(days=30), {}, {}),  # no bar for 30 days: out of the active universe
+])
+def test_bar_delay_covers_the_active_universe_while_its_market_is_open(book, embedded_settings, now, calendars,
+                                                                       expected):
+    from tradeflow.ops.sessions import SymbolCalendars
+
+    collector = ViewCollector(embedded_settings, clock=lambda: now, calendars=SymbolCalendars.from_env(calendars))
+    assert samples(collector).get("prices_bar_delay_seconds", {}) == expected
+
+
 def test_exposed_names_are_exactly_those_of_metric_names(book, embedded_settings):
     registry = CollectorRegistry()
     registry.register(ViewCollector(embedded_settings, clock=lambda: NOW))

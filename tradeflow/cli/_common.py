@@ -34,9 +34,8 @@ def group(help_text: str) -> typer.Typer:
 
 
 # Allowed values of options and arguments (typed so, any other value is a usage
-# error that lists them; give the option case_sensitive=False)
+# error that lists them; lower-case ones are given case_sensitive=False)
 DlqKind = Literal["price", "exec"]
-Status = Literal["ACTIVE", "BLOCKED"]
 OnOff = Literal["on", "off"]
 Broker = Literal["paper"]
 OrderType = Literal["MARKET", "LIMIT", "STOP"]

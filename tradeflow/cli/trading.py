@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from tradeflow import engine as engine_mod
-from tradeflow.cli._common import (AS_CSV, AS_JSON, Broker, OnOff, OrderType, Status, TimeInForce, _ensure_deployed,
+from tradeflow.cli._common import (AS_CSV, AS_JSON, Broker, OnOff, OrderType, TimeInForce, _ensure_deployed,
                                    _print_query, _print_rows, _settings, console, group, rows_of, to_json)
 
 accounts_app = group("Trading accounts (append-only versions).")
@@ -39,22 +39,22 @@ def accounts_add(
     capital: str = typer.Option(..., help="Initial capital, > 0."),
     currency: str = typer.Option("USD", help="Base currency (three letters)."),
     max_leverage: str = typer.Option("2", help="Maximum leverage, > 0."),
-    status: Status = typer.Option("ACTIVE", case_sensitive=False),
+    status: str = typer.Option("ACTIVE", help="ACTIVE or BLOCKED."),
 ) -> None:
     """Create an account (updated_by: $TRADEFLOW_OPERATOR or the OS user)."""
     from tradeflow.trading import accounts
 
     _account_change(accounts.add, account_id, capital=capital, currency=currency, max_leverage=max_leverage,
-                    status=status.upper())
+                    status=status)
 
 
 @accounts_app.command("set-status")
 def accounts_set_status(account_id: str = typer.Argument(...),
-                        status: Status = typer.Argument(..., case_sensitive=False)) -> None:
+                        status: str = typer.Argument(..., help="ACTIVE or BLOCKED.")) -> None:
     """Block or re-activate an account (a new version row)."""
     from tradeflow.trading import accounts
 
-    _account_change(accounts.set_status, account_id, status.upper())
+    _account_change(accounts.set_status, account_id, status)
 
 
 @accounts_app.command("list")
@@ -192,9 +192,9 @@ def orders_list(open_only: bool = typer.Option(False, "--open", help="Only order
 def orders_submit(
     account_id: str, symbol: str, side: str = typer.Argument(..., help="BUY or SELL."),
     qty: str = typer.Argument(..., help="Quantity."),
-    order_type: OrderType = typer.Option("MARKET", "--type", case_sensitive=False),
+    order_type: OrderType = typer.Option("MARKET", "--type"),
     limit_price: Optional[str] = typer.Option(None), stop_price: Optional[str] = typer.Option(None),
-    time_in_force: TimeInForce = typer.Option("DAY", "--tif", case_sensitive=False),
+    time_in_force: TimeInForce = typer.Option("DAY", "--tif"),
     strategy: str = typer.Option("manual", help="Strategy the position belongs to (a SELL closes its long)."),
     reason: str = typer.Option("", help="Why, for the audit trail."),
     wait: float = typer.Option(10.0, help="Seconds to wait for the gate's decision (0: just queue it)."),
@@ -205,8 +205,8 @@ def orders_submit(
 
     with engine_mod.connect(_settings()) as conn:
         try:
-            request = orders.request_manual_order(conn, account_id, symbol, side, qty, order_type=order_type.upper(),
-                                                  time_in_force=time_in_force.upper(), limit_price=limit_price,
+            request = orders.request_manual_order(conn, account_id, symbol, side, qty, order_type=order_type,
+                                                  time_in_force=time_in_force, limit_price=limit_price,
                                                   stop_price=stop_price, strategy_id=strategy, reason=reason)
         except orders.OrderCommandError as err:
             console.print(f"[red]{err}[/]")
