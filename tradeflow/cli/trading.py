@@ -149,8 +149,10 @@ def gate_run(once: bool = typer.Option(False, help="Decide what is pending, then
     from tradeflow.trading.daemon import run_gate, stop_on_signals
     from tradeflow.trading.lease import LeaseHeld
 
+    settings = _settings()
+    _ensure_deployed(settings)
     try:
-        decided = run_gate(_settings(), once=once, interval=interval,
+        decided = run_gate(settings, once=once, interval=interval,
                            max_signal_age=timedelta(seconds=max_signal_age), stop=None if once else stop_on_signals(),
                            metrics_port=metrics_port, metrics_addr=metrics_addr, shadow=shadow,
                            wait_for_lease=wait_for_lease)
@@ -171,7 +173,9 @@ def adapter_run(broker: Broker = typer.Option("paper", case_sensitive=False,
     """Follow accepted orders, submit them to the broker, record reports and fills."""
     from tradeflow.trading.daemon import run_adapter, stop_on_signals
 
-    run_adapter(_settings(), once=once, interval=interval, stop=None if once else stop_on_signals(),
+    settings = _settings()
+    _ensure_deployed(settings)
+    run_adapter(settings, once=once, interval=interval, stop=None if once else stop_on_signals(),
                 metrics_port=metrics_port, metrics_addr=metrics_addr)
 
 

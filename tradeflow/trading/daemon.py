@@ -295,7 +295,8 @@ def run_adapter(settings: Settings, *, once: bool = False, interval: float = 0.5
         readiness.bootstrap.passed("feed_position")
         log.info("adapter started: target %s, schema %s, broker paper, consumer adapter, feed positions: orders %s,"
                  " bars %s, commands %s; %d open order(s) restored", settings.target, settings.schema,
-                 adapter.adapter.feed.position, adapter.bars.position, adapter.commands.position,
+                 *(p or "none yet" for p in (adapter.adapter.feed.position, adapter.bars.position,
+                                             adapter.commands.position)),
                  adapter.broker.open_orders)
         heartbeat = Heartbeat("adapter")
         try:
