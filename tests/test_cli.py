@@ -79,6 +79,7 @@ def test_demo_runs_the_whole_loop(embedded_settings):
     for table in ("accounts", "strategies", "rejects by code", "risk events"):
         assert table in output
     assert "ACC-GROWTH" in output and "decisions" in output
+    assert not re.search(r"\b(DEBUG|INFO|WARNING|ERROR)\b", output), "log lines at the default level"
 
 
 def test_manual_order_is_queued_decided_by_the_gate_and_weights_print(embedded_settings, prices_csv):
@@ -94,11 +95,6 @@ def test_manual_order_is_queued_decided_by_the_gate_and_weights_print(embedded_s
     weights = invoke("weights", "--show")
     assert "sma_crossover" in weights and "1.0" in weights  # equal weights until the scoreboard moves them
     assert request_id in invoke("trace", f"manual:{request_id}")
-
-
-def test_demo_output_has_no_log_lines_at_the_default_level(embedded_settings):
-    output = invoke("demo", "--symbols", "2")
-    assert not re.search(r"\b(DEBUG|INFO|WARNING|ERROR)\b", output), output
 
 
 def fails(*args: str) -> tuple[int, str]:
