@@ -62,6 +62,8 @@ BREAKER_STATES = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerStat
 # the adapter's order events carry their per-order sequence number; the gate's NEW has none (0)
 RECORDED_EVENT_COLUMNS = (*ORDER_EVENT_COLUMNS, "seq")
 OPEN_STATUSES = ("NEW", "ACK", "PARTIAL")
+# every order action is logged: submits and fills where they happen, these as they are recorded
+ENDED_WITHOUT_FILL = (OrderStatus.CANCELLED, OrderStatus.EXPIRED, OrderStatus.REJECTED)
 
 # Where a unit of the adapter's work can be cut by a crash, in the order they are reached.
 WRITE_POINTS = (
@@ -157,6 +159,8 @@ class ExecutionAdapter:
             if change.op in {"insert", "update_insert"} and change.row["command"] == "CANCEL":
                 with self._timed("cancel"):
                     answers.append(self.broker.cancel(change.row["client_order_id"]))
+                log.info("cancel requested: broker answered %s", answers[-1].status,
+                         extra={"order_id": change.row["client_order_id"]})
         if not changes:
             return 0
         crash_point("cancel_sent")
@@ -216,6 +220,10 @@ class ExecutionAdapter:
             book.event_ts = event.event_ts if book.event_ts is None else max(book.event_ts, event.event_ts)
             on_order_clock = replace(event, event_ts=book.event_ts)
             rows.append((*order_event_row(order, on_order_clock, self.source), book.seq))
+            if event.status in ENDED_WITHOUT_FILL:
+                log.info("order %s%s", event.status, f": {event.reason}" if event.reason else "", extra={
+                    "order_id": order.client_order_id, "account_id": order.account_id,
+                    "strategy_id": order.strategy_id, "symbol": order.symbol})
             if event.last_fill_qty > 0:
                 fills.append(fill_from_event(order, on_order_clock))
                 log.info("fill %s @ %s", event.last_fill_qty, event.last_fill_price, extra={

@@ -23,9 +23,11 @@ was not known yet). Then, per bar of its symbol, in submission order:
   (adapters.orders.is_shadow) trade against a share of their own, so they
   never take liquidity from real accounts. IOC: whatever is left after
   the first bar the order may trade in is CANCELLED. DAY: EXPIRED on the
-  first bar (any symbol) at or after session_end (UTC) of the day it was
-  created, or after midnight when session_end is None; a DAY order that
-  could not trade before then is REJECTED at submit.
+  first bar (any symbol) at or after the close of its symbol's market session
+  it was created in (or of the next session, created while the market is
+  closed; tradeflow.ops.sessions: exchange calendars, crypto 24/7), or with
+  session_end set, at that UTC time of the day it was created (None: midnight);
+  a DAY order that could not trade before then is REJECTED at submit.
 - Fees per order: max(min_fee, fee_per_share x qty + fee_bps x notional) on
   the cumulative fill, rounded up to fee_step (fee_rounding="up") or to the
   nearest step, halves away from zero ("nearest"); each fill carries the
@@ -50,6 +52,7 @@ from typing import Callable, Literal, NamedTuple
 
 from adapters.broker import BrokerError
 from adapters.orders import Order, OrderEvent, OrderStatus, OrderType, Side, TimeInForce, is_shadow
+from tradeflow.ops.sessions import SymbolCalendars
 
 BAR = timedelta(minutes=1)
 BPS = Decimal(10_000)
@@ -67,7 +70,8 @@ class PaperConfig:
     max_participation: Decimal = Decimal("0.1")
     lot_size: Decimal = Decimal(1)
     tick_size: Decimal = Decimal("0.01")
-    session_end: time | None = time(21, 0)
+    # "calendar": the close of the order's market session; a time: that UTC time of the day; None: midnight
+    session_end: time | Literal["calendar"] | None = "calendar"
 
     def __post_init__(self) -> None:
         if self.fill_at not in ("open", "close", "signal_close"):
@@ -85,6 +89,8 @@ class PaperConfig:
         for name in ("fee_step", "lot_size", "tick_size"):
             if getattr(self, name) == 0:
                 raise ValueError(f"{name}: must be positive")
+        if not (self.session_end is None or isinstance(self.session_end, time) or self.session_end == "calendar"):
+            raise ValueError(f"session_end: 'calendar', a time or None, got {self.session_end!r}")
         if not 0 < self.max_participation <= 1:
             raise ValueError(f"max_participation: in (0, 1], got {self.max_participation}")
 
@@ -125,9 +131,11 @@ def _ceil_minute(ts: datetime) -> datetime:
 class PaperBroker:
     """A Broker (adapters.broker) that simulates fills from bars; see the module docstring."""
 
-    def __init__(self, config: PaperConfig, clock: Callable[[], datetime]) -> None:
+    def __init__(self, config: PaperConfig, clock: Callable[[], datetime],
+                 calendars: SymbolCalendars | None = None) -> None:
         self.config = config
         self._clock = clock
+        self.calendars = calendars or SymbolCalendars.from_env()
         self._orders: dict[str, _State] = {}
         self._live: dict[str, _State] = {}  # submission order: who is served first in a bar
         self._events: list[OrderEvent] = []
@@ -146,7 +154,7 @@ class PaperBroker:
             return self._emit(state, OrderStatus.REJECTED, self._clock(), reason="created_at has no time zone")
         state.tradable_from = _ceil_minute(order.created_at)
         if order.time_in_force is TimeInForce.DAY:
-            state.expires_at = self._session_close(order.created_at)
+            state.expires_at = self._session_close(order)
         reason = self._refusal(state)
         if reason:
             return self._emit(state, OrderStatus.REJECTED, self._clock(), reason=reason)
@@ -165,7 +173,7 @@ class PaperBroker:
                        notional=notional, fees=fees, fills=fills,
                        tradable_from=_ceil_minute(order.created_at), triggered=last.filled_qty > 0)
         if order.time_in_force is TimeInForce.DAY:
-            state.expires_at = self._session_close(order.created_at)
+            state.expires_at = self._session_close(order)
         self._orders[order.client_order_id] = state
         if not last.status.terminal:
             self._live[order.client_order_id] = state
@@ -182,6 +190,11 @@ class PaperBroker:
     def has_live_orders(self) -> bool:
         """Whether a bar can change anything: with no live order, on_bar is a no-op."""
         return bool(self._live)
+
+    @property
+    def open_orders(self) -> int:
+        """Orders in the book that can still trade."""
+        return len(self._live)
 
     def poll_events(self) -> list[OrderEvent]:
         events, self._events = self._events, []
@@ -211,7 +224,10 @@ class PaperBroker:
                 if order.time_in_force is TimeInForce.IOC and not state.last.status.terminal:
                     self._emit(state, OrderStatus.CANCELLED, ts + BAR, reason="IOC: remainder cancelled")
 
-    def _session_close(self, created_at: datetime) -> datetime:
+    def _session_close(self, order: Order) -> datetime:
+        created_at = order.created_at
+        if self.config.session_end == "calendar":
+            return self.calendars.of(order.symbol).session_close(created_at)
         day = created_at.astimezone(UTC).date()
         if self.config.session_end is None:
             return datetime.combine(day + timedelta(days=1), time(0), UTC)

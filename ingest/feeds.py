@@ -12,10 +12,14 @@ CSV (``.csv``, ``.csv.gz``) and Parquet (``.parquet``, ``.pq``) files are
 supported. CSV values are read as strings exactly as written (empty cells stay
 empty strings); bytes that are not UTF-8 are kept (decoded with
 ``surrogateescape``) for the validator to refuse the record they are in, and a
-row with more cells than the header is passed on as one malformed record.
-Parquet values keep their Parquet types (integer columns with nulls stay
-integers, a NaN in a float column arrives as the text ``nan``, distinct from a
-null). Source columns are
+row with more or fewer cells than the header is passed on as one malformed
+record with its raw text. Parquet values keep their Parquet types (integer
+columns with nulls stay integers, a NaN in a float column arrives as the text
+``nan``, distinct from a null); a row group that cannot be decoded is passed on
+as one malformed record naming it and the rows lost, and the other row groups
+are read as usual. A file that cannot be opened at all, or lacks a required
+column, raises ``FeedError`` naming the file and the columns expected. Source
+columns are
 matched to canonical ones case-insensitively, by the first alias present:
 
 =========  ==============================================
@@ -144,7 +148,8 @@ def _resolve_columns(found: list[str], column_map: dict[str, str] | None) -> dic
         else:
             renames[source] = canonical
     if missing:
-        raise FeedError(f"missing required columns: {', '.join(missing)}; columns found: {found}")
+        raise FeedError(f"missing required columns: {', '.join(missing)}; expected {', '.join(CANONICAL_COLUMNS)}"
+                        f" (or an alias: docs/ingest.md, or --map canonical=source); columns found: {found}")
     return renames
 
 
@@ -161,7 +166,7 @@ class FileFeed:
             found = _csv_header(self.path)
         elif lower.endswith(_PARQUET_SUFFIXES):
             self._parquet = True
-            found = pq.ParquetFile(self.path).schema_arrow.names
+            found = _parquet_columns(self.path)
         else:
             raise FeedError(f"{self.path}: not a {' / '.join(_CSV_SUFFIXES + _PARQUET_SUFFIXES)} file")
         # Resolved up front so a bad file fails when the feed is built, not mid-ingest.
@@ -197,13 +202,14 @@ class ExecFileFeed:
             found = _csv_header(self.path)
         elif lower.endswith(_PARQUET_SUFFIXES):
             self._format = "parquet"
-            found = pq.ParquetFile(self.path).schema_arrow.names
+            found = _parquet_columns(self.path)
         else:
             suffixes = _CSV_SUFFIXES + _PARQUET_SUFFIXES + _JSONL_SUFFIXES
             raise FeedError(f"{self.path}: not a {' / '.join(suffixes)} file")
         missing = [name for name in REQUIRED_EXEC_FIELDS if name not in found]
         if missing:
-            raise FeedError(f"{self.path}: missing required columns: {', '.join(missing)}; columns found: {found}")
+            raise FeedError(f"{self.path}: missing required columns: {', '.join(missing)}; expected"
+                            f" {', '.join(REQUIRED_EXEC_FIELDS)} (see docs/ingest.md); columns found: {found}")
         self._columns = [name for name in EXEC_FIELDS if name in found]
 
     def batches(self) -> Iterator[pd.DataFrame]:
@@ -254,8 +260,18 @@ def _open_csv(path: Path) -> IO[str]:
 
 
 def _csv_header(path: Path) -> list[str]:
-    with _open_csv(path) as handle:
-        return next(csv.reader(handle), [])
+    try:
+        with _open_csv(path) as handle:
+            return next(csv.reader(handle), [])
+    except (OSError, EOFError, csv.Error) as err:  # unreadable, or a .gz that is not gzip
+        raise FeedError(f"{path}: cannot read the CSV header ({err})") from None
+
+
+def _parquet_columns(path: Path) -> list[str]:
+    try:
+        return pq.ParquetFile(path).schema_arrow.names
+    except (OSError, pa.ArrowException) as err:
+        raise FeedError(f"{path}: not a readable Parquet file ({err})") from None
 
 
 def _csv_chunks(path: Path, columns: list[str], chunk_rows: int) -> Iterator[pd.DataFrame]:
@@ -278,12 +294,11 @@ def _csv_chunks(path: Path, columns: list[str], chunk_rows: int) -> Iterator[pd.
                 cells, problem = [], (f"{path.name}:{reader.line_num}: {err}", "")
             else:
                 problem = (f"{path.name}:{reader.line_num}: {len(cells)} cells, the header has {width}",
-                           ",".join(cells)) if len(cells) > width else None
+                           ",".join(cells)) if cells and len(cells) != width else None
             if problem is not None:
                 malformed[len(rows)] = problem
                 rows.append([""] * len(columns))
             elif cells:  # not a blank line
-                cells += [""] * (width - len(cells))
                 rows.append([cells[i] for i in positions])
             if len(rows) == chunk_rows:
                 yield _csv_frame(rows, columns, malformed)
@@ -302,15 +317,35 @@ def _csv_frame(rows: list[list[str]], columns: list[str], malformed: dict[int, t
 
 
 def _parquet_chunks(path: Path, columns: list[str], chunk_rows: int) -> Iterator[pd.DataFrame]:
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows, columns=columns):
-        # An integer column with nulls stays integers (object), not floats: 7 must not become the id '7.0'.
-        frame = batch.to_pandas(integer_object_nulls=True)
-        for name, column in zip(batch.schema.names, batch.columns):
-            if pa.types.is_floating(column.type) and pc.any(pc.is_nan(column)).as_py():
-                # pandas reads a null as NaN too: a real NaN goes on as its text, to be refused as non-finite.
-                frame[name] = pd.Series(["nan" if isinstance(v, float) and v != v else v for v in column.to_pylist()],
-                                        index=frame.index, dtype=object)
-        yield frame
+    """Row group by row group: one that cannot be decoded costs its own rows only."""
+    reader = pq.ParquetFile(path)
+    for group in range(reader.num_row_groups):
+        batches = reader.iter_batches(batch_size=chunk_rows, row_groups=[group], columns=columns)
+        read = 0
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                break
+            except (OSError, pa.ArrowException) as err:
+                lost = reader.metadata.row_group(group).num_rows - read
+                detail = " ".join("".join(c if c.isprintable() else " " for c in str(err)).split())
+                problem = f"{path.name}: row group {group}: {lost} row(s) from row {read} unreadable ({detail})"
+                yield pd.DataFrame([{**dict.fromkeys(columns), MALFORMED: problem, RAW_TEXT: ""}], dtype=object)
+                break
+            read += batch.num_rows
+            yield _parquet_frame(batch)
+
+
+def _parquet_frame(batch: pa.RecordBatch) -> pd.DataFrame:
+    # An integer column with nulls stays integers (object), not floats: 7 must not become the id '7.0'.
+    frame = batch.to_pandas(integer_object_nulls=True)
+    for name, column in zip(batch.schema.names, batch.columns):
+        if pa.types.is_floating(column.type) and pc.any(pc.is_nan(column)).as_py():
+            # pandas reads a null as NaN too: a real NaN goes on as its text, to be refused as non-finite.
+            frame[name] = pd.Series(["nan" if isinstance(v, float) and v != v else v for v in column.to_pylist()],
+                                    index=frame.index, dtype=object)
+    return frame
 
 
 def _ts_groups(batches: Iterable[pd.DataFrame]) -> Iterator[tuple[np.datetime64, pd.DataFrame]]:

@@ -49,8 +49,9 @@ MAX_TEXT_LENGTH = 128
 EARLIEST_TS = pd.Timestamp("1970-01-01", tz="UTC")
 LATEST_TS = pd.Timestamp("2200-01-01", tz="UTC")
 # A feed that cannot split a record into fields (a line that is not JSON, a CSV
-# row with too many cells) sends a row with the error under MALFORMED and the
-# raw text under RAW_TEXT; the validators refuse it as MALFORMED_RECORD.
+# row with more or fewer cells than the header, a Parquet row group that cannot
+# be decoded) sends a row with the error under MALFORMED and the raw text (empty
+# for Parquet) under RAW_TEXT; the validators refuse it as MALFORMED_RECORD.
 MALFORMED = "_malformed"
 RAW_TEXT = "_raw"
 # How feeds spell a non-finite number (the payload keeps Python's 'inf', 'nan').

@@ -7,9 +7,10 @@
 Installs into ./.venv with uv (itself installed from PyPI into the venv), because
 dbt-materialize declares a git-URL extra that pip refuses to resolve.
 Re-installs only when pyproject.toml changes. `test` also installs Debian's
-prometheus and chromium packages when their binaries are missing and we are
-root (the metrics test scrapes the exporter with Prometheus; the report test
-renders the HTML report in headless Chromium).
+prometheus, chromium and postgresql-client packages when their binaries are
+missing and we are root (the metrics test scrapes the exporter with Prometheus;
+the report test renders the HTML report in headless Chromium; the SQL client
+test reads the views with psql through `tradeflow engine url`).
 """
 from __future__ import annotations
 
@@ -46,11 +47,11 @@ def ensure_env() -> None:
     STAMP.write_text(want)
 
 
-def ensure_debian_package(package: str, needed_by: str) -> bool:
-    """Installs Debian's package when its binary is missing and we are root.
-    Never fails the run: without the binary the test that needs it fails and
-    says why. True when a fresh install happened."""
-    if shutil.which(package):
+def ensure_debian_package(package: str, needed_by: str, binary: str | None = None) -> bool:
+    """Installs Debian's package when its binary (default: named as the package)
+    is missing and we are root. Never fails the run: without the binary the test
+    that needs it fails and says why. True when a fresh install happened."""
+    if shutil.which(binary or package):
         return False
     if os.geteuid() != 0 or not shutil.which("apt-get"):
         print(f"{package} not found and no apt-get as root to install it: {needed_by} will fail", file=sys.stderr)
@@ -72,6 +73,7 @@ def ensure_test_tools() -> None:
         print("stopping the prometheus service the package may have started", flush=True)
         subprocess.run(["service", "prometheus", "stop"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ensure_debian_package("chromium", "the HTML report's browser test")
+    ensure_debian_package("postgresql-client", "the psql test of `tradeflow engine url`", binary="psql")
 
 
 def main(argv: list[str]) -> int:

@@ -37,7 +37,7 @@ def prices_csv(tmp_path):
 
 def test_engine_url_and_status(embedded_settings):
     url = invoke("engine", "url").strip()
-    assert re.fullmatch(r"postgresql://postgres@127\.0\.0\.1:\d+/tradeflow", url)
+    assert re.fullmatch(r"postgresql://postgres@127\.0\.0\.1:\d+/tradeflow\?options=-c%20search_path%3Dtradeflow%2Cpublic", url)
     assert "running" in invoke("engine", "status")
 
 
@@ -46,7 +46,7 @@ def test_ingest_file_reports_counts_and_dead_letters(embedded_settings, prices_c
     assert report == {"read": 3, "inserted": 2, "duplicates": 0, "rejected": 1,
                       "rejected_by_reason": {"HIGH_BELOW_LOW": 1}}
     assert counts(invoke("ingest", "prices", str(prices_csv)))["duplicates"] == 2
-    [letter] = [json.loads(line) for line in invoke("dlq", "list", "--json").splitlines()]
+    [letter] = json.loads(invoke("dlq", "list", "--json"))
     assert (letter["reason_code"], letter["field"]) == ("HIGH_BELOW_LOW", "high")
     assert letter["payload"] == {"symbol": "ACME", "ts": "2024-01-02T14:32:00Z", "open": "10.8", "high": "10.0",
                                  "low": "10.9", "close": "10.8", "volume": "80"}
@@ -56,7 +56,7 @@ def test_dlq_replay_with_a_fix(embedded_settings, prices_csv):
     invoke("ingest", "prices", str(prices_csv))
     outcome = json.loads(invoke("dlq", "replay", "--set", "high=11", "--set", "low=10.5"))
     assert outcome["inserted"] == 1
-    assert invoke("dlq", "list", "--json").strip() == ""
+    assert json.loads(invoke("dlq", "list", "--json")) == []
 
 
 def test_show_indicators_and_signals_after_synthetic_ingest(embedded_settings):
@@ -79,6 +79,7 @@ def test_demo_runs_the_whole_loop(embedded_settings):
     for table in ("accounts", "strategies", "rejects by code", "risk events"):
         assert table in output
     assert "ACC-GROWTH" in output and "decisions" in output
+    assert not re.search(r"\b(DEBUG|INFO|WARNING|ERROR)\b", output), "log lines at the default level"
 
 
 def test_manual_order_is_queued_decided_by_the_gate_and_weights_print(embedded_settings, prices_csv):
@@ -94,3 +95,96 @@ def test_manual_order_is_queued_decided_by_the_gate_and_weights_print(embedded_s
     weights = invoke("weights", "--show")
     assert "sma_crossover" in weights and "1.0" in weights  # equal weights until the scoreboard moves them
     assert request_id in invoke("trace", f"manual:{request_id}")
+
+
+def fails(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args), env={"COLUMNS": "80"})
+    return result.exit_code, result.output
+
+
+def test_version_short_help_and_help_at_80_columns():
+    assert re.fullmatch(r"tradeflow \S+\n", invoke("--version"))
+    assert "Usage: " in invoke("-h") and "--version" in invoke("-h")
+    code, text = fails("policy", "set", "-h")
+    assert code == 0
+    for option in ("--max-concentration-pct", "--reservation-ttl-seconds", "--no-sell-requires-long"):
+        assert option in text  # whole, not cut at 80 columns
+    assert max(len(line) for line in text.splitlines()) <= 80
+
+
+@pytest.mark.parametrize("args, valid", [
+    (("--log-level", "LOUD", "reasons"), "DEBUG, INFO, WARNING, ERROR, CRITICAL"),
+    (("show", "indicators", "--timeframe", "5min"), "'1m', '5m', '15m', '1h'"),
+    (("policy", "kill-switch", "A", "maybe"), "'on', 'off'"),
+    (("orders", "submit", "A", "AAA", "BUY", "1", "--tif", "FOK"), "'DAY', 'GTC', 'IOC'"),
+    (("adapter", "run", "--broker", "ib"), "'paper'"),
+])
+def test_invalid_choices_are_one_error_listing_the_valid_values(args, valid):
+    code, text = fails(*args)
+    assert code == 2 and valid in text and "Traceback" not in text
+
+
+def test_every_listing_command_prints_json(embedded_settings, prices_csv):
+    invoke("ingest", "prices", str(prices_csv), "--map", "symbol=Ticker")
+    invoke("accounts", "add", "J1", "--capital", "50000")
+    invoke("policy", "set", "J1", "--max-open-symbols", "4")
+    invoke("orders", "submit", "J1", "ACME", "BUY", "10", "--wait", "0")
+    invoke("gate", "run", "--once", "--max-signal-age", "1e9")
+    [order] = json.loads(invoke("orders", "list", "--json"))
+    assert order["account_id"] == "J1" and order["qty"] == "10"
+    outputs = {args: json.loads(invoke(*args, "--json")) for args in (
+        ("positions",), ("pnl",), ("orders", "list"), ("show", "indicators"), ("show", "signals"),
+        ("trace", order["client_order_id"]), ("accounts", "list"), ("policy", "show", "J1"), ("policy", "list"),
+        ("dlq", "list"))}
+    assert outputs[("policy", "show", "J1")]["max_open_symbols"] == 4
+    assert [p["account_id"] for p in outputs[("policy", "list")]] == ["J1"]
+    assert outputs[("accounts", "list")][0]["capital"] == "50000"
+    assert set(outputs[("pnl",)]) == {"realized", "portfolio"}
+    assert outputs[("trace", order["client_order_id"])]["steps"]["decision"][0]["outcome"] == "ACCEPTED"
+    assert outputs[("dlq", "list")][0]["reason_code"] == "HIGH_BELOW_LOW"
+    header, row = invoke("accounts", "list", "--csv").splitlines()
+    assert header.startswith("account_id,status,currency,capital") and row.startswith("J1,ACTIVE,USD,50000")
+
+
+def test_policy_show_of_an_unknown_account_is_an_error(embedded_settings):
+    code, text = fails("policy", "show", "NOPE")
+    assert code == 2 and "NOPE does not exist" in text
+
+
+def test_gate_says_it_started_and_how_many_signals_were_too_old(embedded_settings):
+    invoke("ingest", "synthetic", "--symbols", "2", "--days", "1", "--seed", "3")  # history: every bar is old
+    output = invoke("gate", "run", "--once")
+    assert "gate started: target embedded, schema tradeflow" in output
+    stale = re.search(r"WARNING tradeflow\.daemon: (\d+) undecided signal\(s\) skipped as stale", output)
+    assert stale and int(stale[1]) > 0, output
+    assert "gate alive: 0 decided" in output and "decided 0 signal(s)" in output
+    assert len(output.splitlines()) == len(set(output.splitlines())), "a line printed twice"
+
+
+@pytest.mark.parametrize("name, content, named", [
+    ("nohead.csv", b"a,b,c\n1,2,3\n", "expected symbol, ts, open, high, low, close, volume"),
+    ("broken.parquet", b"garbage", "not a readable Parquet file"),
+])
+def test_a_file_level_problem_is_one_line_and_exit_2(embedded_settings, tmp_path, name, content, named):
+    (tmp_path / name).write_bytes(content)
+    code, text = fails("ingest", "prices", str(tmp_path / name))
+    assert code == 2 and named in text and name in text and len(text.strip().splitlines()) == 1, text
+
+
+def test_bad_records_are_dead_lettered_and_the_rest_ingested(embedded_settings, tmp_path):
+    import pandas as pd
+    from test_feeds import corrupt_first_row_group
+
+    rows = [[f"2024-01-02T14:3{i}:00Z", "ACME", "10", "11", "9", "10", "100"] for i in range(4)]
+    frame = pd.DataFrame(rows, columns=["ts", "symbol", "open", "high", "low", "close", "volume"])
+    frame.to_parquet(tmp_path / "bars.parquet", row_group_size=2)
+    report = counts(invoke("ingest", "prices", str(corrupt_first_row_group(tmp_path / "bars.parquet"))))
+    assert (report["inserted"], report["rejected_by_reason"]) == (2, {"MALFORMED_RECORD": 1})
+    fills = tmp_path / "fills.jsonl"
+    fills.write_text('{"account_id": "A1"\nnot json at all\n')
+    report = counts(invoke("ingest", "execs", str(fills)))
+    assert report["rejected_by_reason"] == {"MALFORMED_RECORD": 2}
+    letters = {letter["kind"]: letter for letter in json.loads(invoke("dlq", "list", "--json"))}
+    assert "row group 0" in letters["price"]["reason"]
+    raw = [letter["payload"] for letter in json.loads(invoke("dlq", "list", "--kind", "exec", "--json"))]
+    assert {"not json at all"} <= {str(value) for payload in raw for value in payload.values()}, raw

@@ -206,7 +206,7 @@ def test_jsonl_csv_and_parquet_files_through_the_cli(conn, embedded_settings, ac
         ("J1", "1", "BUY", Decimal("0.1"), Decimal("10.10"), Decimal(0), ""),
         ("P1", "1", "BUY", Decimal("0.30"), Decimal("30.1"), Decimal(0), ""),
     ]
-    [letter] = [json.loads(line) for line in invoke("dlq", "list", "--kind", "exec", "--json").splitlines()]
+    [letter] = json.loads(invoke("dlq", "list", "--kind", "exec", "--json"))
     assert (letter["field"], letter["payload"]["fill_qty"], letter["payload"]["fill_id"]) == ("fill_qty", "NaN", "2")
     assert counts(invoke("ingest", "execs", str(csv)))[0]["duplicates"] == 2
 

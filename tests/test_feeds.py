@@ -7,6 +7,7 @@ import pytest
 
 from ingest.feeds import CANONICAL_COLUMNS, BarFeed, FeedError, FileFeed, SyntheticFeed, paced
 from ingest.synthetic import generate_bars
+from ingest.validation import MALFORMED, RAW_TEXT
 
 COLUMNS = list(CANONICAL_COLUMNS)
 
@@ -211,3 +212,43 @@ def test_paced_file_feed_end_to_end(tmp_path: Path) -> None:
     assert [len(g) for g in groups] == [3] * 5
     assert clock.sleeps == pytest.approx([1.0] * 4)
     assert pd.concat(groups)["close"].tolist() == frame["close"].map(str).tolist()
+
+
+def test_a_csv_row_with_too_few_or_too_many_cells_is_one_malformed_record(tmp_path: Path) -> None:
+    path = tmp_path / "bars.csv"
+    path.write_text("ts,symbol,open,high,low,close,volume\n"
+                    "2024-01-02T14:30:00Z,AAA,10,11,9,10,100\n"
+                    "2024-01-02T14:31:00Z,AAA,10,11\n"
+                    "2024-01-02T14:32:00Z,AAA,10,11,9,10,100,7\n")
+    rows = read_all(FileFeed(path)).to_dict("records")
+    assert [(r.get(MALFORMED), r.get(RAW_TEXT)) for r in rows[1:]] == [
+        ("bars.csv:3: 4 cells, the header has 7", "2024-01-02T14:31:00Z,AAA,10,11"),
+        ("bars.csv:4: 8 cells, the header has 7", "2024-01-02T14:32:00Z,AAA,10,11,9,10,100,7")]
+    assert pd.isna(rows[0].get(MALFORMED)) and rows[0]["close"] == "10"
+
+
+def corrupt_first_row_group(path: Path) -> Path:
+    """Overwrite the first page header of row group 0: that group no longer decodes, the file still opens."""
+    import pyarrow.parquet as pq
+
+    column = pq.ParquetFile(path).metadata.row_group(0).column(0)
+    data = bytearray(path.read_bytes())
+    start = column.dictionary_page_offset or column.data_page_offset
+    data[start:start + 16] = b"\xff" * 16
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_an_unreadable_parquet_row_group_costs_its_rows_only(tmp_path: Path) -> None:
+    path = corrupt_first_row_group(write(tmp_path / "bars.parquet", HEADERS["canonical"]))  # two groups of two
+    records = read_all(FileFeed(path)).to_dict("records")
+    assert len(records) == 3
+    assert records[0][MALFORMED].startswith("bars.parquet: row group 0: 2 row(s) from row 0 unreadable (")
+    assert [r["symbol"] for r in records[1:]] == ["AAA", "BBB"] and all(pd.isna(r[MALFORMED]) for r in records[1:])
+
+
+@pytest.mark.parametrize("name, content", [("bars.parquet", b"garbage"), ("bars.csv.gz", b"not gzip")])
+def test_a_file_that_cannot_be_opened_is_a_feed_error_naming_it(tmp_path: Path, name: str, content: bytes) -> None:
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(FeedError, match=name):
+        FileFeed(tmp_path / name)

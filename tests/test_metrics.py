@@ -32,7 +32,7 @@ from ingest.execs import ExecIngester, Fill
 from ingest.prices import PriceIngester
 from tradeflow.config import PROJECT_DIR, Settings
 from tradeflow.ops.health import Bootstrap, HealthServer
-from tradeflow.ops.metric_names import ADAPTER_METRICS, ALL_METRICS, INGEST_METRICS, VIEW_METRICS
+from tradeflow.ops.metric_names import ADAPTER_METRICS, ALL_METRICS, GATE_METRICS, INGEST_METRICS, VIEW_METRICS
 from tradeflow.ops.metrics import PROCESS_REGISTRY, ViewCollector, serve
 from tradeflow.trading import accounts, policy
 from tradeflow.trading.daemon import PaperAdapter, run_adapter
@@ -121,10 +121,26 @@ def test_view_metrics_of_a_small_book(book, embedded_settings):
     assert top_1 == {("AAA", "1"): 18000.0}
 
 
+@pytest.mark.parametrize("now, calendars, expected", [
+    # 2024-01-02 is a Tuesday: NYSE opens 14:30 UTC, closes 21:00
+    (NOW, {}, {("AAA",): 1140.0, ("BBB",): 1740.0}),
+    (T0.replace(hour=22), {}, {}),  # after the close: no series, nothing to alert on
+    (T0.replace(hour=22), {"TRADEFLOW_SYMBOL_CALENDARS": "AAA=24/7"}, {("AAA",): 22740.0}),  # 22:30 - 16:11
+    (T0 + timedelta(days=1, minutes=5), {}, {("AAA",): 300.0, ("BBB",): 300.0}),  # counted from the open
+    (T0 + timedelta(days=30), {}, {}),  # no bar for 30 days: out of the active universe
+])
+def test_bar_delay_covers_the_active_universe_while_its_market_is_open(book, embedded_settings, now, calendars,
+                                                                       expected):
+    from tradeflow.ops.sessions import SymbolCalendars
+
+    collector = ViewCollector(embedded_settings, clock=lambda: now, calendars=SymbolCalendars.from_env(calendars))
+    assert samples(collector).get("prices_bar_delay_seconds", {}) == expected
+
+
 def test_exposed_names_are_exactly_those_of_metric_names(book, embedded_settings):
     registry = CollectorRegistry()
     registry.register(ViewCollector(embedded_settings, clock=lambda: NOW))
-    for reg, names in ((registry, VIEW_METRICS), (PROCESS_REGISTRY, {**ADAPTER_METRICS, **INGEST_METRICS})):
+    for reg, names in ((registry, VIEW_METRICS), (PROCESS_REGISTRY, {**ADAPTER_METRICS, **INGEST_METRICS, **GATE_METRICS})):
         text = generate_latest(reg).decode()
         types = dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, re.M))
         assert types == {name: kind for name, (kind, _, _) in names.items()}
@@ -316,6 +332,46 @@ def test_adapter_daemon_is_ready_once_bootstrapped(embedded_settings):
     assert not daemon.is_alive()
 
 
+def test_gate_daemon_serves_its_decision_metrics_and_health(embedded_settings, prices_for_gate):
+    from tradeflow.trading.daemon import run_gate
+
+    def accepted() -> float:  # the registry is the process's: other tests' gates count in it too
+        return PROCESS_REGISTRY.get_sample_value("gate_decisions_total", {"outcome": "ACCEPTED", "code": "OK"}) or 0
+
+    def latencies() -> float:
+        return PROCESS_REGISTRY.get_sample_value("gate_decision_latency_seconds_count") or 0
+
+    before = (accepted(), latencies())
+    port, stop = free_port(), threading.Event()
+    decided: list[int] = []
+    daemon = threading.Thread(target=lambda: decided.append(run_gate(
+        embedded_settings, interval=0.1, stop=stop, metrics_port=port, max_signal_age=timedelta(days=36500))))
+    daemon.start()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        poll(lambda: (answer := _answer(url + "/health")) and answer[0] == 200, "gate ready on /health")
+        poll(lambda: accepted() == before[0] + 1, "the decision counted")
+        assert latencies() == before[1] + 1
+        text = get(url + "/metrics")[1]
+        assert 'gate_decisions_total{code="OK",outcome="ACCEPTED"}' in text
+        assert re.search(r"^gate_pass_age_seconds \d", text, re.M)
+    finally:
+        stop.set()
+        daemon.join(timeout=30)
+    assert decided == [1]
+
+
+@pytest.fixture
+def prices_for_gate(conn):
+    """One account, one bar and an operator's order for the gate to decide."""
+    from tradeflow.trading import accounts, orders
+
+    accounts.add(conn, "G1", capital="100000")
+    conn.execute("INSERT INTO price_1m_history (symbol, ts, open, high, low, close, volume, source, batch_id,"
+                 " received_at) VALUES ('AAA', now() - interval '2 minutes', 10, 10, 10, 10, 100, 't', 'b', now())")
+    orders.request_manual_order(conn, "G1", "AAA", "BUY", "5", reason="metrics test")
+
+
 def _answer(url: str):
     try:
         return get(url)
@@ -370,7 +426,8 @@ def test_prometheus_scrapes_the_exporter(book, embedded_settings, tmp_path):
 
 # -- docs ---------------------------------------------------------------------------------
 def metrics_doc_table() -> str:
-    sources = ((VIEW_METRICS, "views"), (ADAPTER_METRICS, "adapter"), (INGEST_METRICS, "ingesters"))
+    sources = ((VIEW_METRICS, "views"), (ADAPTER_METRICS, "adapter"), (INGEST_METRICS, "ingesters"),
+               (GATE_METRICS, "gate"))
     lines = ["| metric | type | labels | from | meaning |", "| --- | --- | --- | --- | --- |"]
     for metrics, source in sources:
         for name, (kind, labels, help_text) in metrics.items():

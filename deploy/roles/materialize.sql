@@ -89,6 +89,14 @@ GRANT USAGE ON DATABASE :"DBNAME" TO tradeflow_ingester, tradeflow_gate, tradefl
 GRANT USAGE ON SCHEMA :"schema" TO tradeflow_ingester, tradeflow_gate, tradeflow_adapter, tradeflow_operator, tradeflow_reader;
 GRANT USAGE ON CLUSTER :"cluster" TO tradeflow_ingester, tradeflow_gate, tradeflow_adapter, tradeflow_operator, tradeflow_reader;
 
+-- each role's sessions (psql, BI tools, Grafana) find the views without a schema prefix (ALTER ROLE ... SET,
+-- Materialize docs sql/alter-role: new sessions only)
+ALTER ROLE tradeflow_ingester SET search_path TO :"schema", public;
+ALTER ROLE tradeflow_gate SET search_path TO :"schema", public;
+ALTER ROLE tradeflow_adapter SET search_path TO :"schema", public;
+ALTER ROLE tradeflow_operator SET search_path TO :"schema", public;
+ALTER ROLE tradeflow_reader SET search_path TO :"schema", public;
+
 -- ON TABLE also names views and materialized views (Materialize accepts it for PostgreSQL compatibility)
 
 -- ingester: dedup lookups by natural key, known accounts, pending dead letters

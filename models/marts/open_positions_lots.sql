@@ -50,11 +50,11 @@ select
     symbol,
     order_id || ':' || fill_id as lot_id,
     case when side = 'BUY' then 'LONG' else 'SHORT' end as side,
-    qty_open,
-    qty_rem,
-    fill_price as avg_price,
+    {{ quantity('qty_open') }} as qty_open,
+    {{ quantity('qty_rem') }} as qty_rem,
+    {{ price('fill_price') }} as avg_price,
     -- fee share of the remaining units, realized when they close
-    qty_rem * fee / fill_qty as fee_rem,
+    {{ money('qty_rem * fee / fill_qty') }} as fee_rem,
     exec_ts as ts_open,
     -- only the oldest open lot can be partly closed, and then by the latest closing fill
     case

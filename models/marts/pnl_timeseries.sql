@@ -105,9 +105,9 @@ totals as (
 select
     totals.account_id,
     totals.at - interval '1 minute' as bar_ts,
-    accounts.initial_capital + totals.cash_delta as cash,
-    totals.market_value,
-    accounts.initial_capital + totals.cash_delta + totals.market_value as equity
+    {{ money('accounts.initial_capital + totals.cash_delta') }} as cash,
+    {{ money('totals.market_value') }} as market_value,
+    {{ money('accounts.initial_capital + totals.cash_delta + totals.market_value') }} as equity
 from totals
 inner join {{ ref('stg_accounts') }} as accounts on accounts.account_id = totals.account_id
 where totals.kind = 1

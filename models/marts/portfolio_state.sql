@@ -3,7 +3,8 @@
 -- and unrealized totals, and margin used (gross exposure / max_leverage).
 -- Marks are unrealized_pnl_latest's (the last close at or before the read's
 -- as_of); a symbol with no close yet counts at cost (the signed notional of
--- the account's fills in it), as in pnl_timeseries. Exact NUMERIC throughout.
+-- the account's fills in it), as in pnl_timeseries. Exact NUMERIC inside; money
+-- columns at 6 decimals (macros/scale.sql).
 with accounts as (
     select * from {{ ref('stg_accounts') }}
 ),
@@ -75,17 +76,17 @@ select
     accounts.account_id,
     accounts.base_currency,
     accounts.status,
-    accounts.initial_capital,
-    accounts.initial_capital + coalesce(cash_flows.trade_cash, 0) - coalesce(cash_flows.fees_paid, 0) as cash,
-    coalesce(exposure.market_value, 0) as market_value,
-    accounts.initial_capital + coalesce(cash_flows.trade_cash, 0) - coalesce(cash_flows.fees_paid, 0)
-        + coalesce(exposure.market_value, 0) as equity,
-    coalesce(exposure.gross_exposure, 0) as gross_exposure,
-    coalesce(exposure.market_value, 0) as net_exposure,
-    coalesce(realized.realized_pnl, 0) as realized_pnl,
-    coalesce(exposure.unrealized_pnl, 0) as unrealized_pnl,
-    coalesce(cash_flows.fees_paid, 0) as fees_paid,
-    coalesce(exposure.gross_exposure, 0) / accounts.max_leverage as margin_used,
+    {{ money('accounts.initial_capital') }} as initial_capital,
+    {{ money('accounts.initial_capital + coalesce(cash_flows.trade_cash, 0) - coalesce(cash_flows.fees_paid, 0)') }} as cash,
+    {{ money('coalesce(exposure.market_value, 0)') }} as market_value,
+    {{ money('accounts.initial_capital + coalesce(cash_flows.trade_cash, 0) - coalesce(cash_flows.fees_paid, 0)'
+             ~ ' + coalesce(exposure.market_value, 0)') }} as equity,
+    {{ money('coalesce(exposure.gross_exposure, 0)') }} as gross_exposure,
+    {{ money('coalesce(exposure.market_value, 0)') }} as net_exposure,
+    {{ money('coalesce(realized.realized_pnl, 0)') }} as realized_pnl,
+    {{ money('coalesce(exposure.unrealized_pnl, 0)') }} as unrealized_pnl,
+    {{ money('coalesce(cash_flows.fees_paid, 0)') }} as fees_paid,
+    {{ money('coalesce(exposure.gross_exposure, 0) / accounts.max_leverage') }} as margin_used,
     coalesce(exposure.open_symbols, 0) as open_symbols,
     coalesce(cash_flows.fills, 0) as fills,
     cash_flows.last_fill_ts,

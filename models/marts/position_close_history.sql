@@ -8,8 +8,8 @@ select
     fill_id,
     case when position_after = 0 then 'FLAT' else 'FLIP' end as event,
     case when position_before > 0 then 'LONG' else 'SHORT' end as closed_side,
-    abs(position_before) as closed_qty,
-    position_after
+    {{ quantity('abs(position_before)') }} as closed_qty,
+    {{ quantity('position_after') }} as position_after
 from {{ ref('int_fill_units') }}
 where position_before <> 0
     and (position_after = 0 or (position_before > 0) <> (position_after > 0))

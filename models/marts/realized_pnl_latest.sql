@@ -30,9 +30,10 @@ select
     fills.strategy_id,
     fills.symbol,
     'fifo' as method,
-    fills.trade_cash + coalesce(realized.open_cost, 0) as realized_pnl_gross,
-    fills.fees - coalesce(realized.open_fees, 0) as fees,
-    fills.trade_cash + coalesce(realized.open_cost, 0) - (fills.fees - coalesce(realized.open_fees, 0)) as realized_pnl,
+    {{ money('fills.trade_cash + coalesce(realized.open_cost, 0)') }} as realized_pnl_gross,
+    {{ money('fills.fees - coalesce(realized.open_fees, 0)') }} as fees,
+    {{ money('fills.trade_cash + coalesce(realized.open_cost, 0) - (fills.fees - coalesce(realized.open_fees, 0))') }}
+        as realized_pnl,
     fills.last_fill_ts as ts
 {% else %}
 realized as (
@@ -50,9 +51,9 @@ select
     fills.strategy_id,
     fills.symbol,
     'average_cost' as method,
-    coalesce(realized.realized_pnl_gross, 0) as realized_pnl_gross,
-    coalesce(realized.fees, 0) as fees,
-    coalesce(realized.realized_pnl_gross, 0) - coalesce(realized.fees, 0) as realized_pnl,
+    {{ money('coalesce(realized.realized_pnl_gross, 0)') }} as realized_pnl_gross,
+    {{ money('coalesce(realized.fees, 0)') }} as fees,
+    {{ money('coalesce(realized.realized_pnl_gross, 0) - coalesce(realized.fees, 0)') }} as realized_pnl,
     fills.last_fill_ts as ts
 {% endif %}
 from fills

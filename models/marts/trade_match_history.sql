@@ -72,11 +72,12 @@ select
     buy_fill_id,
     sell_order_id,
     sell_fill_id,
-    matched_qty,
-    buy_fill_price as buy_price,
-    sell_fill_price as sell_price,
-    (sell_fill_price - buy_fill_price) * matched_qty as realized_pnl_gross,
-    matched_qty * (buy_fee_per_unit + sell_fee_per_unit) as fee_share,
-    (sell_fill_price - buy_fill_price) * matched_qty - matched_qty * (buy_fee_per_unit + sell_fee_per_unit) as realized_pnl,
+    {{ quantity('matched_qty') }} as matched_qty,
+    {{ price('buy_fill_price') }} as buy_price,
+    {{ price('sell_fill_price') }} as sell_price,
+    {{ money('(sell_fill_price - buy_fill_price) * matched_qty') }} as realized_pnl_gross,
+    {{ money('matched_qty * (buy_fee_per_unit + sell_fee_per_unit)') }} as fee_share,
+    {{ money('(sell_fill_price - buy_fill_price) * matched_qty - matched_qty * (buy_fee_per_unit + sell_fee_per_unit)') }}
+        as realized_pnl,
     case when buy_fill_seq < sell_fill_seq then sell_exec_ts else buy_exec_ts end as match_ts
 from segments

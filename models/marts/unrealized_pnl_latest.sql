@@ -28,11 +28,16 @@ select
     positions.symbol,
     positions.side,
     positions.net_qty,
-    {% if method == 'average_cost' %}average_cost.avg_price_after{% else %}positions.avg_price{% endif %} as avg_price,
-    marks.mark as current_price,
+    {% if method == 'average_cost' %}{{ price('average_cost.avg_price_after') }}{% else %}positions.avg_price{% endif %}
+        as avg_price,
+    {{ price('marks.mark') }} as current_price,
     marks.mark_ts,
-    (marks.mark - {% if method == 'average_cost' %}average_cost.avg_price_after{% else %}positions.avg_price{% endif %})
-        * positions.net_qty as unrealized_pnl,
+    {% if method == 'average_cost' -%}
+    {{ money('(marks.mark - average_cost.avg_price_after) * positions.net_qty') }}
+    {%- else -%}
+    {# from the open lots' cost, not the rounded avg_price #}
+    {{ money('marks.mark * positions.net_qty - positions.net_cost') }}
+    {%- endif %} as unrealized_pnl,
     '{{ method }}' as method
 from positions
 left join marks on marks.symbol = positions.symbol

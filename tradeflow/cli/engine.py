@@ -1,19 +1,22 @@
 """`tradeflow engine ...`, `deploy` and `dbt`: the engine and the models on it."""
 from __future__ import annotations
 
+import shlex
+
 import typer
 
 from tradeflow import engine as engine_mod
-from tradeflow.cli._common import _settings, console
+from tradeflow.cli._common import _settings, console, group
 
-engine_app = typer.Typer(no_args_is_help=True, help="The embedded PostgreSQL engine.")
+engine_app = group("The embedded PostgreSQL engine.")
 
 
 @engine_app.command("start")
 def engine_start() -> None:
     """Start the embedded server (harmless if it is running)."""
-    info = engine_mod.embedded(_settings()).start()
-    console.print(f"running pid={info.pid} url={info.url()}")
+    settings = _settings()
+    info = engine_mod.embedded(settings).start()
+    console.print(f"running pid={info.pid} url={info.url(schema=settings.schema)}")
 
 
 @engine_app.command("stop")
@@ -31,20 +34,34 @@ def engine_status() -> None:
     console.print(f"running pid={info.pid} port={info.port} socket={info.socket_dir}")
 
 
+def _embedded_only(command: str) -> None:
+    settings = _settings()
+    if settings.target != "embedded":
+        typer.echo(f"error: `engine {command}` is for the embedded engine; TRADEFLOW_TARGET={settings.target}"
+                   f" (connect as docs/deploy.md shows)", err=True)
+        raise typer.Exit(2)
+
+
 @engine_app.command("url")
 def engine_url() -> None:
-    """Print the connection URL for psql and BI tools (starts the engine if needed)."""
-    print(engine_mod.embedded(_settings()).start().url())
+    """Print the connection URL for psql and BI tools, with the deployed schema on its
+    search_path (starts the engine if it is down)."""
+    _embedded_only("url")
+    settings = _settings()
+    print(engine_mod.embedded(settings).start().url(schema=settings.schema))
 
 
 @engine_app.command("env")
 def engine_env() -> None:
     """Print `export` lines so plain `dbt` and `psql` reach the embedded engine."""
+    _embedded_only("env")
     settings = _settings()
     for key, value in engine_mod.dbt_env(settings).items():
         print(f"export {key}={value}")
     info = engine_mod.embedded(settings).start()
-    print(f"export PGHOST=127.0.0.1 PGPORT={info.port} PGUSER=postgres PGDATABASE={info.database}")
+    options = shlex.quote(f"-c search_path={settings.schema},public")
+    print(f"export PGHOST=127.0.0.1 PGPORT={info.port} PGUSER=postgres PGDATABASE={info.database}"
+          f" PGOPTIONS={options}")
 
 
 @engine_app.command("roles")
@@ -60,6 +77,7 @@ def engine_roles() -> None:
     with engine_mod.connect(settings) as conn:
         try:
             results = roles.create_roles(conn, settings.schema)
+            engine_mod.publish_search_path(conn, settings)
         except (roles.RolesError, roles.CredentialsError) as err:
             console.print(f"[red]{err}[/]")
             raise typer.Exit(2)
@@ -75,8 +93,11 @@ def deploy(
     from tradeflow.dbt import run_dbt
 
     args = ["run"] + (["--full-refresh"] if full_refresh else [])
-    run_dbt(_settings(), args, vars={"temporal_filter": False} if replay else None)
-    console.print(f"deployed to {_settings().target}")
+    settings = _settings()
+    run_dbt(settings, args, vars={"temporal_filter": False} if replay else None)
+    with engine_mod.connect(settings) as conn:
+        engine_mod.publish_search_path(conn, settings)
+    console.print(f"deployed to {settings.target} (schema {settings.schema}, the database's default search_path)")
 
 
 def dbt(ctx: typer.Context) -> None:

@@ -7,13 +7,13 @@ from typing import NoReturn, Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from tradeflow import engine as engine_mod
-from tradeflow.cli._common import METRICS_ADDR, METRICS_PORT, _ingest_process, _settings, console
+from tradeflow.cli._common import (AS_CSV, AS_JSON, METRICS_ADDR, METRICS_PORT, DlqKind, _ingest_process, _print_rows,
+                                   _settings, console, group)
 
-ingest_app = typer.Typer(no_args_is_help=True, help="Load market data and execution reports into the raw tables.")
-dlq_app = typer.Typer(no_args_is_help=True, help="Inspect and replay rejected records.")
+ingest_app = group("Load market data and execution reports into the raw tables.")
+dlq_app = group("Inspect and replay rejected records.")
 
 
 def _run_price_ingest(feed_batches, source: str, total: Optional[int], replay_speed: float,
@@ -108,31 +108,28 @@ def _feed_error(err: Exception) -> NoReturn:
 
 
 @dlq_app.command("list")
-def dlq_list(kind: Optional[str] = typer.Option(None), limit: int = typer.Option(50),
-             as_json: bool = typer.Option(False, "--json", help="One JSON object per line.")) -> None:
+def dlq_list(kind: Optional[DlqKind] = typer.Option(None, case_sensitive=False),
+             limit: int = typer.Option(50, min=1), as_json: bool = AS_JSON, as_csv: bool = AS_CSV) -> None:
     """Rejected records not yet replayed, with field and reason."""
     from ingest.dlq import pending
 
     with engine_mod.connect(_settings()) as conn:
-        letters = pending(conn, kind=kind, limit=limit)
-    if as_json:
-        for letter in letters:
-            print(json.dumps({"dlq_id": letter.dlq_id, "kind": letter.kind, "field": letter.field,
-                              "reason_code": letter.reason_code, "reason": letter.reason,
-                              "payload": letter.payload, "source": letter.source,
-                              "received_at": letter.received_at.isoformat()}, sort_keys=True))
-        return
-    table = Table("dlq_id", "kind", "field", "reason_code", "reason", "payload", title="dead letters")
-    for letter in letters:
-        table.add_row(letter.dlq_id, letter.kind, letter.field, letter.reason_code, letter.reason,
-                      json.dumps(letter.payload, sort_keys=True))
-    console.print(table)
+        letters = pending(conn, kind=kind and kind.lower(), limit=limit)
+    columns = ("dlq_id", "kind", "field", "reason_code", "reason", "payload", "source", "received_at")
+    rows = [{"dlq_id": letter.dlq_id, "kind": letter.kind, "field": letter.field, "reason_code": letter.reason_code,
+             "reason": letter.reason,
+             "payload": letter.payload if as_json else json.dumps(letter.payload, sort_keys=True),
+             "source": letter.source, "received_at": letter.received_at} for letter in letters]
+    if as_json or as_csv:
+        _print_rows("dead letters", columns, rows, as_json=as_json, as_csv=as_csv)
+    else:
+        _print_rows("dead letters", columns[:6], rows)
 
 
 @dlq_app.command("replay")
 def dlq_replay(
     ids: list[str] = typer.Argument(None, help="dlq ids (default: all pending of --kind)."),
-    kind: str = typer.Option("price"),
+    kind: DlqKind = typer.Option("price", case_sensitive=False),
     set_: list[str] = typer.Option([], "--set", help="Fix a field before replay: field=value."),
 ) -> None:
     """Re-validate pending records (optionally fixed with --set) and ingest those that now pass."""
@@ -141,6 +138,6 @@ def dlq_replay(
     overrides = dict(item.split("=", 1) for item in set_)
     settings = _settings()
     with engine_mod.connect(settings) as conn:
-        outcome = replay(conn, settings, kind=kind, ids=ids or [], overrides=overrides)
+        outcome = replay(conn, settings, kind=kind.lower(), ids=ids or [], overrides=overrides)
     console.print_json(json.dumps(outcome))
 

@@ -127,7 +127,7 @@ def demo(symbols: int = typer.Option(6, min=1), days: int = typer.Option(1, min=
     settings = replace(_settings(), schema=DEMO_SCHEMA)
     info = engine_mod.embedded(settings).start() if settings.target == "embedded" else None
     if info:
-        console.print(f"engine: {info.url()}  (schema {DEMO_SCHEMA})")
+        console.print(f"engine: {info.url(schema=DEMO_SCHEMA)}")
     with engine_mod.connect(settings) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{DEMO_SCHEMA}" CASCADE')
         conn.execute(f'DROP SCHEMA IF EXISTS "{DEMO_SCHEMA}_audit" CASCADE')

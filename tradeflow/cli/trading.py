@@ -8,13 +8,14 @@ from typing import Optional
 import typer
 
 from tradeflow import engine as engine_mod
-from tradeflow.cli._common import _ensure_deployed, _print_query, _settings, console
+from tradeflow.cli._common import (AS_CSV, AS_JSON, Broker, OnOff, OrderType, TimeInForce, _ensure_deployed,
+                                   _print_query, _print_rows, _settings, console, group, rows_of, to_json)
 
-accounts_app = typer.Typer(no_args_is_help=True, help="Trading accounts (append-only versions).")
-policy_app = typer.Typer(no_args_is_help=True, help="Per-account risk policy (versioned, audited).")
-gate_app = typer.Typer(no_args_is_help=True, help="The decision gate (TradePicker + pre-trade risk).")
-adapter_app = typer.Typer(no_args_is_help=True, help="The execution adapter.")
-orders_app = typer.Typer(no_args_is_help=True, help="Orders: list, submit, cancel.")
+accounts_app = group("Trading accounts (append-only versions).")
+policy_app = group("Per-account risk policy (versioned, audited).")
+gate_app = group("The decision gate (TradePicker + pre-trade risk).")
+adapter_app = group("The execution adapter.")
+orders_app = group("Orders: list, submit, cancel.")
 
 
 def _account_change(change, *args, **kwargs) -> None:
@@ -57,10 +58,38 @@ def accounts_set_status(account_id: str = typer.Argument(...),
 
 
 @accounts_app.command("list")
-def accounts_list() -> None:
+def accounts_list(as_json: bool = AS_JSON, as_csv: bool = AS_CSV) -> None:
     """The current version of every account."""
     _print_query("accounts", "SELECT account_id, status, base_currency AS currency, initial_capital AS capital,"
-                 " max_leverage, updated_at, updated_by FROM stg_accounts ORDER BY account_id")
+                 " max_leverage, updated_at, updated_by FROM stg_accounts ORDER BY account_id",
+                 as_json=as_json, as_csv=as_csv)
+
+
+# the policy in force, defaults filled in (what the gate reads)
+POLICY = ("SELECT account_id, status, max_open_symbols, allow_scale_in, sell_requires_long, max_order_notional,"
+          " max_position_qty, max_concentration_pct, max_drawdown_pct, risk_per_trade_pct, kill_switch,"
+          " reservation_ttl_seconds, policy_updated_at FROM stg_account_policy")
+
+
+@policy_app.command("list")
+def policy_list(as_json: bool = AS_JSON, as_csv: bool = AS_CSV) -> None:
+    """The policy in force for every account (defaults filled in)."""
+    _print_query("account policies", POLICY + " ORDER BY account_id", as_json=as_json, as_csv=as_csv)
+
+
+@policy_app.command("show")
+def policy_show(account_id: str, as_json: bool = AS_JSON) -> None:
+    """One account's policy in force, one setting per line."""
+    with engine_mod.connect(_settings()) as conn:
+        found = rows_of(conn.execute(POLICY + " WHERE account_id = %s", (account_id,)))
+    if not found:
+        typer.echo(f"error: account_id: {account_id} does not exist", err=True)
+        raise typer.Exit(2)
+    if as_json:
+        print(to_json(found[0]))
+        return
+    _print_rows(f"policy of {account_id}", ("setting", "value"),
+                [{"setting": name, "value": value} for name, value in found[0].items() if name != "account_id"])
 
 
 
@@ -85,17 +114,16 @@ def policy_set(
         except policy.PolicyError as err:
             console.print(f"[red]{err}[/]")
             raise typer.Exit(2)
-    console.print(f"policy of {account_id} updated by {after.updated_by}: {changes}")
+    console.print(f"policy of {account_id} updated by {after.updated_by}: "
+                  + ", ".join(f"{name}={value}" for name, value in sorted(changes.items())))
 
 
 @policy_app.command("kill-switch")
-def policy_kill_switch(account_id: str, state: str = typer.Argument(..., help="on or off")) -> None:
+def policy_kill_switch(account_id: str, state: OnOff = typer.Argument(..., case_sensitive=False)) -> None:
     """Engage or release an account's kill switch (takes effect at the next decision)."""
     from tradeflow.trading import policy
 
-    if state not in {"on", "off"}:
-        console.print("[red]state: must be on or off[/]")
-        raise typer.Exit(2)
+    state = state.lower()
     with engine_mod.connect(_settings()) as conn:
         try:
             policy.update(conn, account_id, kill_switch=state == "on")
@@ -121,8 +149,10 @@ def gate_run(once: bool = typer.Option(False, help="Decide what is pending, then
     from tradeflow.trading.daemon import run_gate, stop_on_signals
     from tradeflow.trading.lease import LeaseHeld
 
+    settings = _settings()
+    _ensure_deployed(settings)
     try:
-        decided = run_gate(_settings(), once=once, interval=interval,
+        decided = run_gate(settings, once=once, interval=interval,
                            max_signal_age=timedelta(seconds=max_signal_age), stop=None if once else stop_on_signals(),
                            metrics_port=metrics_port, metrics_addr=metrics_addr, shadow=shadow,
                            wait_for_lease=wait_for_lease)
@@ -133,7 +163,8 @@ def gate_run(once: bool = typer.Option(False, help="Decide what is pending, then
 
 
 @adapter_app.command("run")
-def adapter_run(broker: str = typer.Option("paper", help="paper, alpaca-paper or alpaca (docs/venues.md)."),
+def adapter_run(broker: Broker = typer.Option("paper", case_sensitive=False,
+                                           help="paper, alpaca-paper or alpaca (docs/venues.md)."),
                 once: bool = typer.Option(False, help="One step (submit, trade new bars, record), then exit."),
                 interval: float = typer.Option(0.5, help="Longest wait for new orders per step (s)."),
                 metrics_port: Optional[int] = typer.Option(None, help="Serve /metrics and /health on this port."),
@@ -145,6 +176,8 @@ def adapter_run(broker: str = typer.Option("paper", help="paper, alpaca-paper or
     from tradeflow.ops.venue_keys import CredentialsError
     from tradeflow.trading.daemon import run_adapter, stop_on_signals
 
+    settings = _settings()
+    _ensure_deployed(settings)
     venue = None
     if broker != "paper":
         try:
@@ -153,7 +186,7 @@ def adapter_run(broker: str = typer.Option("paper", help="paper, alpaca-paper or
             console.print(f"[red]{err}[/]")
             raise typer.Exit(2)
     try:
-        run_adapter(_settings(), once=once, interval=interval, stop=None if once else stop_on_signals(),
+        run_adapter(settings, once=once, interval=interval, stop=None if once else stop_on_signals(),
                     metrics_port=metrics_port, metrics_addr=metrics_addr, venue=venue)
     finally:
         if venue is not None:
@@ -162,22 +195,24 @@ def adapter_run(broker: str = typer.Option("paper", help="paper, alpaca-paper or
 
 
 @orders_app.command("list")
-def orders_list(open_only: bool = typer.Option(False, "--open", help="Only orders not finished.")) -> None:
+def orders_list(open_only: bool = typer.Option(False, "--open", help="Only orders not finished."),
+                limit: int = typer.Option(200, min=1, help="Newest first, at most this many."),
+                as_json: bool = AS_JSON, as_csv: bool = AS_CSV) -> None:
     """Latest state of each order."""
     _print_query(
         "orders",
         "SELECT client_order_id, account_id, strategy_id, symbol, side, qty, filled_qty, status, event_ts"
         " FROM orders WHERE NOT %s OR status NOT IN ('FILLED', 'CANCELLED', 'REJECTED', 'EXPIRED')"
-        " ORDER BY event_ts DESC LIMIT 200", (open_only,))
+        " ORDER BY event_ts DESC LIMIT %s", (open_only, limit), as_json=as_json, as_csv=as_csv)
 
 
 @orders_app.command("submit")
 def orders_submit(
     account_id: str, symbol: str, side: str = typer.Argument(..., help="BUY or SELL."),
     qty: str = typer.Argument(..., help="Quantity."),
-    order_type: str = typer.Option("MARKET", "--type", help="MARKET, LIMIT or STOP."),
+    order_type: OrderType = typer.Option("MARKET", "--type"),
     limit_price: Optional[str] = typer.Option(None), stop_price: Optional[str] = typer.Option(None),
-    time_in_force: str = typer.Option("DAY", "--tif", help="DAY, GTC or IOC."),
+    time_in_force: TimeInForce = typer.Option("DAY", "--tif"),
     strategy: str = typer.Option("manual", help="Strategy the position belongs to (a SELL closes its long)."),
     reason: str = typer.Option("", help="Why, for the audit trail."),
     wait: float = typer.Option(10.0, help="Seconds to wait for the gate's decision (0: just queue it)."),

@@ -5,6 +5,7 @@
     /health/live   200 while the process serves at all
     /health/ready  200 once every readiness check passes, else 503; the JSON
                    body lists each check and the failing ones
+    /health        the same as /health/ready
 
 A check is a callable returning true when it passes; one that raises fails,
 with the error in the body. Bootstrap turns start-up steps into such checks.
@@ -88,10 +89,10 @@ class HealthServer:
             return self._metrics(environ, start_response)
         if path == "/health/live":
             return _json(start_response, "200 OK", {"live": True})
-        if path == "/health/ready":
+        if path in {"/health", "/health/ready"}:
             ready, body = self.readiness()
             return _json(start_response, "200 OK" if ready else "503 Service Unavailable", body)
-        return _json(start_response, "404 Not Found", {"error": f"{path}: try /metrics, /health/live, /health/ready"})
+        return _json(start_response, "404 Not Found", {"error": f"{path}: try /metrics, /health, /health/live, /health/ready"})
 
 
 def _run(check: Check) -> str:

@@ -11,7 +11,8 @@ VIEW_METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "te_net_exposure": ("gauge", ("account", "strategy"), "Net market value of open positions"),
     "te_open_positions_count": ("gauge", ("account", "strategy"), "Open (account, strategy, symbol) positions"),
     "te_rollup_staleness_seconds": ("gauge", ("symbol",), "Seconds since the mark of an open position's symbol"),
-    "prices_bar_delay_seconds": ("gauge", ("symbol",), "Seconds between now and the close of the latest bar"),
+    "prices_bar_delay_seconds": ("gauge", ("symbol",),
+                                 "Seconds without a new bar while the symbol's market is open (active symbols)"),
     "te_top_exposure": ("gauge", ("symbol", "rank"), "Top-K symbols by gross exposure across accounts"),
     "te_unmatched_lot_queue_depth": ("gauge", ("account", "strategy"), "Open lots waiting to be matched"),
     "te_policy_update_lag_seconds": ("gauge", ("account",), "Seconds since the account's policy last changed"),
@@ -48,4 +49,12 @@ INGEST_METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "feed_lag_seconds": ("gauge", ("source",), "Seconds from the latest live bar's close to its arrival"),
 }
 
-ALL_METRICS = {**VIEW_METRICS, **ADAPTER_METRICS, **INGEST_METRICS}
+# process metrics of the decision gate (`gate run --metrics-port`)
+GATE_METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "gate_decisions_total": ("counter", ("outcome", "code"), "Decisions of this gate by outcome and reason code (OK)"),
+    "gate_decision_latency_seconds": ("histogram", (), "From the close of a signal's bar to its decision"),
+    "gate_stale_signals_total": ("counter", (), "Undecided signals found older than max_signal_age at start-up"),
+    "gate_pass_age_seconds": ("gauge", (), "Seconds since the gate last brought its book up to date and decided"),
+}
+
+ALL_METRICS = {**VIEW_METRICS, **ADAPTER_METRICS, **INGEST_METRICS, **GATE_METRICS}

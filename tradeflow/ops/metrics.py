@@ -5,7 +5,7 @@ Its counters are counts over append-only history (decisions, risk events,
 match segments), so they never go backwards, not even across a restart of the
 exporter. The process metrics of the adapter and the ingesters
 (ADAPTER_METRICS, INGEST_METRICS) live in PROCESS_REGISTRY, which the health
-server of a daemon exposes.
+server of a daemon exposes (with GATE_METRICS for the gate).
 """
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ from tradeflow import engine
 from tradeflow.clock import utc_now
 from tradeflow.config import Settings
 from tradeflow.ops.health import Check, HealthServer
-from tradeflow.ops.metric_names import ADAPTER_METRICS, INGEST_METRICS, VIEW_METRICS
+from tradeflow.ops.metric_names import ADAPTER_METRICS, GATE_METRICS, INGEST_METRICS, VIEW_METRICS
+from tradeflow.ops.sessions import SymbolCalendars
 
 log = logging.getLogger(__name__)
 
@@ -34,15 +35,20 @@ disable_created_metrics()
 
 SCRAPE_ERRORS = "tradeflow_scrape_errors_total"
 BAR = timedelta(minutes=1)  # a 1-minute bar stamped t closes at t + 1 minute
+# the active universe: symbols with a bar this recent (a symbol no longer fed drops out)
+UNIVERSE_DAYS = timedelta(days=7)
 Sample = tuple[str, tuple[str, ...], float]  # metric name, label values, value
 
 
 # -- process metrics ------------------------------------------------------------
 PROCESS_REGISTRY = CollectorRegistry()
 _KINDS = {"counter": Counter, "gauge": Gauge, "histogram": Histogram}
+# a decision comes a second or so after its bar closes; one that waited for the book takes longer
+BUCKETS = {"gate_decision_latency_seconds": (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)}
 PROCESS_METRICS: dict[str, Counter | Gauge | Histogram] = {
-    name: _KINDS[kind](name, help_text, labels, registry=PROCESS_REGISTRY)
-    for name, (kind, labels, help_text) in {**ADAPTER_METRICS, **INGEST_METRICS}.items()
+    name: _KINDS[kind](name, help_text, labels, registry=PROCESS_REGISTRY,
+                       **({"buckets": BUCKETS[name]} if name in BUCKETS else {}))
+    for name, (kind, labels, help_text) in {**ADAPTER_METRICS, **INGEST_METRICS, **GATE_METRICS}.items()
 }
 
 
@@ -100,11 +106,13 @@ class ViewCollector:
     connection ends the scrape and is opened again on the next one.
     """
 
-    def __init__(self, settings: Settings, *, clock: Callable[[], datetime] = utc_now, top_k: int = 10) -> None:
+    def __init__(self, settings: Settings, *, clock: Callable[[], datetime] = utc_now, top_k: int = 10,
+                 calendars: SymbolCalendars | None = None) -> None:
         if top_k < 1:
             raise ValueError(f"top_k: at least 1, got {top_k}")
         self.settings = settings
         self.clock = clock
+        self.calendars = calendars or SymbolCalendars.from_env()
         self.top_k = top_k
         self.scrape_errors = 0
         self._conn: psycopg.Connection | None = None
@@ -236,10 +244,19 @@ class ViewCollector:
         return [("engine_matches_emitted_total", (), n)]
 
     def _bars(self, conn: psycopg.Connection, now: datetime) -> list[Sample]:
-        # one index-only pass over (symbol, ts) on the embedded engine; the
-        # streaming engines keep this aggregate incrementally
-        return [("prices_bar_delay_seconds", (symbol,), _seconds_since(now, last + BAR)) for symbol, last in _rows(
-            conn, "SELECT symbol, max(ts) FROM price_1m_history GROUP BY symbol ORDER BY symbol")]
+        """How long each symbol of the active universe (a bar in the last UNIVERSE_DAYS)
+        has gone without a new bar while its market is open: counted from the later of
+        its latest bar's close and the session's open; no sample while the market is
+        closed, so a stale-price alert fires only in market hours."""
+        samples = []
+        for symbol, last in conn.execute(
+                "SELECT symbol, max(ts) FROM price_1m_history WHERE ts >= %s GROUP BY symbol ORDER BY symbol",
+                (now - UNIVERSE_DAYS,)).fetchall():
+            market = self.calendars.of(symbol)
+            if market.is_open(now):
+                since = max(last + BAR, market.session_open(now))
+                samples.append(("prices_bar_delay_seconds", (symbol,), max(0.0, _seconds_since(now, since))))
+        return samples
 
 
 def serve(settings: Settings, port: int, *, addr: str = "127.0.0.1", top_k: int = 10,

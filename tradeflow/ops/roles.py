@@ -182,11 +182,14 @@ def create_roles(conn: psycopg.Connection, schema: str, passwords: Mapping[str, 
     with conn.transaction():  # other sessions see the old grants or the new ones, never none
         for role in ROLES:
             done[role.name] = _ensure_login(conn, role.name, passwords.get(role.name))
+            # psql, BI tools and Grafana logging in as the role find the views without a schema prefix
+            conn.execute(sql.SQL("ALTER ROLE {} SET search_path TO {}, public").format(
+                sql.Identifier(role.name), sql.Identifier(schema)))
             _grant(conn, role, schema, mart_names)
             if has_audit:
                 _grant_audit_views(conn, role, audit_schema)
     for name, outcome in done.items():
-        log.info("role %s: %s", name, outcome)
+        log.debug("role %s: %s", name, outcome)  # the caller reports them
     return done
 
 

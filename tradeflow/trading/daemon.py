@@ -22,6 +22,7 @@ import logging
 import random
 import signal
 import threading
+import time
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Callable
@@ -47,13 +48,14 @@ from tradeflow import engine
 from tradeflow.clock import utc_now
 from tradeflow.config import Settings
 from tradeflow.ops.health import Bootstrap, HealthServer
-from tradeflow.ops.metrics import PROCESS_REGISTRY, feed_age
+from tradeflow.ops.metrics import PROCESS_METRICS, PROCESS_REGISTRY, feed_age
 from tradeflow.trading import lease
-from tradeflow.trading.gate import DecisionGate
+from tradeflow.trading.gate import TIMEFRAMES, DecisionGate
 
 log = logging.getLogger("tradeflow.daemon")
 BARS = "price_1m_history"
 BAR_KEY = ("received_at", "symbol", "ts")
+HEARTBEAT_SECONDS = 60.0
 RECONNECT_DELAY = 1.0
 MAX_RECONNECT_DELAY = 30.0
 
@@ -120,6 +122,54 @@ def _serve(settings: Settings, readiness: Readiness, stop: threading.Event,
             delay, reconnecting = min(MAX_RECONNECT_DELAY, delay * 2), True
 
 
+class Heartbeat:
+    """A daemon's INFO line every `every` seconds of wall time (and at the end), so a
+    quiet daemon still shows it is alive and what it has done since it started."""
+
+    def __init__(self, what: str, every: float = HEARTBEAT_SECONDS) -> None:
+        self.what = what
+        self.every = every
+        self._next = time.monotonic() + every
+
+    def due(self) -> bool:
+        if time.monotonic() < self._next:
+            return False
+        self._next = time.monotonic() + self.every
+        return True
+
+    def beat(self, fmt: str, *args: object) -> None:
+        log.info(f"{self.what} alive: {fmt}", *args)
+
+
+class GateCounts:
+    """What a gate decided since it started, for its heartbeat and its metrics."""
+
+    def __init__(self, clock: Callable[[], datetime] = utc_now) -> None:
+        self.clock = clock
+        self.accepted = 0
+        self.rejected = 0
+        self._last_pass = time.monotonic()
+        PROCESS_METRICS["gate_pass_age_seconds"].set_function(lambda: time.monotonic() - self._last_pass)
+
+    @property
+    def decided(self) -> int:
+        return self.accepted + self.rejected
+
+    def passed(self, decisions: list) -> None:
+        self._last_pass = time.monotonic()
+        now = self.clock()
+        for decision in decisions:
+            signal = decision.signal
+            code = "OK" if decision.accepted else str(decision.code)
+            PROCESS_METRICS["gate_decisions_total"].labels("ACCEPTED" if decision.accepted else "REJECTED", code).inc()
+            PROCESS_METRICS["gate_decision_latency_seconds"].observe(
+                max(0.0, (now - signal.signal_ts - TIMEFRAMES.get(signal.timeframe, timedelta(0))).total_seconds()))
+            if decision.accepted:
+                self.accepted += 1
+            else:
+                self.rejected += 1
+
+
 def run_gate(settings: Settings, *, once: bool = False, interval: float = 1.0,
              max_signal_age: timedelta = timedelta(minutes=2), stop: threading.Event | None = None,
              metrics_port: int | None = None, metrics_addr: str = "127.0.0.1", shadow: bool = False,
@@ -127,11 +177,10 @@ def run_gate(settings: Settings, *, once: bool = False, interval: float = 1.0,
     """Decide new signals every `interval` seconds; returns how many were decided.
     Raises lease.LeaseHeld if another gate runs (unless wait_for_lease)."""
     stop = stop or threading.Event()
-    decided = 0
+    counts = GateCounts()
     readiness = Readiness("engine", "models", states=("lease",))
 
     def session(conn: psycopg.Connection) -> None:
-        nonlocal decided
         _models_deployed(conn, settings, "account_risk_inputs", readiness.bootstrap)
         with lease.hold(conn, settings, "gate", wait=wait_for_lease, stop=stop) as held:
             if not held:
@@ -139,8 +188,19 @@ def run_gate(settings: Settings, *, once: bool = False, interval: float = 1.0,
             readiness.states["lease"].set()
             try:
                 gate = DecisionGate(conn, settings, gate_id="gate", max_signal_age=max_signal_age, shadow=shadow)
+                log.info("gate started: target %s, schema %s, max_signal_age %.0f s, shadow %s", settings.target,
+                         settings.schema, max_signal_age.total_seconds(), "on" if shadow else "off")
+                if stale := gate.count_stale():
+                    PROCESS_METRICS["gate_stale_signals_total"].inc(stale)
+                    log.warning("%d undecided signal(s) skipped as stale: their bar closed more than max_signal_age"
+                                " (%.0f s) ago; the gate acts only on fresh bars (--max-signal-age to widen)",
+                                stale, max_signal_age.total_seconds())
+                heartbeat = Heartbeat("gate")
                 while True:
-                    decided += len(gate.run_once())
+                    counts.passed(gate.run_once())
+                    if heartbeat.due() or once:
+                        heartbeat.beat("%d decided (%d accepted, %d rejected) since start", counts.decided,
+                                       counts.accepted, counts.rejected)
                     if once or stop.wait(interval):
                         return
             finally:
@@ -148,7 +208,7 @@ def run_gate(settings: Settings, *, once: bool = False, interval: float = 1.0,
 
     with _health_server(metrics_port, metrics_addr, readiness):
         _serve(settings, readiness, stop, session)
-    return decided
+    return counts.decided
 
 
 class PaperAdapter:
@@ -253,9 +313,18 @@ def run_adapter(settings: Settings, *, once: bool = False, interval: float = 0.5
         _models_deployed(conn, settings, ACCEPTED_ORDERS, readiness.bootstrap)
         adapter = PaperAdapter(conn, settings, config, venue=venue)  # loads the feed positions, restores open orders
         readiness.bootstrap.passed("feed_position")
+        log.info("adapter started: target %s, schema %s, broker paper, consumer adapter, feed positions: orders %s,"
+                 " bars %s, commands %s; %d open order(s) restored", settings.target, settings.schema,
+                 *(p or "none yet" for p in (adapter.adapter.feed.position, adapter.bars.position,
+                                             adapter.commands.position)),
+                 adapter.broker.open_orders)
+        heartbeat = Heartbeat("adapter")
         try:
             while not stop.is_set():
                 adapter.step(timeout=0 if once else interval)
+                if heartbeat.due() or once:
+                    heartbeat.beat("%d order(s) submitted since start, %d open, bars feed at %s",
+                                   adapter.adapter.submitted, adapter.broker.open_orders, adapter.bars.position)
                 if once:
                     return
         finally:

@@ -31,7 +31,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Callable, Iterable
 
@@ -492,6 +492,24 @@ class DecisionGate:
                     " ORDER BY s.signal_ts, s.signal_id LIMIT %s", (timeframe, since, limit)).fetchall()
             signals += [Signal(*row) for row in rows]
         return sorted(signals, key=lambda s: (s.signal_ts, s.signal_id))[:limit]
+
+    def count_stale(self) -> int:
+        """Undecided signals on the newest live_warmup_bars bars of each symbol whose bar
+        closed more than max_signal_age ago: never acted on (undecided_signals skips
+        them), counted so a gate started on top of history can say why it decides none."""
+        now = self.clock()
+        stale = 0
+        for (timeframe,) in self.conn.execute(
+                "SELECT DISTINCT timeframe FROM strategy_config WHERE enabled ORDER BY timeframe").fetchall():
+            bar = TIMEFRAMES[timeframe]
+            with read_scope(self.conn, self.settings, as_of=now, live_since=datetime.min.replace(tzinfo=timezone.utc),
+                            live_bars=self.settings.live_warmup_bars * (bar // TIMEFRAMES["1m"]) or None):
+                [(count,)] = self.conn.execute(
+                    "SELECT count(*) FROM strategy_signal_history s LEFT JOIN trade_decisions d"
+                    " ON d.decision_id = s.signal_id WHERE s.timeframe = %s AND s.signal_ts < %s"
+                    " AND d.decision_id IS NULL", (timeframe, now - self.max_signal_age - bar)).fetchall()
+            stale += count
+        return stale
 
     def run_once(self, limit: int = 1000) -> list[Decision]:
         """One pass: the book brought up to date once, then every pending manual order and
