@@ -103,6 +103,9 @@ class ExecutionAdapter:
         self.source = source
         self.clock = clock
         self.ingester = ExecIngester(conn, settings, source=source, clock=clock)
+        self.max_future_skew = settings.max_future_skew
+        # events of orders with a fill stamped too far ahead of our clock (see _record)
+        self._waiting: list[OrderEvent] = []
         # only PostgreSQL has multi-table write transactions (see the module docstring)
         self.transactional = engine.transactional(settings)
         self.submitted = 0
@@ -175,7 +178,7 @@ class ExecutionAdapter:
         ingester) and, given one, a feed position those reports cover: one unit."""
         with self._timed("poll_events"):
             events = self.broker.poll_events()
-        if not events and positions is None:
+        if not events and not self._waiting and positions is None:
             return 0
         with self.unit():
             self._record(events)
@@ -203,7 +206,22 @@ class ExecutionAdapter:
         return added
 
     def _record(self, events: list[OrderEvent]) -> int:
-        """Write the events not recorded yet, each on its order's clock; returns how many were new."""
+        """Write the events not recorded yet, each on its order's clock; returns how many were new.
+
+        Two clocks: a fill the venue stamped more than max_future_skew ahead of ours would be
+        dead-lettered by the exec ingester while its order's FILLED event went in, and the
+        position would miss it. Such an order's events wait, in order, until our clock is
+        within the skew of the stamp (a restart before then finds the order open and asks
+        the broker for its history again)."""
+        events, self._waiting = self._waiting + events, []
+        horizon = self.clock() + self.max_future_skew
+        ahead = {e.client_order_id for e in events if e.last_fill_qty > 0 and e.event_ts > horizon}
+        if ahead:
+            self._waiting = [e for e in events if e.client_order_id in ahead]
+            events = [e for e in events if e.client_order_id not in ahead]
+            log.warning("fills stamped more than %s s ahead of this clock: %d order(s) wait until it catches up",
+                        int(self.max_future_skew.total_seconds()), len(ahead),
+                        extra={"order_ids": sorted(ahead), "clock": horizon - self.max_future_skew})
         if not events:
             return 0
         orders = self._orders({e.client_order_id for e in events})

@@ -166,3 +166,30 @@ def test_reports_polled_but_not_written_before_a_crash_are_reconciled_at_start_u
     assert fills == [{"order_id": d.client_order_id, "fill_qty": d.qty, "fill_price": Decimal(price)}
                      for d, price in zip(decisions, ("101", "102"))]
     assert {r["status"] for r in rows(conn, "SELECT status FROM orders")} == {"FILLED"}
+
+
+def test_a_fill_stamped_ahead_of_the_adapters_clock_waits_for_it_and_is_never_lost(conn, setup):
+    """Two clocks: the venue stamps the fill 19 minutes after the adapter's now, beyond
+    max_future_skew (5 min). Recording the FILLED event without its fill (dead-lettered
+    as future-stamped) would close the order and lose the position."""
+    gate, broker, make_adapter, clock = setup
+    decision = gate.decide(signal(0, "AAA"))
+    adapter = make_adapter()
+    assert adapter.submit_accepted(timeout=2) == 1
+    bar(broker, "AAA", 20, "101")
+    adapter.process_reports()
+
+    def statuses() -> list[str]:
+        return [r["status"] for r in rows(conn, "SELECT status FROM order_history ORDER BY event_ts, filled_qty")]
+
+    assert statuses() == ["NEW", "ACK"]
+    assert rows(conn, "SELECT * FROM exec_report_history") == []
+    assert rows(conn, "SELECT * FROM dead_letter") == []
+    clock["now"] = T0 + timedelta(minutes=17)  # within the skew of the fill's stamp (minute 20)
+    adapter.process_reports()
+    assert statuses() == ["NEW", "ACK", "FILLED"]
+    [fill] = rows(conn, "SELECT order_id, exec_ts FROM exec_report_history")
+    assert fill == {"order_id": decision.client_order_id, "exec_ts": T0 + timedelta(minutes=20)}
+    [position] = rows(conn, "SELECT net_qty FROM open_positions_rollup")
+    assert position == {"net_qty": decision.qty}
+    assert rows(conn, "SELECT * FROM dead_letter") == []
