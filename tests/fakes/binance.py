@@ -184,7 +184,6 @@ class FakeBinance(FakeServer):
         async for msg in ws:
             data = json.loads(msg.data)
             if data.get("method") == "SUBSCRIBE":
-                ws["streams"] = set(data["params"])
                 self.sockets.add(ws)
                 self.stream_connections += 1
                 await ws.send_str(json.dumps({"result": None, "id": data["id"]}))
