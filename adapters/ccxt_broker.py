@@ -132,6 +132,8 @@ class CcxtBroker:
             for coid in self._log.open_orders():
                 if self._log.broker_order_id(coid) is None and self._log.order(coid) is not None:
                     continue  # submit has not had an answer yet
+                if self._symbol(coid, required=False) is None:
+                    continue  # claimed at start-up without a symbol: Binance cannot be asked (logged there)
                 try:
                     for event in self._history(coid):
                         self._emit(event)
@@ -191,7 +193,7 @@ class CcxtBroker:
             return []
         broker_id = str(body["orderId"])
         status = body["status"]
-        base = dict(client_order_id=client_order_id, broker_order_id=broker_id)
+        base = {"client_order_id": client_order_id, "broker_order_id": broker_id}
         if status == "REJECTED":
             return [OrderEvent(**base, status=OrderStatus.REJECTED, event_ts=_ts(body["updateTime"]),
                                reason=f"{self.name}: rejected")]
