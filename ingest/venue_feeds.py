@@ -8,6 +8,7 @@ Sources
 -------
 AlpacaBars (stocks, alpaca-py): REST GET /v2/stocks/bars (1Min), live bars
 from StockDataStream (msgpack; a bar message is {T: "b", S, o, h, l, c, v, t}).
+CcxtBars (crypto through ccxt, Binance first): ingest/ccxt_bars.py.
 
 Live feed (LiveBarFeed)
 -----------------------
@@ -248,7 +249,8 @@ class ParquetChunks:
         self.out = out
 
     def path(self, symbol: str, start: datetime, end: datetime) -> Path:
-        return self.out / symbol / f"{start:%Y%m%dT%H%M}_{end:%Y%m%dT%H%M}.parquet"
+        # a pair's slash (BTC/USDT) would make two directories
+        return self.out / symbol.replace("/", "-") / f"{start:%Y%m%dT%H%M}_{end:%Y%m%dT%H%M}.parquet"
 
     def done(self, symbol: str, start: datetime, end: datetime) -> bool:
         return self.path(symbol, start, end).exists()

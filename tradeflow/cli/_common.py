@@ -37,7 +37,7 @@ def group(help_text: str) -> typer.Typer:
 # error that lists them; lower-case ones are given case_sensitive=False)
 DlqKind = Literal["price", "exec"]
 OnOff = Literal["on", "off"]
-Broker = Literal["paper", "alpaca-paper", "alpaca"]  # adapters.venues.BROKERS
+Broker = Literal["paper", "alpaca-paper", "alpaca", "ccxt:binance"]  # adapters.venues.BROKERS
 OrderType = Literal["MARKET", "LIMIT", "STOP"]
 TimeInForce = Literal["DAY", "GTC", "IOC"]
 Timeframe = Literal["1m", "5m", "15m", "1h"]  # int_bars_multi_timeframe's

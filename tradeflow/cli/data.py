@@ -14,12 +14,13 @@ from tradeflow import engine as engine_mod
 from tradeflow.cli._common import _ingest_process, console
 
 data_app = typer.Typer(no_args_is_help=True, help="Market data from real venues.")
-SOURCES = ("alpaca",)
+SOURCES = ("alpaca", "ccxt:binance")
 
 
 def bar_source(name: str):
     """The named venue's bar source, keys from the environment or TRADEFLOW_VENUE_CREDENTIALS_FILE;
-    TRADEFLOW_ALPACA_DATA_URL / TRADEFLOW_ALPACA_DATA_STREAM_URL point the SDK elsewhere."""
+    TRADEFLOW_ALPACA_DATA_URL / TRADEFLOW_ALPACA_DATA_STREAM_URL, TRADEFLOW_BINANCE_URL /
+    TRADEFLOW_BINANCE_STREAM_URL point the SDKs elsewhere."""
     from ingest.venue_feeds import AlpacaBars
     from tradeflow.ops.venue_keys import CredentialsError, venue_secret
 
@@ -29,6 +30,11 @@ def bar_source(name: str):
                               feed=os.environ.get("TRADEFLOW_ALPACA_FEED", "iex"),
                               url_override=os.environ.get("TRADEFLOW_ALPACA_DATA_URL"),
                               stream_url_override=os.environ.get("TRADEFLOW_ALPACA_DATA_STREAM_URL"))
+        if name == "ccxt:binance":  # public market data: no keys
+            from ingest.ccxt_bars import CcxtBars
+
+            return CcxtBars("binance", rest_url=os.environ.get("TRADEFLOW_BINANCE_URL"),
+                            stream_url=os.environ.get("TRADEFLOW_BINANCE_STREAM_URL"))
     except CredentialsError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2)
@@ -52,7 +58,7 @@ def _last_stored(conn, symbols: list[str], start: datetime, end: datetime) -> di
 
 @data_app.command("download")
 def data_download(
-    source: str = typer.Option(..., help="alpaca"),
+    source: str = typer.Option(..., help="alpaca or ccxt:binance"),
     symbols: str = typer.Option(..., help="Comma-separated symbols, e.g. AAPL,MSFT."),
     from_: str = typer.Option(..., "--from", help="Start (ISO date or time, UTC unless an offset is given)."),
     to: str = typer.Option(..., help="End, exclusive."),

@@ -164,7 +164,7 @@ def gate_run(once: bool = typer.Option(False, help="Decide what is pending, then
 
 @adapter_app.command("run")
 def adapter_run(broker: Broker = typer.Option("paper", case_sensitive=False,
-                                           help="paper, alpaca-paper or alpaca (docs/venues.md)."),
+                                           help="paper, alpaca-paper, alpaca or ccxt:binance (docs/venues.md)."),
                 once: bool = typer.Option(False, help="One step (submit, trade new bars, record), then exit."),
                 interval: float = typer.Option(0.5, help="Longest wait for new orders per step (s)."),
                 metrics_port: Optional[int] = typer.Option(None, help="Serve /metrics and /health on this port."),

@@ -224,6 +224,9 @@ class PaperAdapter:
         self.broker = PaperBroker(config or PaperConfig(), clock=clock)
         self.routing = None if venue is None else RoutingBroker(
             venue, self.broker, settings.paper_accounts, self._account_of)
+        venue_inner = getattr(venue, "inner", venue)
+        if hasattr(venue_inner, "symbol_of") and venue_inner.symbol_of is None:
+            venue_inner.symbol_of = self._symbol_of  # a venue that needs an order's symbol to find it (Binance)
         wake_on_insert(settings, conn, "trade_decisions", ACCEPTED_ORDERS)
         wake_on_insert(settings, conn, BARS, BARS)
         wake_on_insert(settings, conn, ORDER_COMMANDS, ORDER_COMMANDS)
@@ -292,6 +295,11 @@ class PaperAdapter:
                               event_ts=row["event_ts"], filled_qty=row["filled_qty"] or Decimal(0),
                               broker_order_id=row["broker_order_id"])
             self.broker.restore(_order(row), last, notional=row["notional"], fees=row["fees"], fills=row["fills"])
+
+    def _symbol_of(self, client_order_id: str) -> str | None:
+        row = self.conn.execute("SELECT symbol FROM accepted_trade_signal_history WHERE client_order_id = %s",
+                                (client_order_id,)).fetchone()
+        return None if row is None else row[0]
 
     def _account_of(self, client_order_id: str) -> str | None:
         row = self.conn.execute("SELECT account_id FROM accepted_trade_signal_history WHERE client_order_id = %s",
