@@ -38,6 +38,16 @@ class Settings:
     # history): enough for the longest window (SMA 200 + 1) and for the EMA and
     # Wilder smoothing to forget their seed ((13/14)^400 < 1e-12).
     live_warmup_bars: int = field(default_factory=lambda: int(os.environ.get("TRADEFLOW_LIVE_WARMUP_BARS", "400")))
+    # Event time, bounded out-of-orderness (the seed's wm.engine.latenessSec): a bar more than this behind
+    # the newest bar stored for its symbol, or a fill behind the newest fill of its (account, strategy,
+    # symbol), is late: stored all the same, flagged in late_arrivals, counted and raised as a risk event.
+    price_lateness: timedelta = field(
+        default_factory=lambda: timedelta(seconds=float(os.environ.get("TRADEFLOW_PRICE_LATENESS_SECONDS", "5"))))
+    exec_lateness: timedelta = field(
+        default_factory=lambda: timedelta(seconds=float(os.environ.get("TRADEFLOW_EXEC_LATENESS_SECONDS", "5"))))
+    # How often (wall time) the gate reloads the daily returns its VaR and correlation checks read.
+    risk_refresh: timedelta = field(
+        default_factory=lambda: timedelta(seconds=float(os.environ.get("TRADEFLOW_RISK_REFRESH_SECONDS", "300"))))
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:

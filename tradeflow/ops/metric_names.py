@@ -40,6 +40,7 @@ ADAPTER_METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
 INGEST_METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "ingest_records_total": ("counter", ("kind", "outcome"), "Records read by outcome: inserted, duplicate, rejected"),
     "ingest_batch_seconds": ("histogram", ("kind",), "Time to validate and write one batch"),
+    "ingest_late_records_total": ("counter", ("kind",), "Records stored late: behind their key's watermark"),
 }
 
 ALL_METRICS = {**VIEW_METRICS, **ADAPTER_METRICS, **INGEST_METRICS}

@@ -1,0 +1,266 @@
+"""Portfolio risk in the account book: instruments, margin rates, daily returns,
+and the checks that read them (docs/risk.md). Plain Python and numpy, no SQL.
+
+The market-wide hot data (MarketRisk) is loaded when the book is built and
+refreshed on a cadence (book_sync.load_market / load_returns live, the
+backtest from its own bars): a decision reads it, never history. Each check
+is off until its policy field is set; each refusal has its own reason code.
+
+Definitions are the views' (models/marts/risk), one each:
+- a symbol's sector and asset class come from stg_instruments; a symbol
+  without an instruments row is UNCLASSIFIED and default_margin_class;
+- daily returns are daily_returns' rows (the newest risk_window_days per
+  symbol); a correlation is Pearson's over the days both symbols have;
+- scenario P&L of a day = sum of market_value * return over the symbols held
+  (a symbol without a return that day adds 0), over the days any of them has
+  one; historical VaR at c is minus the k-th worst, k = ceil((1 - c) * n),
+  CVaR minus the mean of the k worst (account_var);
+- initial / maintenance margin = sum of gross exposure * the symbol's class
+  rate (account_margin).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import ROUND_CEILING, Decimal
+from typing import TYPE_CHECKING, Iterable, Mapping
+
+import numpy as np
+
+from tradeflow.reasons import ReasonCode
+
+if TYPE_CHECKING:
+    from tradeflow.trading.book import AccountState
+
+UNCLASSIFIED = "UNCLASSIFIED"
+ZERO = Decimal(0)
+ONE = Decimal(1)
+INSTRUMENT_COLUMNS = ("symbol", "asset_class", "sector", "industry", "currency", "lot_size", "tick_size", "calendar",
+                      "shortable", "margin_class")
+
+
+@dataclass(frozen=True, slots=True)
+class Instrument:
+    symbol: str
+    asset_class: str
+    sector: str
+    industry: str
+    currency: str
+    lot_size: Decimal
+    tick_size: Decimal
+    calendar: str
+    shortable: bool
+    margin_class: str
+
+
+def tail_count(scenarios: int, confidence: Decimal) -> int:
+    """k = ceil((1 - c) * n), exactly (the views compute it in NUMERIC)."""
+    return int((scenarios * (ONE - confidence)).to_integral_value(rounding=ROUND_CEILING))
+
+
+class MarketRisk:
+    """Instruments, margin rates and the daily-return window, shared by every account."""
+
+    def __init__(self) -> None:
+        self.instruments: dict[str, Instrument] = {}
+        self.margin_rates: dict[str, tuple[Decimal, Decimal]] = {}  # class -> (initial, maintenance)
+        self.default_margin_class: str | None = None
+        self.returns_as_of: datetime | None = None
+        self._row: dict[str, int] = {}             # symbol -> row of the matrices
+        self._returns = np.zeros((0, 0))           # symbols x days, 0 where a symbol has no return
+        self._present = np.zeros((0, 0), dtype=bool)
+        self._correlations: dict[tuple[str, str], float | None] = {}
+
+    # -- loading -------------------------------------------------------------------
+    def set_instruments(self, rows: Iterable[tuple]) -> None:
+        """stg_instruments rows in INSTRUMENT_COLUMNS order: the whole set, replacing the last."""
+        self.instruments = {row[0]: Instrument(*row) for row in rows}
+
+    def set_margin_rates(self, rows: Iterable[tuple[str, Decimal, Decimal, bool]]) -> None:
+        """margin_rates rows: (margin_class, initial_rate, maintenance_rate, is_default)."""
+        self.margin_rates = {}
+        for margin_class, initial, maintenance, is_default in rows:
+            self.margin_rates[margin_class] = (Decimal(initial), Decimal(maintenance))
+            if is_default:
+                self.default_margin_class = margin_class
+
+    def set_returns(self, rows: Iterable[tuple[str, object, float]], as_of: datetime | None = None) -> None:
+        """daily_returns rows (symbol, day, daily_return): the whole window, replacing the last."""
+        by_symbol: dict[str, dict[object, float]] = {}
+        for symbol, day, value in rows:
+            by_symbol.setdefault(symbol, {})[day] = float(value)
+        days = sorted({day for returns in by_symbol.values() for day in returns})
+        column = {day: i for i, day in enumerate(days)}
+        self._row = {symbol: i for i, symbol in enumerate(sorted(by_symbol))}
+        self._returns = np.zeros((len(self._row), len(days)))
+        self._present = np.zeros((len(self._row), len(days)), dtype=bool)
+        for symbol, returns in by_symbol.items():
+            row = self._row[symbol]
+            for day, value in returns.items():
+                self._returns[row, column[day]] = value
+                self._present[row, column[day]] = True
+        self._correlations = {}
+        self.returns_as_of = as_of
+
+    # -- reading -------------------------------------------------------------------
+    def sector(self, symbol: str) -> str:
+        instrument = self.instruments.get(symbol)
+        return instrument.sector if instrument is not None else UNCLASSIFIED
+
+    def rates(self, symbol: str) -> tuple[Decimal, Decimal]:
+        """(initial, maintenance) margin rate of the symbol's class; a class without
+        rates (none loaded) counts as fully paid (1, 1)."""
+        instrument = self.instruments.get(symbol)
+        margin_class = instrument.margin_class if instrument is not None else self.default_margin_class
+        return self.margin_rates.get(margin_class, (ONE, ONE))
+
+    def correlation(self, a: str, b: str) -> float | None:
+        """Pearson correlation of the two symbols' daily returns over the days both have."""
+        if a == b:
+            return 1.0
+        key = (a, b) if a < b else (b, a)
+        if key not in self._correlations:
+            self._correlations[key] = self._pearson(*key)
+        return self._correlations[key]
+
+    def _pearson(self, a: str, b: str) -> float | None:
+        if a not in self._row or b not in self._row:
+            return None
+        both = self._present[self._row[a]] & self._present[self._row[b]]
+        x, y = self._returns[self._row[a], both], self._returns[self._row[b], both]
+        if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
+            return None
+        return float(np.corrcoef(x, y)[0, 1])
+
+    def scenarios(self, values: Mapping[str, float]) -> np.ndarray:
+        """Scenario P&L per day of the window for market values per symbol."""
+        held = [(self._row[s], v) for s, v in values.items() if v and s in self._row]
+        if not held:
+            return np.zeros(0)
+        rows = [row for row, _ in held]
+        pnl = np.array([v for _, v in held]) @ self._returns[rows]
+        return pnl[self._present[rows].any(axis=0)]
+
+    def value_at_risk(self, values: Mapping[str, float], confidence: Decimal) -> tuple[float, float, int]:
+        """(historical VaR, CVaR, scenarios) at `confidence`; (0, 0, 0) without history."""
+        pnl = self.scenarios(values)
+        if not len(pnl):
+            return 0.0, 0.0, 0
+        k = tail_count(len(pnl), confidence)
+        worst = np.partition(pnl, k - 1)[:k]
+        return -float(worst.max()), -float(worst.mean()), len(pnl)
+
+    @property
+    def has_returns(self) -> bool:
+        return bool(self._row)
+
+
+# -- checks ------------------------------------------------------------------------------
+def needs_returns(policy: Mapping[str, object]) -> bool:
+    """Whether an account's policy has a check that reads the daily returns."""
+    return policy.get("max_var_pct") is not None or policy.get("max_correlated_exposure_pct") is not None
+
+
+def monitored(policy: Mapping[str, object]) -> bool:
+    """Whether an account has a post-trade check (margin calls, VaR or sector limits)."""
+    return bool(policy.get("margin_check")) or policy.get("max_var_pct") is not None \
+        or policy.get("max_sector_exposure_pct") is not None
+
+
+def _pending_buys(account: AccountState) -> list[tuple[str, Decimal]]:
+    return [(p.symbol, p.open_qty * p.ref_price) for p in account.pending if p.action == "BUY"]
+
+
+def sector_exposure(account: AccountState, market: MarketRisk, sector: str) -> Decimal:
+    return sum((e for s, e in account.symbol_exposure.items() if market.sector(s) == sector), ZERO)
+
+
+def market_values(account: AccountState, extra: Iterable[tuple[str, Decimal]] = ()) -> dict[str, float]:
+    values = {s: float(v) for s, v in account.market_value.items()}
+    for symbol, notional in extra:
+        values[symbol] = values.get(symbol, 0.0) + float(notional)
+    return values
+
+
+def initial_margin(account: AccountState, market: MarketRisk) -> Decimal:
+    return sum((e * market.rates(s)[0] for s, e in account.symbol_exposure.items()), ZERO)
+
+
+def maintenance_margin(account: AccountState, market: MarketRisk) -> Decimal:
+    return sum((e * market.rates(s)[1] for s, e in account.symbol_exposure.items()), ZERO)
+
+
+def check_portfolio(account: AccountState, market: MarketRisk, symbol: str, notional: Decimal) -> ReasonCode | None:
+    """The portfolio checks for a risk-adding BUY of `notional`, in the order they are
+    reported; each off while its policy field is unset. Pending buys count as held."""
+    pending = _pending_buys(account)
+    equity = account.equity
+    if account.max_sector_exposure_pct is not None:
+        sector = market.sector(symbol)
+        exposure = (sector_exposure(account, market, sector)
+                    + sum((n for s, n in pending if market.sector(s) == sector), ZERO) + notional)
+        if exposure > account.max_sector_exposure_pct * equity:
+            return ReasonCode.SECTOR_EXPOSURE_EXCEEDED
+    if account.max_correlated_exposure_pct is not None:
+        threshold = float(account.correlation_threshold)
+
+        def correlated(other: str) -> bool:
+            value = market.correlation(symbol, other)
+            return value is not None and value >= threshold
+
+        exposure = (sum((e for s, e in account.symbol_exposure.items() if correlated(s)), ZERO)
+                    + sum((n for s, n in pending if correlated(s)), ZERO) + notional)
+        if exposure > account.max_correlated_exposure_pct * equity:
+            return ReasonCode.CORRELATED_EXPOSURE_EXCEEDED
+    if account.max_var_pct is not None:
+        var, _, _ = market.value_at_risk(market_values(account, [*pending, (symbol, notional)]),
+                                          account.var_confidence)
+        if var > float(account.max_var_pct * equity):
+            return ReasonCode.VAR_LIMIT_EXCEEDED
+    if account.margin_check:
+        required = (initial_margin(account, market) + sum((n * market.rates(s)[0] for s, n in pending), ZERO)
+                    + notional * market.rates(symbol)[0])
+        if required > equity:
+            return ReasonCode.INSUFFICIENT_MARGIN
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Breach:
+    """A post-trade limit breach: raised once when it begins, again only after it ended."""
+    key: str            # what is breached: MARGIN_CALL, VAR_LIMIT_EXCEEDED or the sector's rule:sector
+    rule: ReasonCode
+    severity: str
+    symbol: str | None
+    message: str
+
+
+def breaches(account: AccountState, market: MarketRisk) -> list[Breach]:
+    """What market moves have taken past the account's limits, now."""
+    found: list[Breach] = []
+    equity = account.equity
+    if account.margin_check:
+        required = maintenance_margin(account, market)
+        if equity < required:
+            found.append(Breach("MARGIN_CALL", ReasonCode.MARGIN_CALL, "CRITICAL", None,
+                                f"equity {equity:.2f} below maintenance margin {required:.2f}"))
+    if account.max_var_pct is not None:
+        var, _, n = market.value_at_risk(market_values(account), account.var_confidence)
+        if var > float(account.max_var_pct * equity):
+            found.append(Breach("VAR_LIMIT_EXCEEDED", ReasonCode.VAR_LIMIT_EXCEEDED, "WARNING", None,
+                                f"1-day VaR {var:.2f} at {account.var_confidence} over {n} days above"
+                                f" max_var_pct {account.max_var_pct} of equity {equity:.2f}"))
+    if account.max_sector_exposure_pct is not None:
+        limit = account.max_sector_exposure_pct * equity
+        for sector in sorted({market.sector(s) for s in account.symbol_exposure}):
+            exposure = sector_exposure(account, market, sector)
+            if exposure > limit:
+                found.append(Breach(f"SECTOR_EXPOSURE_EXCEEDED:{sector}", ReasonCode.SECTOR_EXPOSURE_EXCEEDED,
+                                    "WARNING", None, f"sector {sector} exposure {exposure:.2f} above"
+                                    f" max_sector_exposure_pct {account.max_sector_exposure_pct} of equity"
+                                    f" {equity:.2f}"))
+    return found
+
+
+__all__ = ["Breach", "Instrument", "INSTRUMENT_COLUMNS", "MarketRisk", "UNCLASSIFIED", "breaches", "check_portfolio",
+           "initial_margin", "maintenance_margin", "monitored", "needs_returns", "tail_count"]
