@@ -62,6 +62,12 @@ def load_market(conn: psycopg.Connection, book: AccountBook) -> None:
         "SELECT margin_class, initial_rate, maintenance_rate, is_default FROM margin_rates"))
 
 
+def instrument_steps(conn: psycopg.Connection) -> dict[str, tuple[Decimal, Decimal]]:
+    """Each instrument's (lot_size, tick_size), for the paper broker."""
+    return {symbol: (lot, tick) for symbol, lot, tick in conn.execute(
+        "SELECT symbol, lot_size, tick_size FROM stg_instruments")}
+
+
 def load_returns(conn: psycopg.Connection, settings: Settings, book: AccountBook, as_of: datetime) -> None:
     """The daily-return window of every symbol as of `as_of` (risk_window_days rows per symbol)."""
     with engine.read_scope(conn, settings, as_of=as_of):

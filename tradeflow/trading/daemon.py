@@ -45,6 +45,7 @@ from tradeflow.config import Settings
 from tradeflow.ops.health import Bootstrap, HealthServer
 from tradeflow.ops.metrics import PROCESS_REGISTRY, feed_age
 from tradeflow.trading import lease
+from tradeflow.trading.book_sync import instrument_steps
 from tradeflow.trading.gate import DecisionGate
 
 log = logging.getLogger("tradeflow.daemon")
@@ -155,6 +156,7 @@ class PaperAdapter:
                  consumer: str = "adapter", clock: Callable[[], datetime] = utc_now) -> None:
         self.conn = conn
         self.broker = PaperBroker(config or PaperConfig(), clock=clock)
+        self.broker.set_steps(instrument_steps(conn))  # lot and tick sizes as of start-up
         wake_on_insert(settings, conn, "trade_decisions", ACCEPTED_ORDERS)
         wake_on_insert(settings, conn, BARS, BARS)
         wake_on_insert(settings, conn, ORDER_COMMANDS, ORDER_COMMANDS)
