@@ -167,7 +167,8 @@ class PaperBroker:
         self._live[order.client_order_id] = state
         ack = self._emit(state, OrderStatus.ACK, self._clock())
         if self._fills_at_submit(order):
-            self._fill(state, order.qty, self._slipped(order.symbol, order.ref_price, order.side is Side.BUY), order.created_at)
+            price = self._slipped(order.symbol, order.ref_price, order.side is Side.BUY)
+            self._fill(state, order.qty, price, order.created_at)
         return ack
 
     def restore(self, order: Order, last: OrderEvent, *, notional: Decimal, fees: Decimal, fills: int) -> None:

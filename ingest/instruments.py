@@ -86,7 +86,8 @@ class InstrumentIngester(Ingester):
         values: dict[str, list[object]] = {}
         for name in TEXT_FIELDS:
             absent = is_missing(raw[name])
-            values[name] = [OPTIONAL.get(name, "") if gone else as_text(v).strip() for v, gone in zip(raw[name], absent)]
+            values[name] = [OPTIONAL.get(name, "") if gone else as_text(v).strip()
+                            for v, gone in zip(raw[name], absent)]
         for name in STEP_FIELDS:
             numbers = values[name] = [_decimal(v) for v in raw[name]]
             checks.flag(mask(n is None for n in numbers), name, ReasonCode.NOT_A_NUMBER)
@@ -96,7 +97,8 @@ class InstrumentIngester(Ingester):
             checks.flag(mask(n is not None and n.is_finite() and n <= 0 for n in numbers), name,
                         ReasonCode.NON_POSITIVE_STEP)
         absent = is_missing(raw["shortable"])
-        values["shortable"] = [OPTIONAL["shortable"] if gone else _yes_no(v) for v, gone in zip(raw["shortable"], absent)]
+        values["shortable"] = [OPTIONAL["shortable"] if gone else _yes_no(v)
+                               for v, gone in zip(raw["shortable"], absent)]
         checks.flag(mask(v is None for v in values["shortable"]), "shortable", ReasonCode.NOT_A_BOOLEAN)
         classes = {row[0] for row in self.conn.execute("SELECT margin_class FROM margin_rates")}
         checks.flag(mask(c not in classes for c in values["margin_class"]), "margin_class",
@@ -129,9 +131,9 @@ class InstrumentIngester(Ingester):
                     duplicates += 1
                 else:
                     differ = [name for name, a, b in zip(INSTRUMENT_FIELDS, earlier, row) if a != b]
-                    conflicts.append(Rejection(payload=payload(raw.loc[i]), field="symbol",
-                                               code=ReasonCode.CONFLICTING_DUPLICATE,
-                                               reason=f"{symbol} came earlier in this batch with other {', '.join(differ)}"))
+                    conflicts.append(Rejection(
+                        payload=payload(raw.loc[i]), field="symbol", code=ReasonCode.CONFLICTING_DUPLICATE,
+                        reason=f"{symbol} came earlier in this batch with other {', '.join(differ)}"))
                 continue
             in_batch[symbol] = row
             if current.get(symbol) == row:

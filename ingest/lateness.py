@@ -23,8 +23,8 @@ from tradeflow.ops.metrics import PROCESS_METRICS
 from tradeflow.reasons import ReasonCode
 from tradeflow.writer import insert_rows
 
-LATE_COLUMNS = ("kind", "record_key", "account_id", "symbol", "event_ts", "watermark", "lateness_seconds", "source",
-                "batch_id", "received_at")
+LATE_COLUMNS = ("kind", "record_key", "account_id", "symbol", "event_ts", "watermark_ts", "lateness_seconds",
+                "source", "batch_id", "received_at")
 RISK_COLUMNS = ("event_id", "account_id", "symbol", "rule", "severity", "message", "ts", "source")
 RULES = {"price": ReasonCode.LATE_PRICE, "exec": ReasonCode.LATE_FILL}
 

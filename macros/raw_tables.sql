@@ -64,7 +64,7 @@
       ('margin_class', 'TEXT'), ('source', 'TEXT'), ('batch_id', 'TEXT'), ('received_at', 'TIMESTAMPTZ')],
     'late_arrivals': [
       ('kind', 'TEXT'), ('record_key', 'TEXT'), ('account_id', 'TEXT'), ('symbol', 'TEXT'),
-      ('event_ts', 'TIMESTAMPTZ'), ('watermark', 'TIMESTAMPTZ'), ('lateness_seconds', 'NUMERIC'),
+      ('event_ts', 'TIMESTAMPTZ'), ('watermark_ts', 'TIMESTAMPTZ'), ('lateness_seconds', 'NUMERIC'),
       ('source', 'TEXT'), ('batch_id', 'TEXT'), ('received_at', 'TIMESTAMPTZ')],
     'strategy_weight_history': [
       ('strategy_id', 'TEXT'), ('weight', 'NUMERIC'), ('target', 'NUMERIC'), ('at', 'TIMESTAMPTZ'),

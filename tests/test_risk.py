@@ -410,11 +410,11 @@ def test_a_late_bar_is_stored_flagged_counted_and_raised(conn, embedded_settings
     prices.ingest_frame(bars(1, 14, 13, 9))  # minute 1 and 9 are late; 13 is within 90 s of 14
     stored = rows(conn, "SELECT count(*) AS n FROM price_1m_history")
     assert stored == [{"n": 7}]                     # nothing lost
-    late = rows(conn, "SELECT kind, record_key, event_ts, watermark FROM late_arrivals ORDER BY event_ts")
+    late = rows(conn, "SELECT kind, record_key, event_ts, watermark_ts FROM late_arrivals ORDER BY event_ts")
     assert [(r["kind"], r["event_ts"]) for r in late] == [("price", T + timedelta(minutes=1)),
                                                          ("price", T + timedelta(minutes=9))]
-    assert late[0]["watermark"] == T + timedelta(minutes=12) - timedelta(seconds=90)
-    assert late[1]["watermark"] == T + timedelta(minutes=14) - timedelta(seconds=90)
+    assert late[0]["watermark_ts"] == T + timedelta(minutes=12) - timedelta(seconds=90)
+    assert late[1]["watermark_ts"] == T + timedelta(minutes=14) - timedelta(seconds=90)
     assert late_count("price") == before + 2
     [event] = rows(conn, "SELECT rule, severity, symbol, message FROM risk_events")
     assert (event["rule"], event["severity"], event["symbol"]) == ("LATE_PRICE", "WARNING", "AAA")
@@ -443,3 +443,28 @@ def test_a_late_fill_is_stored_and_the_book_replays_it(conn, embedded_settings):
     bootstrap(conn, embedded_settings, book, T + timedelta(minutes=5))
     [realized] = rows(conn, "SELECT realized_pnl FROM realized_pnl_latest")
     assert book.ledger("A1")["realized_pnl"] == realized["realized_pnl"] == (104 - 101) * 10 + (103 - 102) * 10
+
+
+# -- backtests ----------------------------------------------------------------------------------
+def test_backtest_decides_with_the_portfolio_checks_as_the_live_loop(conn, embedded_settings):
+    from ingest.synthetic import generate_bars
+    from tradeflow.research.backtest import AccountSpec, Backtest, BacktestSpec
+    from tradeflow.trading.session import ReplaySession
+
+    bars = pd.concat(list(generate_bars(symbols=4, days=1, seed=7)), ignore_index=True)
+    start, end = bars.ts.min().to_pydatetime(), bars.ts.max().to_pydatetime() + timedelta(minutes=1)
+    load_instruments(conn, embedded_settings, pd.DataFrame(
+        [(f"SYM000{i}", "equity", "TECH" if i < 3 else "ENERGY", "", "USD", "1", "0.01", "", "true",
+          "volatile" if i == 0 else "standard") for i in range(4)], columns=INSTRUMENTS.columns, dtype=object))
+    checks = {"max_open_symbols": 4, "risk_per_trade_pct": Decimal("0.01"),
+              "max_sector_exposure_pct": Decimal("0.3"), "margin_check": True}
+    spec = BacktestSpec(start=start, end=end, accounts=(AccountSpec("ACC-RISK", Decimal(100_000), Decimal(2), checks),))
+    result = Backtest(embedded_settings).run(spec, bars, run_id="risk-checks")
+    accounts.add(conn, "ACC-RISK", capital="100000", max_leverage="2")
+    policy.update(conn, "ACC-RISK", updated_by="backtest", at=start - timedelta(minutes=1), **checks)
+    live = ReplaySession(conn, embedded_settings).run([bars])
+    assert (live.decisions, live.accepted, live.rejects) == (result.decisions, result.accepted, result.rejects)
+    assert result.rejects.get("SECTOR_EXPOSURE_EXCEEDED", 0) > 0
+    columns = "decision_id, outcome, reject_code, account_id, qty"
+    assert rows(conn, f"SELECT {columns} FROM backtest_decisions WHERE run_id = 'risk-checks' ORDER BY decision_id") \
+        == rows(conn, f"SELECT {columns} FROM trade_decisions ORDER BY decision_id")

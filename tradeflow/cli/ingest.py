@@ -104,7 +104,8 @@ def ingest_instruments(paths: list[Path] = typer.Argument(..., exists=True, dir_
             report = InstrumentIngester(conn, settings, source=str(path)).ingest(feed.batches())
         console.print_json(json.dumps(report.as_dict()))
         if report.rejected:
-            console.print(f"[yellow]{report.rejected} record(s) rejected: see `tradeflow dlq list --kind instrument`[/]")
+            console.print(f"[yellow]{report.rejected} record(s) rejected:"
+                          " see `tradeflow dlq list --kind instrument`[/]")
 
 
 def _feed_error(err: Exception) -> NoReturn:

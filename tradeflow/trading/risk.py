@@ -65,16 +65,23 @@ class MarketRisk:
         self.instruments: dict[str, Instrument] = {}
         self.margin_rates: dict[str, tuple[Decimal, Decimal]] = {}  # class -> (initial, maintenance)
         self.default_margin_class: str | None = None
+        self._default_rates = (ONE, ONE)
         self.returns_as_of: datetime | None = None
         self._row: dict[str, int] = {}             # symbol -> row of the matrices
         self._returns = np.zeros((0, 0))           # symbols x days, 0 where a symbol has no return
         self._present = np.zeros((0, 0), dtype=bool)
-        self._correlations: dict[tuple[str, str], float | None] = {}
+        self._correlations = np.zeros((0, 0))    # symbols x symbols, NaN where undefined
+        self._correlated: dict[tuple[str, float], frozenset[str]] = {}  # (symbol, threshold) -> symbols
+        # per-symbol lookups a decision makes, built when the data is loaded
+        self.sector_of: dict[str, str] = {}
+        self._rates_of: dict[str, tuple[Decimal, Decimal]] = {}
 
     # -- loading -------------------------------------------------------------------
     def set_instruments(self, rows: Iterable[tuple]) -> None:
         """stg_instruments rows in INSTRUMENT_COLUMNS order: the whole set, replacing the last."""
         self.instruments = {row[0]: Instrument(*row) for row in rows}
+        self.sector_of = {symbol: instrument.sector for symbol, instrument in self.instruments.items()}
+        self._index_rates()
 
     def set_margin_rates(self, rows: Iterable[tuple[str, Decimal, Decimal, bool]]) -> None:
         """margin_rates rows: (margin_class, initial_rate, maintenance_rate, is_default)."""
@@ -83,6 +90,12 @@ class MarketRisk:
             self.margin_rates[margin_class] = (Decimal(initial), Decimal(maintenance))
             if is_default:
                 self.default_margin_class = margin_class
+        self._index_rates()
+
+    def _index_rates(self) -> None:
+        self._rates_of = {symbol: self.margin_rates.get(instrument.margin_class, (ONE, ONE))
+                          for symbol, instrument in self.instruments.items()}
+        self._default_rates = self.margin_rates.get(self.default_margin_class, (ONE, ONE))
 
     def set_returns(self, rows: Iterable[tuple[str, object, float]], as_of: datetime | None = None) -> None:
         """daily_returns rows (symbol, day, daily_return): the whole window, replacing the last."""
@@ -99,38 +112,54 @@ class MarketRisk:
             for day, value in returns.items():
                 self._returns[row, column[day]] = value
                 self._present[row, column[day]] = True
-        self._correlations = {}
+        self._correlations = self._pairwise_correlations()
+        self._correlated = {}
         self.returns_as_of = as_of
+
+    def _pairwise_correlations(self) -> np.ndarray:
+        """Pearson's r of every pair over the days both have (return_correlation's sums), all
+        pairs at once: a decision then looks a pair up instead of computing it."""
+        x, present = self._returns, self._present.astype(float)
+        days = present @ present.T
+        sum_x = x @ present.T                   # [i, j]: sum of i's returns on the days j has one too
+        sum_xx = (x * x) @ present.T
+        sum_xy = x @ x.T
+        var_x = days * sum_xx - sum_x * sum_x
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = (days * sum_xy - sum_x * sum_x.T) / np.sqrt(var_x * var_x.T)
+        r[(days < 2) | ~(var_x > 1e-15 * days * sum_xx) | ~(var_x.T > 1e-15 * days.T * sum_xx.T)] = np.nan
+        return r
 
     # -- reading -------------------------------------------------------------------
     def sector(self, symbol: str) -> str:
-        instrument = self.instruments.get(symbol)
-        return instrument.sector if instrument is not None else UNCLASSIFIED
+        return self.sector_of.get(symbol, UNCLASSIFIED)
 
     def rates(self, symbol: str) -> tuple[Decimal, Decimal]:
         """(initial, maintenance) margin rate of the symbol's class; a class without
         rates (none loaded) counts as fully paid (1, 1)."""
-        instrument = self.instruments.get(symbol)
-        margin_class = instrument.margin_class if instrument is not None else self.default_margin_class
-        return self.margin_rates.get(margin_class, (ONE, ONE))
+        return self._rates_of.get(symbol, self._default_rates)
+
+    def correlated(self, symbol: str, threshold: float) -> frozenset[str]:
+        """The symbols whose correlation with `symbol` is at least `threshold` (itself included)."""
+        key = (symbol, threshold)
+        found = self._correlated.get(key)
+        if found is None:
+            row = self._row.get(symbol)
+            names = list(self._row)
+            with np.errstate(invalid="ignore"):
+                near = [] if row is None else np.flatnonzero(self._correlations[row] >= threshold)
+            found = self._correlated[key] = frozenset([symbol, *(names[i] for i in near)])
+        return found
 
     def correlation(self, a: str, b: str) -> float | None:
         """Pearson correlation of the two symbols' daily returns over the days both have."""
         if a == b:
             return 1.0
-        key = (a, b) if a < b else (b, a)
-        if key not in self._correlations:
-            self._correlations[key] = self._pearson(*key)
-        return self._correlations[key]
-
-    def _pearson(self, a: str, b: str) -> float | None:
-        if a not in self._row or b not in self._row:
+        i, j = self._row.get(a), self._row.get(b)
+        if i is None or j is None:
             return None
-        both = self._present[self._row[a]] & self._present[self._row[b]]
-        x, y = self._returns[self._row[a], both], self._returns[self._row[b], both]
-        if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
-            return None
-        return float(np.corrcoef(x, y)[0, 1])
+        value = self._correlations[i, j]
+        return None if np.isnan(value) else float(value)
 
     def scenarios(self, values: Mapping[str, float]) -> np.ndarray:
         """Scenario P&L per day of the window for market values per symbol."""
@@ -172,7 +201,8 @@ def _pending_buys(account: AccountState) -> list[tuple[str, Decimal]]:
 
 
 def sector_exposure(account: AccountState, market: MarketRisk, sector: str) -> Decimal:
-    return sum((e for s, e in account.symbol_exposure.items() if market.sector(s) == sector), ZERO)
+    sector_of = market.sector_of
+    return sum((e for s, e in account.symbol_exposure.items() if sector_of.get(s, UNCLASSIFIED) == sector), ZERO)
 
 
 def market_values(account: AccountState, extra: Iterable[tuple[str, Decimal]] = ()) -> dict[str, float]:
@@ -202,14 +232,9 @@ def check_portfolio(account: AccountState, market: MarketRisk, symbol: str, noti
         if exposure > account.max_sector_exposure_pct * equity:
             return ReasonCode.SECTOR_EXPOSURE_EXCEEDED
     if account.max_correlated_exposure_pct is not None:
-        threshold = float(account.correlation_threshold)
-
-        def correlated(other: str) -> bool:
-            value = market.correlation(symbol, other)
-            return value is not None and value >= threshold
-
-        exposure = (sum((e for s, e in account.symbol_exposure.items() if correlated(s)), ZERO)
-                    + sum((n for s, n in pending if correlated(s)), ZERO) + notional)
+        correlated = market.correlated(symbol, float(account.correlation_threshold))
+        exposure = (sum((e for s, e in account.symbol_exposure.items() if s in correlated), ZERO)
+                    + sum((n for s, n in pending if s in correlated), ZERO) + notional)
         if exposure > account.max_correlated_exposure_pct * equity:
             return ReasonCode.CORRELATED_EXPOSURE_EXCEEDED
     if account.max_var_pct is not None:
