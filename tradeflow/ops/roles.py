@@ -59,12 +59,13 @@ class Role:
 
 
 ROLES = (
-    # ingest/prices.py, execs.py, dlq.py, replay.py: dedup lookups by natural
-    # key, known accounts, pending dead letters, a replay's check that another
-    # replay has not resolved the letter; CONFLICTING_FILL risk events.
+    # ingest/prices.py, execs.py, instruments.py, dlq.py, replay.py: dedup
+    # lookups by natural key, known accounts and margin classes, pending dead
+    # letters, a replay's check that another replay has not resolved the letter;
+    # CONFLICTING_FILL and LATE_* risk events, late_arrivals flags.
     Role("tradeflow_ingester",
          select=("price_1m_history", "exec_report_history", "risk_events", "stg_accounts", "stg_dead_letter",
-                 "dead_letter_replay", "margin_rates"),
+                 "dead_letter_replay", "margin_rates", "instruments", "stg_instruments"),
          insert=("price_1m_history", "exec_report_history", "dead_letter", "dead_letter_replay", "risk_events",
                  "instruments", "late_arrivals")),
     # tradeflow/trading/gate.py, book_sync.py: the signals, and the views its account
