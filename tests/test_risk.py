@@ -152,9 +152,9 @@ def test_the_window_keeps_the_newest_days(conn):
     # 70 days of closes: the view keeps risk_window_days (60) returns, the newest
     closes = {"AAA": np.round(100 + np.cumsum(np.random.default_rng(5).normal(0, 1, 70)), 2)}
     write_days(conn, closes)
-    got = rows(conn, "SELECT day, daily_return FROM daily_returns WHERE symbol = 'AAA' ORDER BY day")
+    got = rows(conn, "SELECT trading_day, daily_return FROM daily_returns WHERE symbol = 'AAA' ORDER BY trading_day")
     assert len(got) == 60
-    assert got[-1]["day"] == datetime(2024, 1, 1) + timedelta(days=69)
+    assert got[-1]["trading_day"] == datetime(2024, 1, 1) + timedelta(days=69)
     np.testing.assert_allclose([r["daily_return"] for r in got], numpy_returns(closes)["AAA"][-60:], rtol=1e-12)
 
 

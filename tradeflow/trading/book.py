@@ -36,7 +36,7 @@ from types import MappingProxyType
 from typing import Iterable, Mapping
 
 from adapters.orders import OrderStatus
-from tradeflow.trading.risk import MarketRisk
+from tradeflow.trading.risk import NO_LIMITS, MarketRisk, PortfolioLimits
 
 ZERO = Decimal(0)
 # stg_account_policy's defaults for a field no version has set
@@ -91,14 +91,9 @@ class AccountState:
     symbol_exposure: Mapping[str, Decimal] = field(default_factory=dict)       # symbol -> |market value|
     pending: tuple[Pending, ...] = ()
     last_accepted_at: datetime | None = None
-    # portfolio checks (tradeflow.trading.risk), off while unset
+    # the portfolio checks' inputs (tradeflow.trading.risk)
     market_value: Mapping[str, Decimal] = field(default_factory=dict)         # symbol -> sum(net_qty * mark)
-    max_sector_exposure_pct: Decimal | None = None
-    max_correlated_exposure_pct: Decimal | None = None
-    correlation_threshold: Decimal = Decimal("0.7")
-    max_var_pct: Decimal | None = None
-    var_confidence: Decimal = Decimal("0.95")
-    margin_check: bool = False
+    portfolio: PortfolioLimits = NO_LIMITS
 
     @property
     def open_symbols(self) -> set[str]:
@@ -303,6 +298,8 @@ class Account:
         self.working: dict[str, WorkingOrder] = {}
         self.last_accepted_at: datetime | None = None
         self.breaches: set[str] = set()                   # post-trade breaches raised and not yet over
+        self.portfolio = NO_LIMITS                        # the policy's portfolio checks
+        self.market_value_view = MappingProxyType(self.market_value)
 
     @property
     def equity(self) -> Decimal:
@@ -344,7 +341,8 @@ class AccountBook:
         for name in _PORTFOLIO_LIMITS:  # compared as exact decimals, whatever type the caller passed
             if policy[name] is not None and not isinstance(policy[name], Decimal):
                 policy[name] = Decimal(str(policy[name]))
-        self._account(account_id).policy = policy
+        account = self._account(account_id)
+        account.policy, account.portfolio = policy, PortfolioLimits.from_policy(policy)
 
     def _account(self, account_id: str) -> Account:
         try:
@@ -495,11 +493,8 @@ class AccountBook:
             peak_equity=max(account.peak_equity, account.initial_capital, equity),
             gross_exposure=account.gross_exposure, positions=MappingProxyType(account.net),
             symbol_exposure=MappingProxyType(account.exposure), pending=pending,
-            last_accepted_at=account.last_accepted_at, market_value=MappingProxyType(account.market_value),
-            max_sector_exposure_pct=policy["max_sector_exposure_pct"],
-            max_correlated_exposure_pct=policy["max_correlated_exposure_pct"],
-            correlation_threshold=policy["correlation_threshold"], max_var_pct=policy["max_var_pct"],
-            var_confidence=policy["var_confidence"], margin_check=bool(policy["margin_check"]))
+            last_accepted_at=account.last_accepted_at, market_value=account.market_value_view,
+            portfolio=account.portfolio)
 
     def states(self, now: datetime) -> list[AccountState]:
         return [self.state(account_id, now) for account_id in sorted(self.accounts)]

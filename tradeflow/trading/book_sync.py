@@ -23,7 +23,7 @@ from adapters.changefeed import ChangeFeed, open_feed
 from tradeflow import engine
 from tradeflow.config import Settings
 from tradeflow.trading.book import POLICY_DEFAULTS, AccountBook, BookFill
-from tradeflow.trading.risk import INSTRUMENT_COLUMNS, needs_returns
+from tradeflow.trading.risk import INSTRUMENT_COLUMNS
 
 log = logging.getLogger("tradeflow.book")
 BAR = timedelta(minutes=1)
@@ -71,12 +71,12 @@ def instrument_steps(conn: psycopg.Connection) -> dict[str, tuple[Decimal, Decim
 def load_returns(conn: psycopg.Connection, settings: Settings, book: AccountBook, as_of: datetime) -> None:
     """The daily-return window of every symbol as of `as_of` (risk_window_days rows per symbol)."""
     with engine.read_scope(conn, settings, as_of=as_of):
-        rows = conn.execute("SELECT symbol, day, daily_return FROM daily_returns").fetchall()
+        rows = conn.execute("SELECT symbol, trading_day, daily_return FROM daily_returns").fetchall()
     book.risk.set_returns(rows, as_of)
 
 
 def returns_needed(book: AccountBook) -> bool:
-    return any(needs_returns(account.policy) for account in book.accounts.values())
+    return any(account.portfolio.needs_returns for account in book.accounts.values())
 
 
 def bootstrap(conn: psycopg.Connection, settings: Settings, book: AccountBook, as_of: datetime) -> None:

@@ -54,7 +54,7 @@ from tradeflow.reasons import ReasonCode
 from tradeflow.trading import accounts, orders
 from tradeflow.trading.book import AccountBook, AccountState, Pending
 from tradeflow.trading.book_sync import BookFollower, Mismatch, bootstrap, reconcile
-from tradeflow.trading.risk import MarketRisk, breaches, check_portfolio, monitored
+from tradeflow.trading.risk import MarketRisk, breaches, check_portfolio
 from tradeflow.trading.orders import ManualOrder
 from tradeflow.writer import insert_rows
 
@@ -340,7 +340,7 @@ class Gatekeeper:
     @property
     def monitoring(self) -> bool:
         """Whether some account has a post-trade check on."""
-        return any(monitored(account.policy) for account in self.book.accounts.values())
+        return any(account.portfolio.monitored for account in self.book.accounts.values())
 
     def monitor(self, source: str) -> list[tuple]:
         """Post-trade (docs/risk.md): a risk event row (RISK_EVENT_COLUMNS) for each breach
@@ -349,7 +349,7 @@ class Gatekeeper:
         now = self.clock()
         rows: list[tuple] = []
         for account_id, account in self.book.accounts.items():
-            if not monitored(account.policy):
+            if not account.portfolio.monitored:
                 account.breaches.clear()
                 continue
             found = {b.key: b for b in breaches(self.book.state(account_id, now), self.book.risk)}

@@ -53,6 +53,40 @@ class Instrument:
     margin_class: str
 
 
+@dataclass(frozen=True, slots=True)
+class PortfolioLimits:
+    """An account's portfolio checks (policy fields), each off while unset."""
+    max_sector_exposure_pct: Decimal | None = None
+    max_correlated_exposure_pct: Decimal | None = None
+    correlation_threshold: Decimal = Decimal("0.7")
+    max_var_pct: Decimal | None = None
+    var_confidence: Decimal = Decimal("0.95")
+    margin_check: bool = False
+
+    @classmethod
+    def from_policy(cls, policy: Mapping[str, object]) -> PortfolioLimits:
+        return cls(policy["max_sector_exposure_pct"], policy["max_correlated_exposure_pct"],
+                   policy["correlation_threshold"], policy["max_var_pct"], policy["var_confidence"],
+                   bool(policy["margin_check"]))
+
+    @property
+    def active(self) -> bool:
+        return self.needs_returns or self.monitored
+
+    @property
+    def needs_returns(self) -> bool:
+        """A check that reads the daily returns is on."""
+        return self.max_var_pct is not None or self.max_correlated_exposure_pct is not None
+
+    @property
+    def monitored(self) -> bool:
+        """A post-trade check (margin calls, VaR or sector limits) is on."""
+        return self.margin_check or self.max_var_pct is not None or self.max_sector_exposure_pct is not None
+
+
+NO_LIMITS = PortfolioLimits()
+
+
 def tail_count(scenarios: int, confidence: Decimal) -> int:
     """k = ceil((1 - c) * n), exactly (the views compute it in NUMERIC)."""
     return int((scenarios * (ONE - confidence)).to_integral_value(rounding=ROUND_CEILING))
@@ -185,17 +219,6 @@ class MarketRisk:
 
 
 # -- checks ------------------------------------------------------------------------------
-def needs_returns(policy: Mapping[str, object]) -> bool:
-    """Whether an account's policy has a check that reads the daily returns."""
-    return policy.get("max_var_pct") is not None or policy.get("max_correlated_exposure_pct") is not None
-
-
-def monitored(policy: Mapping[str, object]) -> bool:
-    """Whether an account has a post-trade check (margin calls, VaR or sector limits)."""
-    return bool(policy.get("margin_check")) or policy.get("max_var_pct") is not None \
-        or policy.get("max_sector_exposure_pct") is not None
-
-
 def _pending_buys(account: AccountState) -> list[tuple[str, Decimal]]:
     return [(p.symbol, p.open_qty * p.ref_price) for p in account.pending if p.action == "BUY"]
 
@@ -223,26 +246,29 @@ def maintenance_margin(account: AccountState, market: MarketRisk) -> Decimal:
 def check_portfolio(account: AccountState, market: MarketRisk, symbol: str, notional: Decimal) -> ReasonCode | None:
     """The portfolio checks for a risk-adding BUY of `notional`, in the order they are
     reported; each off while its policy field is unset. Pending buys count as held."""
+    limits = account.portfolio
+    if not limits.active:
+        return None
     pending = _pending_buys(account)
     equity = account.equity
-    if account.max_sector_exposure_pct is not None:
+    if limits.max_sector_exposure_pct is not None:
         sector = market.sector(symbol)
         exposure = (sector_exposure(account, market, sector)
                     + sum((n for s, n in pending if market.sector(s) == sector), ZERO) + notional)
-        if exposure > account.max_sector_exposure_pct * equity:
+        if exposure > limits.max_sector_exposure_pct * equity:
             return ReasonCode.SECTOR_EXPOSURE_EXCEEDED
-    if account.max_correlated_exposure_pct is not None:
-        correlated = market.correlated(symbol, float(account.correlation_threshold))
+    if limits.max_correlated_exposure_pct is not None:
+        correlated = market.correlated(symbol, float(limits.correlation_threshold))
         exposure = (sum((e for s, e in account.symbol_exposure.items() if s in correlated), ZERO)
                     + sum((n for s, n in pending if s in correlated), ZERO) + notional)
-        if exposure > account.max_correlated_exposure_pct * equity:
+        if exposure > limits.max_correlated_exposure_pct * equity:
             return ReasonCode.CORRELATED_EXPOSURE_EXCEEDED
-    if account.max_var_pct is not None:
+    if limits.max_var_pct is not None:
         var, _, _ = market.value_at_risk(market_values(account, [*pending, (symbol, notional)]),
-                                          account.var_confidence)
-        if var > float(account.max_var_pct * equity):
+                                          limits.var_confidence)
+        if var > float(limits.max_var_pct * equity):
             return ReasonCode.VAR_LIMIT_EXCEEDED
-    if account.margin_check:
+    if limits.margin_check:
         required = (initial_margin(account, market) + sum((n * market.rates(s)[0] for s, n in pending), ZERO)
                     + notional * market.rates(symbol)[0])
         if required > equity:
@@ -264,28 +290,29 @@ def breaches(account: AccountState, market: MarketRisk) -> list[Breach]:
     """What market moves have taken past the account's limits, now."""
     found: list[Breach] = []
     equity = account.equity
-    if account.margin_check:
+    limits = account.portfolio
+    if limits.margin_check:
         required = maintenance_margin(account, market)
         if equity < required:
             found.append(Breach("MARGIN_CALL", ReasonCode.MARGIN_CALL, "CRITICAL", None,
                                 f"equity {equity:.2f} below maintenance margin {required:.2f}"))
-    if account.max_var_pct is not None:
-        var, _, n = market.value_at_risk(market_values(account), account.var_confidence)
-        if var > float(account.max_var_pct * equity):
+    if limits.max_var_pct is not None:
+        var, _, n = market.value_at_risk(market_values(account), limits.var_confidence)
+        if var > float(limits.max_var_pct * equity):
             found.append(Breach("VAR_LIMIT_EXCEEDED", ReasonCode.VAR_LIMIT_EXCEEDED, "WARNING", None,
-                                f"1-day VaR {var:.2f} at {account.var_confidence} over {n} days above"
-                                f" max_var_pct {account.max_var_pct} of equity {equity:.2f}"))
-    if account.max_sector_exposure_pct is not None:
-        limit = account.max_sector_exposure_pct * equity
+                                f"1-day VaR {var:.2f} at {limits.var_confidence} over {n} days above"
+                                f" max_var_pct {limits.max_var_pct} of equity {equity:.2f}"))
+    if limits.max_sector_exposure_pct is not None:
+        limit = limits.max_sector_exposure_pct * equity
         for sector in sorted({market.sector(s) for s in account.symbol_exposure}):
             exposure = sector_exposure(account, market, sector)
             if exposure > limit:
                 found.append(Breach(f"SECTOR_EXPOSURE_EXCEEDED:{sector}", ReasonCode.SECTOR_EXPOSURE_EXCEEDED,
                                     "WARNING", None, f"sector {sector} exposure {exposure:.2f} above"
-                                    f" max_sector_exposure_pct {account.max_sector_exposure_pct} of equity"
+                                    f" max_sector_exposure_pct {limits.max_sector_exposure_pct} of equity"
                                     f" {equity:.2f}"))
     return found
 
 
-__all__ = ["Breach", "Instrument", "INSTRUMENT_COLUMNS", "MarketRisk", "UNCLASSIFIED", "breaches", "check_portfolio",
-           "initial_margin", "maintenance_margin", "monitored", "needs_returns", "tail_count"]
+__all__ = ["Breach", "Instrument", "INSTRUMENT_COLUMNS", "MarketRisk", "NO_LIMITS", "PortfolioLimits", "UNCLASSIFIED",
+           "breaches", "check_portfolio", "initial_margin", "maintenance_margin", "tail_count"]

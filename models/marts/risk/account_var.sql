@@ -13,17 +13,17 @@ with exposure as (
 ),
 
 scenarios as (
-    select exposure.account_id, returns.day, sum(exposure.market_value * returns.daily_return) as pnl
+    select exposure.account_id, window_returns.trading_day, sum(exposure.market_value * window_returns.daily_return) as pnl
     from exposure
-    inner join {{ ref('daily_returns') }} as returns on returns.symbol = exposure.symbol
-    group by exposure.account_id, returns.day
+    inner join {{ ref('daily_returns') }} as window_returns on window_returns.symbol = exposure.symbol
+    group by exposure.account_id, window_returns.trading_day
 ),
 
 ranked as (
     select
         account_id,
         pnl,
-        row_number() over (partition by account_id order by pnl, day) as worst_rank,
+        row_number() over (partition by account_id order by pnl, trading_day) as worst_rank,
         count(*) over (partition by account_id rows between unbounded preceding and unbounded following)
             as scenarios
     from scenarios

@@ -15,35 +15,35 @@ with bars as (
         close,
         received_at,
         batch_id,
-        date_trunc('day', ts at time zone 'UTC') as day
+        date_trunc('day', ts at time zone 'UTC') as trading_day
     from {{ source('raw', 'price_1m_history') }}
     where {{ risk_bars_filter('ts') }}
 ),
 
 daily_closes as (
-    select distinct on (symbol, day) symbol, day, close
+    select distinct on (symbol, trading_day) symbol, trading_day, close
     from bars
-    order by symbol, day, ts desc, received_at, batch_id
+    order by symbol, trading_day, ts desc, received_at, batch_id
 ),
 
 newest as (
-    {{ first_k_per_key('daily_closes', 'symbol', 'day desc', window + 1, ['symbol', 'day', 'close']) }}
+    {{ first_k_per_key('daily_closes', 'symbol', 'trading_day desc', window + 1, ['symbol', 'trading_day', 'close']) }}
 ),
 
 numbered as (
-    select symbol, day, close, row_number() over (partition by symbol order by day desc) as day_rank
+    select symbol, trading_day, close, row_number() over (partition by symbol order by trading_day desc) as day_rank
     from newest
 )
 
 select
     today.symbol,
-    today.day,
+    today.trading_day,
     today.day_rank,
     today.close,
-    before.day as prev_day,
-    before.close as prev_close,
-    cast(today.close as float8) / cast(before.close as float8) - 1.0 as daily_return
+    prior_day.trading_day as prev_day,
+    prior_day.close as prev_close,
+    cast(today.close as float8) / cast(prior_day.close as float8) - 1.0 as daily_return
 from numbered as today
-inner join numbered as before
-    on before.symbol = today.symbol
-    and before.day_rank = today.day_rank + 1
+inner join numbered as prior_day
+    on prior_day.symbol = today.symbol
+    and prior_day.day_rank = today.day_rank + 1

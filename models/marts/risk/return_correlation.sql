@@ -3,8 +3,8 @@
 -- risk_window_days). NULL under two common days or with a flat series.
 -- Retractable sums only: a new bar changes its symbol's newest return and
 -- the sums of the pairs with that symbol (work O(symbols), state O(symbols^2)).
-with returns as (
-    select symbol, day, daily_return from {{ ref('daily_returns') }}
+with window_returns as (
+    select symbol, trading_day, daily_return from {{ ref('daily_returns') }}
 ),
 
 sums as (
@@ -17,9 +17,9 @@ sums as (
         sum(a.daily_return * a.daily_return) as sum_aa,
         sum(b.daily_return * b.daily_return) as sum_bb,
         sum(a.daily_return * b.daily_return) as sum_ab
-    from returns as a
-    inner join returns as b
-        on b.day = a.day
+    from window_returns as a
+    inner join window_returns as b
+        on b.trading_day = a.trading_day
         and b.symbol <> a.symbol
     group by a.symbol, b.symbol
 )
