@@ -24,7 +24,7 @@ from tradeflow.trading import accounts, policy
 from tradeflow.trading.book import AccountBook, BookFill
 from tradeflow.trading.book_sync import bootstrap
 from tradeflow.trading.gate import DecisionGate, Gatekeeper, Signal, Sizing
-from tradeflow.trading.risk import market_values, tail_count
+from tradeflow.trading.risk import tail_count
 
 DAY0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
 Z95, Z99 = 1.6448536269514722, 2.3263478740408408
@@ -191,7 +191,7 @@ def test_var_matches_numpy_on_the_same_returns(conn, embedded_settings, risk_dat
     book = AccountBook()
     bootstrap(conn, embedded_settings, book, DAY0 + timedelta(days=DAYS))
     state = book.state("A1", DAY0 + timedelta(days=DAYS))
-    var, cvar, scenarios = book.risk.value_at_risk(market_values(state), Decimal("0.95"))
+    var, cvar, scenarios = book.risk.value_at_risk_after(state, (), Decimal("0.95"))
     assert (var, cvar, scenarios) == (pytest.approx(view["var_95"], rel=1e-9),
                                       pytest.approx(view["cvar_95"], rel=1e-9), n)
     assert book.risk.correlation("AAA", "BBB") == pytest.approx(
@@ -283,13 +283,13 @@ def test_var_limit_after_the_order():
     returns = {"AAA": [-0.10, -0.05] + [0.01] * 18}
     keeper = keeper_with({"max_var_pct": Decimal("0.015")}, {"AAA": 100}, returns)
     state = keeper.book.state("A1", T)
-    assert keeper.book.risk.value_at_risk(market_values(state), Decimal("0.95")) == (
+    assert keeper.book.risk.value_at_risk_after(state, (), Decimal("0.95")) == (
         pytest.approx(1000.0), pytest.approx(1000.0), 20)
     assert buy(keeper, "AAA", 100).code is ReasonCode.VAR_LIMIT_EXCEEDED  # (10k + 10k) x 10% = 2000 > 1500
     assert buy(keeper, "AAA", 50).accepted                                # 15k x 10% = 1500: at the limit
     # 40 days, k95 = 2: CVaR 95 = mean of the two worst
     keeper = keeper_with({}, {"AAA": 100}, {"AAA": [-0.10, -0.05] + [0.01] * 38})
-    var, cvar, n = keeper.book.risk.value_at_risk(market_values(keeper.book.state("A1", T)), Decimal("0.95"))
+    var, cvar, n = keeper.book.risk.value_at_risk_after(keeper.book.state("A1", T), (), Decimal("0.95"))
     assert (var, cvar, n) == (pytest.approx(500.0), pytest.approx(750.0), 40)
 
 

@@ -94,6 +94,7 @@ class AccountState:
     # the portfolio checks' inputs (tradeflow.trading.risk)
     market_value: Mapping[str, Decimal] = field(default_factory=dict)         # symbol -> sum(net_qty * mark)
     portfolio: PortfolioLimits = NO_LIMITS
+    valuation: int = 0                        # changes whenever market_value does
 
     @property
     def open_symbols(self) -> set[str]:
@@ -300,6 +301,7 @@ class Account:
         self.breaches: set[str] = set()                   # post-trade breaches raised and not yet over
         self.portfolio = NO_LIMITS                        # the policy's portfolio checks
         self.market_value_view = MappingProxyType(self.market_value)
+        self.valuation = 0                                # counts market_value's changes
 
     @property
     def equity(self) -> Decimal:
@@ -460,6 +462,7 @@ class AccountBook:
                 each = account.positions[(strategy_id, symbol)].net_qty * mark[1]
                 value += each
                 gross += abs(each)
+        account.valuation += 1
         account.total_market_value += value - account.market_value.get(symbol, ZERO)
         account.gross_exposure += gross - account.exposure.get(symbol, ZERO)
         if held:
@@ -494,7 +497,7 @@ class AccountBook:
             gross_exposure=account.gross_exposure, positions=MappingProxyType(account.net),
             symbol_exposure=MappingProxyType(account.exposure), pending=pending,
             last_accepted_at=account.last_accepted_at, market_value=account.market_value_view,
-            portfolio=account.portfolio)
+            portfolio=account.portfolio, valuation=account.valuation)
 
     def states(self, now: datetime) -> list[AccountState]:
         return [self.state(account_id, now) for account_id in sorted(self.accounts)]

@@ -106,6 +106,7 @@ class MarketRisk:
         self._present = np.zeros((0, 0), dtype=bool)
         self._correlations = np.zeros((0, 0))    # symbols x symbols, NaN where undefined
         self._correlated: dict[tuple[str, float], frozenset[str]] = {}  # (symbol, threshold) -> symbols
+        self._positions_pnl: dict[str, tuple[int, np.ndarray, np.ndarray]] = {}  # account -> (valuation, pnl, days)
         # per-symbol lookups a decision makes, built when the data is loaded
         self.sector_of: dict[str, str] = {}
         self._rates_of: dict[str, tuple[Decimal, Decimal]] = {}
@@ -148,6 +149,7 @@ class MarketRisk:
                 self._present[row, column[day]] = True
         self._correlations = self._pairwise_correlations()
         self._correlated = {}
+        self._positions_pnl = {}
         self.returns_as_of = as_of
 
     def _pairwise_correlations(self) -> np.ndarray:
@@ -195,18 +197,39 @@ class MarketRisk:
         value = self._correlations[i, j]
         return None if np.isnan(value) else float(value)
 
-    def scenarios(self, values: Mapping[str, float]) -> np.ndarray:
-        """Scenario P&L per day of the window for market values per symbol."""
-        held = [(self._row[s], v) for s, v in values.items() if v and s in self._row]
-        if not held:
-            return np.zeros(0)
-        rows = [row for row, _ in held]
-        pnl = np.array([v for _, v in held]) @ self._returns[rows]
-        return pnl[self._present[rows].any(axis=0)]
+    def _daily_pnl(self, values: Iterable[tuple[str, Decimal | float]]) -> tuple[np.ndarray, np.ndarray]:
+        """P&L on every day of the window for market values per symbol, and the days any of them has a return."""
+        rows, weights = [], []
+        for symbol, value in values:
+            row = self._row.get(symbol)
+            if row is not None and value:
+                rows.append(row)
+                weights.append(float(value))
+        if not rows:
+            return np.zeros(self._returns.shape[1]), np.zeros(self._returns.shape[1], dtype=bool)
+        return np.asarray(weights) @ self._returns[rows], self._present[rows].any(axis=0)
 
-    def value_at_risk(self, values: Mapping[str, float], confidence: Decimal) -> tuple[float, float, int]:
-        """(historical VaR, CVaR, scenarios) at `confidence`; (0, 0, 0) without history."""
-        pnl = self.scenarios(values)
+    def value_at_risk_after(self, account: AccountState, extra: Iterable[tuple[str, Decimal]],
+                            confidence: Decimal) -> tuple[float, float, int]:
+        """(historical VaR, CVaR, scenarios) at `confidence` with `extra` (symbol, notional)
+        added to the account's positions; (0, 0, 0) without history. The positions' daily P&L
+        is kept per account until its valuation or the returns change, so a decision adds
+        only the order's (and pending orders') returns."""
+        cached = self._positions_pnl.get(account.account_id)
+        if cached is None or cached[0] != account.valuation:
+            cached = (account.valuation, *self._daily_pnl(account.market_value.items()))
+            self._positions_pnl[account.account_id] = cached
+        _, pnl, days = cached
+        for symbol, notional in extra:
+            row = self._row.get(symbol)
+            if row is not None:
+                pnl = pnl + float(notional) * self._returns[row]
+                days = days | self._present[row]
+        return self._tail(pnl, days, confidence)
+
+    @staticmethod
+    def _tail(pnl: np.ndarray, days: np.ndarray, confidence: Decimal) -> tuple[float, float, int]:
+        pnl = pnl[days]
         if not len(pnl):
             return 0.0, 0.0, 0
         k = tail_count(len(pnl), confidence)
@@ -226,13 +249,6 @@ def _pending_buys(account: AccountState) -> list[tuple[str, Decimal]]:
 def sector_exposure(account: AccountState, market: MarketRisk, sector: str) -> Decimal:
     sector_of = market.sector_of
     return sum((e for s, e in account.symbol_exposure.items() if sector_of.get(s, UNCLASSIFIED) == sector), ZERO)
-
-
-def market_values(account: AccountState, extra: Iterable[tuple[str, Decimal]] = ()) -> dict[str, float]:
-    values = {s: float(v) for s, v in account.market_value.items()}
-    for symbol, notional in extra:
-        values[symbol] = values.get(symbol, 0.0) + float(notional)
-    return values
 
 
 def initial_margin(account: AccountState, market: MarketRisk) -> Decimal:
@@ -264,8 +280,7 @@ def check_portfolio(account: AccountState, market: MarketRisk, symbol: str, noti
         if exposure > limits.max_correlated_exposure_pct * equity:
             return ReasonCode.CORRELATED_EXPOSURE_EXCEEDED
     if limits.max_var_pct is not None:
-        var, _, _ = market.value_at_risk(market_values(account, [*pending, (symbol, notional)]),
-                                          limits.var_confidence)
+        var, _, _ = market.value_at_risk_after(account, [*pending, (symbol, notional)], limits.var_confidence)
         if var > float(limits.max_var_pct * equity):
             return ReasonCode.VAR_LIMIT_EXCEEDED
     if limits.margin_check:
@@ -297,7 +312,7 @@ def breaches(account: AccountState, market: MarketRisk) -> list[Breach]:
             found.append(Breach("MARGIN_CALL", ReasonCode.MARGIN_CALL, "CRITICAL", None,
                                 f"equity {equity:.2f} below maintenance margin {required:.2f}"))
     if limits.max_var_pct is not None:
-        var, _, n = market.value_at_risk(market_values(account), limits.var_confidence)
+        var, _, n = market.value_at_risk_after(account, (), limits.var_confidence)
         if var > float(limits.max_var_pct * equity):
             found.append(Breach("VAR_LIMIT_EXCEEDED", ReasonCode.VAR_LIMIT_EXCEEDED, "WARNING", None,
                                 f"1-day VaR {var:.2f} at {limits.var_confidence} over {n} days above"
