@@ -73,6 +73,17 @@ def test_instruments_are_validated_and_rejections_dead_lettered(conn, embedded_s
     assert rows(conn, "SELECT sector FROM stg_instruments WHERE symbol = 'CCC'") == [{"sector": "UTILITIES"}]
 
 
+def test_a_dead_lettered_instrument_replays_once_fixed(conn, embedded_settings):
+    from ingest.replay import replay
+
+    bad = INSTRUMENTS.iloc[:1].assign(margin_class="gold")
+    assert load_instruments(conn, embedded_settings, bad).rejected == 1
+    outcome = replay(conn, embedded_settings, kind="instrument", overrides={"margin_class": "volatile"})
+    assert (outcome["replayed"], outcome.get("inserted")) == (1, 1)
+    assert rows(conn, "SELECT symbol, margin_class FROM stg_instruments") == [{"symbol": "AAA",
+                                                                               "margin_class": "volatile"}]
+
+
 def test_instruments_cli_loads_a_csv(conn, embedded_settings, tmp_path):
     from typer.testing import CliRunner
 

@@ -37,6 +37,7 @@ from typing import Callable, Literal
 import numpy as np
 import pandas as pd
 import psycopg
+import yaml
 
 from adapters.execution import RECORDED_EVENT_COLUMNS, fill_from_event, order_event_row
 from adapters.orders import Order, OrderEvent, Side
@@ -433,7 +434,7 @@ class Backtest:
             replay = SequentialReplay(spec, *load_terms(conn), source=f"backtest:{run_id}",
                                       sink=lambda rows: self._copy(conn, rows),
                                       risk_refresh=self.settings.risk_refresh,
-                                      risk_window_days=int(self.model_vars.get("risk_window_days", 60)))
+                                      risk_window_days=self._model_var("risk_window_days"))
             load_market(conn, replay.book)  # instruments (copied from the main schema) and margin rates
             replay.broker.set_steps(instrument_steps(conn))
             replay.run(bars, signals, on_progress)
@@ -457,6 +458,12 @@ class Backtest:
         return BacktestResult(run_id, len(bars), len(signals), stats.decisions, stats.accepted, dict(stats.rejects),
                               {k: round(v, 3) for k, v in seconds.items()}, analysis.by_account,
                               analysis.by_strategy)
+
+    def _model_var(self, name: str) -> object:
+        """A dbt var as the backtest schema is deployed with it: model_vars, else dbt_project.yml's."""
+        if name in self.model_vars:
+            return self.model_vars[name]
+        return yaml.safe_load((self.settings.project_dir / "dbt_project.yml").read_text())["vars"][name]
 
     # -- set-based part -----------------------------------------------------------
     def _load_bars(self, conn: psycopg.Connection, spec: BacktestSpec, bars: pd.DataFrame | None) -> pd.DataFrame:

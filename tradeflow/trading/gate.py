@@ -54,8 +54,8 @@ from tradeflow.reasons import ReasonCode
 from tradeflow.trading import accounts, orders
 from tradeflow.trading.book import AccountBook, AccountState, Pending
 from tradeflow.trading.book_sync import BookFollower, Mismatch, bootstrap, reconcile
-from tradeflow.trading.risk import MarketRisk, breaches, check_portfolio
 from tradeflow.trading.orders import ManualOrder
+from tradeflow.trading.risk import MarketRisk, breaches, check_portfolio
 from tradeflow.writer import insert_rows
 
 DECISION_COLUMNS = ("decision_id", "signal_id", "strategy_id", "symbol", "action", "account_id", "outcome",
