@@ -355,7 +355,7 @@ class Gatekeeper:
             found = {b.key: b for b in breaches(self.book.state(account_id, now), self.book.risk)}
             for key in sorted(found.keys() - account.breaches):
                 breach = found[key]
-                rows.append((f"{key}:{account_id}:{now.isoformat()}", account_id, breach.symbol, str(breach.rule),
+                rows.append((f"{key}:{account_id}:{now.isoformat()}", account_id, None, str(breach.rule),
                              breach.severity, breach.message, now, source))
             account.breaches = set(found)
         return rows

@@ -236,10 +236,6 @@ class MarketRisk:
         worst = np.partition(pnl, k - 1)[:k]
         return -float(worst.max()), -float(worst.mean()), len(pnl)
 
-    @property
-    def has_returns(self) -> bool:
-        return bool(self._row)
-
 
 # -- checks ------------------------------------------------------------------------------
 def _pending_buys(account: AccountState) -> list[tuple[str, Decimal]]:
@@ -297,7 +293,6 @@ class Breach:
     key: str            # what is breached: MARGIN_CALL, VAR_LIMIT_EXCEEDED or the sector's rule:sector
     rule: ReasonCode
     severity: str
-    symbol: str | None
     message: str
 
 
@@ -309,12 +304,12 @@ def breaches(account: AccountState, market: MarketRisk) -> list[Breach]:
     if limits.margin_check:
         required = maintenance_margin(account, market)
         if equity < required:
-            found.append(Breach("MARGIN_CALL", ReasonCode.MARGIN_CALL, "CRITICAL", None,
+            found.append(Breach("MARGIN_CALL", ReasonCode.MARGIN_CALL, "CRITICAL",
                                 f"equity {equity:.2f} below maintenance margin {required:.2f}"))
     if limits.max_var_pct is not None:
         var, _, n = market.value_at_risk_after(account, (), limits.var_confidence)
         if var > float(limits.max_var_pct * equity):
-            found.append(Breach("VAR_LIMIT_EXCEEDED", ReasonCode.VAR_LIMIT_EXCEEDED, "WARNING", None,
+            found.append(Breach("VAR_LIMIT_EXCEEDED", ReasonCode.VAR_LIMIT_EXCEEDED, "WARNING",
                                 f"1-day VaR {var:.2f} at {limits.var_confidence} over {n} days above"
                                 f" max_var_pct {limits.max_var_pct} of equity {equity:.2f}"))
     if limits.max_sector_exposure_pct is not None:
@@ -323,7 +318,7 @@ def breaches(account: AccountState, market: MarketRisk) -> list[Breach]:
             exposure = sector_exposure(account, market, sector)
             if exposure > limit:
                 found.append(Breach(f"SECTOR_EXPOSURE_EXCEEDED:{sector}", ReasonCode.SECTOR_EXPOSURE_EXCEEDED,
-                                    "WARNING", None, f"sector {sector} exposure {exposure:.2f} above"
+                                    "WARNING", f"sector {sector} exposure {exposure:.2f} above"
                                     f" max_sector_exposure_pct {limits.max_sector_exposure_pct} of equity"
                                     f" {equity:.2f}"))
     return found
