@@ -34,7 +34,9 @@ was not known yet). Then, per bar of its symbol, in submission order:
   increase.
 - Prices are rounded to tick_size against the order (buys up, sells down):
   the simulation never flatters a strategy. Limit and stop prices off the
-  tick are REJECTED, as venues do.
+  tick are REJECTED, as venues do. lot_size and tick_size are the config's,
+  or a symbol's own from set_steps (its instruments row: the caller loads
+  stg_instruments).
 
 fill_id is f"{client_order_id}-{n}" (n-th fill of the order) and
 broker_order_id f"paper-{client_order_id}": unique across restarts of the
@@ -141,6 +143,17 @@ class PaperBroker:
         self._events: list[OrderEvent] = []
         self._history: dict[str, list[tuple[int, OrderEvent]]] = {}  # (emission number, event)
         self._emitted = 0
+        self._steps: dict[str, tuple[Decimal, Decimal]] = {}  # symbol -> (lot_size, tick_size)
+
+    def set_steps(self, steps: dict[str, tuple[Decimal, Decimal]]) -> None:
+        """Per-symbol (lot_size, tick_size), from the instruments; other symbols take the config's."""
+        self._steps = dict(steps)
+
+    def _lot_size(self, symbol: str) -> Decimal:
+        return self._steps[symbol][0] if symbol in self._steps else self.config.lot_size
+
+    def _tick_size(self, symbol: str) -> Decimal:
+        return self._steps[symbol][1] if symbol in self._steps else self.config.tick_size
 
     def submit(self, order: Order) -> OrderEvent:
         known = self._orders.get(order.client_order_id)
@@ -162,7 +175,8 @@ class PaperBroker:
         self._live[order.client_order_id] = state
         ack = self._emit(state, OrderStatus.ACK, self._clock())
         if self._fills_at_submit(order):
-            self._fill(state, order.qty, self._slipped(order.ref_price, order.side is Side.BUY), order.created_at)
+            price = self._slipped(order.symbol, order.ref_price, order.side is Side.BUY)
+            self._fill(state, order.qty, price, order.created_at)
         return ack
 
     def restore(self, order: Order, last: OrderEvent, *, notional: Decimal, fees: Decimal, fills: int) -> None:
@@ -212,7 +226,7 @@ class PaperBroker:
         if ts.tzinfo is None:
             raise ValueError(f"bar ts {ts} has no time zone")
         bar = _Bar(ts, open, high, low, close)
-        share = _step(self.config.max_participation * volume, self.config.lot_size, ROUND_FLOOR)
+        share = _step(self.config.max_participation * volume, self._lot_size(symbol), ROUND_FLOOR)
         capacity = {False: share, True: share}  # real accounts, shadow accounts
         for state in list(self._live.values()):
             order = state.order
@@ -240,8 +254,9 @@ class PaperBroker:
         order = state.order
         for name in ("limit_price", "stop_price"):
             price = getattr(order, name)
-            if price is not None and (price <= 0 or price % self.config.tick_size):
-                return f"{name} {price} is not a positive multiple of tick_size {self.config.tick_size}"
+            tick = self._tick_size(order.symbol)
+            if price is not None and (price <= 0 or price % tick):
+                return f"{name} {price} is not a positive multiple of tick_size {tick}"
         fills_at_submit = self._fills_at_submit(order)
         if fills_at_submit and order.ref_price is None:
             return "fill_at=signal_close needs the order's ref_price"
@@ -276,23 +291,23 @@ class PaperBroker:
             limit = order.limit_price
             if not (bar.low <= limit if buy else bar.high >= limit):
                 return None
-            return self._tick(min(limit, bar.open) if buy else max(limit, bar.open), buy), bar.ts
+            return self._tick(order.symbol, min(limit, bar.open) if buy else max(limit, bar.open), buy), bar.ts
         if order.order_type is OrderType.STOP and not state.triggered:
             stop = order.stop_price
             if not (bar.high >= stop if buy else bar.low <= stop):
                 return None
             state.triggered = True
-            return self._slipped(max(stop, bar.open) if buy else min(stop, bar.open), buy), bar.ts
+            return self._slipped(order.symbol, max(stop, bar.open) if buy else min(stop, bar.open), buy), bar.ts
         if self.config.fill_at == "open":
-            return self._slipped(bar.open, buy), bar.ts
-        return self._slipped(bar.close, buy), bar.ts + BAR
+            return self._slipped(order.symbol, bar.open, buy), bar.ts
+        return self._slipped(order.symbol, bar.close, buy), bar.ts + BAR
 
-    def _slipped(self, price: Decimal, buy: bool) -> Decimal:
+    def _slipped(self, symbol: str, price: Decimal, buy: bool) -> Decimal:
         slip = self.config.slippage_bps / BPS
-        return self._tick(price * (1 + slip if buy else 1 - slip), buy)
+        return self._tick(symbol, price * (1 + slip if buy else 1 - slip), buy)
 
-    def _tick(self, price: Decimal, buy: bool) -> Decimal:
-        return _step(price, self.config.tick_size, ROUND_CEILING if buy else ROUND_FLOOR)
+    def _tick(self, symbol: str, price: Decimal, buy: bool) -> Decimal:
+        return _step(price, self._tick_size(symbol), ROUND_CEILING if buy else ROUND_FLOOR)
 
     def _fee(self, qty: Decimal, notional: Decimal) -> Decimal:
         """The whole order's fee so far: min_fee applies once per order, not per fill."""

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ingest.dlq import Rejection, dlq_id
+from ingest.lateness import Arrival, find_late, newest_fills, record_late
 from ingest.validation import (
     MAX_DIGITS,
     MAX_MAGNITUDE,
@@ -125,9 +126,16 @@ class ExecIngester(Ingester):
         valid, rejections = self._validate(raw, now)
         fresh, report.duplicates, conflicts = self._split_known(valid, raw)
         if fresh:
+            arrivals = [Arrival((f.account_id, f.strategy_id, f.symbol), f"{f.order_id}/{f.fill_id}", f.account_id,
+                                f.symbol, f.exec_ts) for _, f in fresh]
+            late = find_late(arrivals, newest_fills(self.conn, [a.key for a in arrivals]), self.settings.exec_lateness)
             report.inserted, refused = self._store(
                 "exec_report_history", EXEC_FIELDS, [astuple(fill) for _, fill in fresh],
                 key=("order_id", "fill_id"), narrow="order_id", now=now)
+            not_stored = {arrivals[i] for i, _ in refused}
+            record_late(self.conn, KIND, [x for x in late if x.arrival not in not_stored],
+                        lateness=self.settings.exec_lateness, source=self.source, batch_id=self.batch_id,
+                        received_at=now, batch_rows=self.settings.ingest_batch_rows)
             rejections += [Rejection(payload=payload(raw.iloc[fresh[i][0]]), field="record",
                                      code=ReasonCode.DATABASE_REFUSED, reason=message) for i, message in refused]
         # A replay reports a conflict again but it is the same incident: no second alarm.

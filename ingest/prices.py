@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ingest.dlq import Rejection, encodable
+from ingest.lateness import Arrival, find_late, newest_bars, record_late
 from ingest.validation import (
     MAX_MAGNITUDE,
     MAX_SCALE,
@@ -138,8 +139,14 @@ class PriceIngester(Ingester):
         if len(fresh):
             rows = list(zip(fresh["symbol"].tolist(), fresh["ts"].dt.to_pydatetime().tolist(),
                             *(fresh[name].tolist() for name in NUMERIC_FIELDS)))
+            arrivals = [Arrival(row[0], row[0], None, row[0], row[1]) for row in rows]
+            late = find_late(arrivals, newest_bars(self.conn, [row[0] for row in rows]), self.settings.price_lateness)
             report.inserted, refused = self._store("price_1m_history", BAR_FIELDS, rows, key=("symbol", "ts"),
                                                    narrow="symbol", now=now)
+            not_stored = {arrivals[i] for i, _ in refused}
+            record_late(self.conn, KIND, [x for x in late if x.arrival not in not_stored],
+                        lateness=self.settings.price_lateness, source=self.source, batch_id=self.batch_id,
+                        received_at=now, batch_rows=self.settings.ingest_batch_rows)
             positions = fresh["payload_index"].to_numpy()
             rejections += [Rejection(payload=payload(raw.iloc[int(positions[i])]), field="record",
                                      code=ReasonCode.DATABASE_REFUSED, reason=message) for i, message in refused]

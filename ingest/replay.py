@@ -9,13 +9,14 @@ import psycopg
 
 from ingest.dlq import DeadLetter, pending, record_replay
 from ingest.execs import ExecIngester
+from ingest.instruments import InstrumentIngester
 from ingest.prices import PriceIngester
 from ingest.validation import Ingester
 from tradeflow import engine
 from tradeflow.clock import utc_now
 from tradeflow.config import Settings
 
-INGESTERS: dict[str, type[Ingester]] = {cls.kind: cls for cls in (PriceIngester, ExecIngester)}
+INGESTERS: dict[str, type[Ingester]] = {cls.kind: cls for cls in (PriceIngester, ExecIngester, InstrumentIngester)}
 
 
 def replay(conn: psycopg.Connection, settings: Settings, *, kind: str, ids: Iterable[str] = (),

@@ -28,7 +28,10 @@
       ('sell_requires_long', 'BOOLEAN'), ('max_order_notional', 'NUMERIC'), ('max_position_qty', 'NUMERIC'),
       ('max_concentration_pct', 'NUMERIC'), ('max_drawdown_pct', 'NUMERIC'), ('risk_per_trade_pct', 'NUMERIC'),
       ('kill_switch', 'BOOLEAN'), ('reservation_ttl_seconds', 'INTEGER'),
-      ('updated_at', 'TIMESTAMPTZ'), ('updated_by', 'TEXT')],
+      ('updated_at', 'TIMESTAMPTZ'), ('updated_by', 'TEXT'),
+      ('max_sector_exposure_pct', 'NUMERIC'), ('max_correlated_exposure_pct', 'NUMERIC'),
+      ('correlation_threshold', 'NUMERIC'), ('max_var_pct', 'NUMERIC'), ('var_confidence', 'NUMERIC'),
+      ('margin_check', 'BOOLEAN')],
     'trade_decisions': [
       ('decision_id', 'TEXT'), ('signal_id', 'TEXT'), ('strategy_id', 'TEXT'), ('symbol', 'TEXT'), ('action', 'TEXT'),
       ('account_id', 'TEXT'), ('outcome', 'TEXT'), ('reject_code', 'TEXT'), ('qty', 'NUMERIC'),
@@ -55,6 +58,14 @@
     'risk_events': [
       ('event_id', 'TEXT'), ('account_id', 'TEXT'), ('symbol', 'TEXT'), ('rule', 'TEXT'), ('severity', 'TEXT'),
       ('message', 'TEXT'), ('ts', 'TIMESTAMPTZ'), ('source', 'TEXT')],
+    'instruments': [
+      ('symbol', 'TEXT'), ('asset_class', 'TEXT'), ('sector', 'TEXT'), ('industry', 'TEXT'), ('currency', 'TEXT'),
+      ('lot_size', 'NUMERIC'), ('tick_size', 'NUMERIC'), ('calendar', 'TEXT'), ('shortable', 'BOOLEAN'),
+      ('margin_class', 'TEXT'), ('source', 'TEXT'), ('batch_id', 'TEXT'), ('received_at', 'TIMESTAMPTZ')],
+    'late_arrivals': [
+      ('kind', 'TEXT'), ('record_key', 'TEXT'), ('account_id', 'TEXT'), ('symbol', 'TEXT'),
+      ('event_ts', 'TIMESTAMPTZ'), ('watermark_ts', 'TIMESTAMPTZ'), ('lateness_seconds', 'NUMERIC'),
+      ('source', 'TEXT'), ('batch_id', 'TEXT'), ('received_at', 'TIMESTAMPTZ')],
     'strategy_weight_history': [
       ('strategy_id', 'TEXT'), ('weight', 'NUMERIC'), ('target', 'NUMERIC'), ('at', 'TIMESTAMPTZ'),
       ('updated_by', 'TEXT')],
@@ -80,6 +91,9 @@
   {% endfor %}
   {#- columns added since a table was first created (create table if not exists keeps it as it was) #}
   alter table {{ target.schema }}.order_events add column if not exists seq INTEGER;
+  {%- for col, typ in raw_table_columns()['account_policy'][-6:] %}
+  alter table {{ target.schema }}.account_policy add column if not exists {{ col }} {{ typ }};
+  {%- endfor %}
   {#- The embedded engine computes views on read: these indexes keep the
       reads that matter (one symbol's recent bars, dedup lookups) bounded.
       A backtest schema (bar_indexes false) is loaded in bulk once per run and
@@ -103,6 +117,8 @@
   create index if not exists trade_decisions_account on {{ target.schema }}.trade_decisions (account_id, decided_at);
   create index if not exists order_events_order on {{ target.schema }}.order_events (client_order_id, event_ts);
   create index if not exists account_policy_account on {{ target.schema }}.account_policy (account_id, updated_at);
+  create index if not exists instruments_symbol on {{ target.schema }}.instruments (symbol, received_at);
+  create index if not exists late_arrivals_kind on {{ target.schema }}.late_arrivals (kind, received_at);
   create index if not exists strategy_weight_history_key on {{ target.schema }}.strategy_weight_history (strategy_id, at);
 {% endmacro %}
 

@@ -19,7 +19,7 @@ from tradeflow.dbt import deploy
 
 RAW_TABLES = ("price_1m_history", "dead_letter", "dead_letter_replay", "exec_report_history", "accounts", "risk_events",
               "order_commands", "manual_order_requests", "account_policy", "trade_decisions", "order_events",
-              "audit_log", "strategy_weight_history")
+              "audit_log", "strategy_weight_history", "instruments", "late_arrivals")
 
 
 @pytest.fixture(scope="session")

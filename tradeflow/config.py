@@ -42,6 +42,16 @@ class Settings:
     # (shadow accounts, paper:*, always do): comma-separated account ids.
     paper_accounts: frozenset[str] = field(default_factory=lambda: frozenset(
         name.strip() for name in os.environ.get("TRADEFLOW_PAPER_ACCOUNTS", "").split(",") if name.strip()))
+    # Event time, bounded out-of-orderness (the seed's wm.engine.latenessSec): a bar more than this behind
+    # the newest bar stored for its symbol, or a fill behind the newest fill of its (account, strategy,
+    # symbol), is late: stored all the same, flagged in late_arrivals, counted and raised as a risk event.
+    price_lateness: timedelta = field(
+        default_factory=lambda: timedelta(seconds=float(os.environ.get("TRADEFLOW_PRICE_LATENESS_SECONDS", "5"))))
+    exec_lateness: timedelta = field(
+        default_factory=lambda: timedelta(seconds=float(os.environ.get("TRADEFLOW_EXEC_LATENESS_SECONDS", "5"))))
+    # How often (wall time) the gate reloads the daily returns its VaR and correlation checks read.
+    risk_refresh: timedelta = field(
+        default_factory=lambda: timedelta(seconds=float(os.environ.get("TRADEFLOW_RISK_REFRESH_SECONDS", "300"))))
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:

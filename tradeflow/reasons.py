@@ -36,6 +36,9 @@ class ReasonCode(StrEnum):
     TIMESTAMP_OUT_OF_RANGE = "TIMESTAMP_OUT_OF_RANGE"
     PRICE_TOO_SMALL = "PRICE_TOO_SMALL"
     DATABASE_REFUSED = "DATABASE_REFUSED"
+    NOT_A_BOOLEAN = "NOT_A_BOOLEAN"
+    NON_POSITIVE_STEP = "NON_POSITIVE_STEP"
+    UNKNOWN_MARGIN_CLASS = "UNKNOWN_MARGIN_CLASS"
     # -- routing and pre-trade risk (decision gate) --------------------------
     OPEN_LIMIT_EXCEEDED = "OPEN_LIMIT_EXCEEDED"
     NO_OPEN_POSITION = "NO_OPEN_POSITION"
@@ -51,6 +54,14 @@ class ReasonCode(StrEnum):
     DRAWDOWN_BREACHED = "DRAWDOWN_BREACHED"
     INSUFFICIENT_BUYING_POWER = "INSUFFICIENT_BUYING_POWER"
     BOOK_MISMATCH = "BOOK_MISMATCH"
+    SECTOR_EXPOSURE_EXCEEDED = "SECTOR_EXPOSURE_EXCEEDED"
+    CORRELATED_EXPOSURE_EXCEEDED = "CORRELATED_EXPOSURE_EXCEEDED"
+    VAR_LIMIT_EXCEEDED = "VAR_LIMIT_EXCEEDED"
+    INSUFFICIENT_MARGIN = "INSUFFICIENT_MARGIN"
+    # -- post-trade and event time (risk events) ------------------------------
+    MARGIN_CALL = "MARGIN_CALL"
+    LATE_PRICE = "LATE_PRICE"
+    LATE_FILL = "LATE_FILL"
 
     @property
     def description(self) -> str:
@@ -86,6 +97,9 @@ _DESCRIPTIONS: dict[ReasonCode, str] = {
     ReasonCode.TIMESTAMP_OUT_OF_RANGE: "The timestamp is before 1970-01-01 or from 2200-01-01 on.",
     ReasonCode.PRICE_TOO_SMALL: "A price is below 1e-12, smaller than any traded instrument's tick.",
     ReasonCode.DATABASE_REFUSED: "The database refused the row although it passed validation (its message is kept).",
+    ReasonCode.NOT_A_BOOLEAN: "A yes/no field (shortable) is not true/false, yes/no, 1/0.",
+    ReasonCode.NON_POSITIVE_STEP: "An instrument's lot_size or tick_size is zero or negative.",
+    ReasonCode.UNKNOWN_MARGIN_CLASS: "An instrument's margin_class is not one of the margin_classes dbt var's classes.",
     ReasonCode.OPEN_LIMIT_EXCEEDED: "Every eligible account already has max_open_symbols open or pending symbols.",
     ReasonCode.NO_OPEN_POSITION: "SELL without an open position (a net long one in strict mode) to close.",
     ReasonCode.ACCOUNT_BLOCKED: "No ACTIVE account can take new risk (status BLOCKED).",
@@ -102,4 +116,22 @@ _DESCRIPTIONS: dict[ReasonCode, str] = {
     ReasonCode.BOOK_MISMATCH: "The gate's account book differed from the views (cash, realized P&L or positions):"
                               " a CRITICAL risk event; the book is rebuilt and the account takes no new risk"
                               " until they agree.",
+    ReasonCode.SECTOR_EXPOSURE_EXCEEDED: ("The sector's gross exposure incl. pending buys and this order would be above"
+                                          " max_sector_exposure_pct of equity (post-trade: a WARNING when market"
+                                          " moves take it there)."),
+    ReasonCode.CORRELATED_EXPOSURE_EXCEEDED: ("This order plus the exposure (and pending buys) in symbols whose"
+                                              " daily-return correlation with it is at least correlation_threshold"
+                                              " would be above max_correlated_exposure_pct of equity."),
+    ReasonCode.VAR_LIMIT_EXCEEDED: ("1-day historical VaR at var_confidence, with this order and the pending buys,"
+                                    " would be above max_var_pct of equity (post-trade: a WARNING when market moves"
+                                    " take it there)."),
+    ReasonCode.INSUFFICIENT_MARGIN: ("Initial margin of the positions, pending buys and this order would be above"
+                                     " equity (margin_check)."),
+    ReasonCode.MARGIN_CALL: ("Equity fell below the maintenance margin of the positions (margin_check): a CRITICAL"
+                             " risk event."),
+    ReasonCode.LATE_PRICE: ("A bar arrived more than price_lateness behind the newest bar already stored for its"
+                            " symbol: stored, flagged in late_arrivals, counted and raised as a risk event."),
+    ReasonCode.LATE_FILL: ("A fill arrived more than exec_lateness behind the newest fill already stored for its"
+                           " (account, strategy, symbol): stored, flagged in late_arrivals, counted and raised as a"
+                           " risk event."),
 }

@@ -76,10 +76,10 @@ GRANT CONNECT ON DATABASE :"DBNAME" TO tradeflow_reader;
 GRANT USAGE ON SCHEMA :"schema" TO tradeflow_reader;
 
 -- ingester: dedup lookups by natural key, known accounts, pending dead letters
-GRANT INSERT, SELECT ON TABLE :"schema".price_1m_history, :"schema".exec_report_history, :"schema".risk_events TO tradeflow_ingester;
-GRANT INSERT ON TABLE :"schema".dead_letter TO tradeflow_ingester;
+GRANT INSERT, SELECT ON TABLE :"schema".price_1m_history, :"schema".exec_report_history, :"schema".risk_events, :"schema".instruments TO tradeflow_ingester;
+GRANT INSERT ON TABLE :"schema".dead_letter, :"schema".late_arrivals TO tradeflow_ingester;
 GRANT INSERT, SELECT ON TABLE :"schema".dead_letter_replay TO tradeflow_ingester;
-GRANT SELECT ON MATERIALIZED VIEW :"schema".stg_accounts, :"schema".stg_dead_letter TO tradeflow_ingester;
+GRANT SELECT ON MATERIALIZED VIEW :"schema".stg_accounts, :"schema".stg_dead_letter, :"schema".stg_instruments, :"schema".margin_rates TO tradeflow_ingester;
 
 -- gate: the views it decides from, its decisions (read back for exactly once), the drawdown block
 GRANT INSERT, SELECT ON TABLE :"schema".trade_decisions TO tradeflow_gate;
@@ -88,13 +88,14 @@ GRANT INSERT ON TABLE :"schema".order_events, :"schema".risk_events, :"schema".a
 GRANT SELECT ON TABLE :"schema".manual_order_requests, :"schema".price_1m_history, :"schema".exec_report_history TO tradeflow_gate;
 GRANT SELECT ON MATERIALIZED VIEW :"schema".strategy_signal_history, :"schema".account_risk_inputs, :"schema".unrealized_pnl_latest, :"schema".int_pending_orders, :"schema".orders, :"schema".portfolio_state, :"schema".realized_pnl_latest, :"schema".open_positions_rollup, :"schema".strategy_weights_latest TO tradeflow_gate;
 GRANT SELECT ON MATERIALIZED VIEW :"schema".strategy_config, :"schema".stg_accounts, :"schema".stg_account_policy, :"schema".stg_execs TO tradeflow_gate;
+GRANT SELECT ON MATERIALIZED VIEW :"schema".stg_instruments, :"schema".margin_rates, :"schema".daily_returns TO tradeflow_gate;
 
 -- adapter: accepted orders and order state, fills through the exec ingester, its feed positions
 GRANT INSERT, SELECT ON TABLE :"schema".order_events, :"schema".exec_report_history, :"schema".adapter_feed_position, :"schema".risk_events TO tradeflow_adapter;
-GRANT INSERT ON TABLE :"schema".dead_letter TO tradeflow_adapter;
+GRANT INSERT ON TABLE :"schema".dead_letter, :"schema".late_arrivals TO tradeflow_adapter;
 GRANT SELECT ON TABLE :"schema".order_commands, :"schema".price_1m_history TO tradeflow_adapter;
 GRANT SELECT ON MATERIALIZED VIEW :"schema".accepted_trade_signal_history, :"schema".orders TO tradeflow_adapter;
-GRANT SELECT ON MATERIALIZED VIEW :"schema".stg_execs, :"schema".stg_accounts TO tradeflow_adapter;
+GRANT SELECT ON MATERIALIZED VIEW :"schema".stg_execs, :"schema".stg_accounts, :"schema".stg_instruments TO tradeflow_adapter;
 -- the subscriptions `tradeflow adapter run` follows (consumer "adapter", retention as in open_feed)
 CREATE SUBSCRIPTION IF NOT EXISTS :"schema"."adapter-orders_sub" FROM :"schema".accepted_trade_signal_history WITH (retention = '1D');
 CREATE SUBSCRIPTION IF NOT EXISTS :"schema"."adapter-bars_sub" FROM :"schema".price_1m_history WITH (retention = '1D');
@@ -109,8 +110,8 @@ GRANT INSERT ON TABLE :"schema".accounts, :"schema".order_commands, :"schema".ma
 GRANT SELECT ON MATERIALIZED VIEW :"schema".stg_accounts, :"schema".stg_account_policy TO tradeflow_operator;
 
 -- operator and reader: every mart (models/marts; tradeflow.ops.roles.marts() lists them)
-GRANT SELECT ON MATERIALIZED VIEW :"schema".accepted_trade_signal_history, :"schema".account_risk_inputs, :"schema".audit_history, :"schema".indicator_history, :"schema".indicator_latest, :"schema".open_positions_lots, :"schema".open_positions_rollup, :"schema".order_history, :"schema".orders, :"schema".paper_trade_match_history, :"schema".pnl_timeseries, :"schema".portfolio_state, :"schema".position_close_history, :"schema".realized_pnl_latest, :"schema".sma_wide, :"schema".strategy_perf_latest, :"schema".strategy_signal_history, :"schema".strategy_signal_latest, :"schema".strategy_weight_targets, :"schema".strategy_weights_latest, :"schema".trade_match_history, :"schema".trade_rejections, :"schema".unrealized_pnl_latest TO tradeflow_operator;
-GRANT SELECT ON MATERIALIZED VIEW :"schema".accepted_trade_signal_history, :"schema".account_risk_inputs, :"schema".audit_history, :"schema".indicator_history, :"schema".indicator_latest, :"schema".open_positions_lots, :"schema".open_positions_rollup, :"schema".order_history, :"schema".orders, :"schema".paper_trade_match_history, :"schema".pnl_timeseries, :"schema".portfolio_state, :"schema".position_close_history, :"schema".realized_pnl_latest, :"schema".sma_wide, :"schema".strategy_perf_latest, :"schema".strategy_signal_history, :"schema".strategy_signal_latest, :"schema".strategy_weight_targets, :"schema".strategy_weights_latest, :"schema".trade_match_history, :"schema".trade_rejections, :"schema".unrealized_pnl_latest TO tradeflow_reader;
+GRANT SELECT ON MATERIALIZED VIEW :"schema".accepted_trade_signal_history, :"schema".account_exposure_by_class, :"schema".account_margin, :"schema".account_risk_inputs, :"schema".account_symbol_exposure, :"schema".account_var, :"schema".audit_history, :"schema".daily_returns, :"schema".indicator_history, :"schema".indicator_latest, :"schema".open_positions_lots, :"schema".open_positions_rollup, :"schema".order_history, :"schema".orders, :"schema".paper_trade_match_history, :"schema".pnl_timeseries, :"schema".portfolio_state, :"schema".position_close_history, :"schema".realized_pnl_latest, :"schema".return_correlation, :"schema".sma_wide, :"schema".strategy_perf_latest, :"schema".strategy_signal_history, :"schema".strategy_signal_latest, :"schema".strategy_weight_targets, :"schema".strategy_weights_latest, :"schema".trade_match_history, :"schema".trade_rejections, :"schema".unrealized_pnl_latest TO tradeflow_operator;
+GRANT SELECT ON MATERIALIZED VIEW :"schema".accepted_trade_signal_history, :"schema".account_exposure_by_class, :"schema".account_margin, :"schema".account_risk_inputs, :"schema".account_symbol_exposure, :"schema".account_var, :"schema".audit_history, :"schema".daily_returns, :"schema".indicator_history, :"schema".indicator_latest, :"schema".open_positions_lots, :"schema".open_positions_rollup, :"schema".order_history, :"schema".orders, :"schema".paper_trade_match_history, :"schema".pnl_timeseries, :"schema".portfolio_state, :"schema".position_close_history, :"schema".realized_pnl_latest, :"schema".return_correlation, :"schema".sma_wide, :"schema".strategy_perf_latest, :"schema".strategy_signal_history, :"schema".strategy_signal_latest, :"schema".strategy_weight_targets, :"schema".strategy_weights_latest, :"schema".trade_match_history, :"schema".trade_rejections, :"schema".unrealized_pnl_latest TO tradeflow_reader;
 
 -- reader: the dbt test audit views (store_failures_as view), once `dbt test` has created the schema
 SELECT count(*) > 0 AS has_audit_schema FROM pg_catalog.pg_namespace WHERE nspname = :'audit_schema' \gset

@@ -101,6 +101,25 @@ def ingest_execs(
 
 
 
+@ingest_app.command("instruments")
+def ingest_instruments(paths: list[Path] = typer.Argument(..., exists=True, dir_okay=False, help="CSV files.")) -> None:
+    """Load instrument reference data (columns: see ingest/instruments.py); a symbol's newest row is current."""
+    from ingest.feeds import FeedError
+    from ingest.instruments import InstrumentFileFeed, InstrumentIngester
+
+    for path in paths:
+        try:
+            feed = InstrumentFileFeed(path)
+        except FeedError as err:
+            _feed_error(err)
+        with _ingest_process(None, METRICS_ADDR) as settings, engine_mod.connect(settings) as conn:
+            report = InstrumentIngester(conn, settings, source=str(path)).ingest(feed.batches())
+        console.print_json(json.dumps(report.as_dict()))
+        if report.rejected:
+            console.print(f"[yellow]{report.rejected} record(s) rejected:"
+                          " see `tradeflow dlq list --kind instrument`[/]")
+
+
 def _feed_error(err: Exception) -> NoReturn:
     """A file that cannot be read as a feed: one line naming what is wrong, no traceback."""
     typer.echo(f"error: {err}", err=True)

@@ -103,6 +103,12 @@ def policy_set(
     max_drawdown_pct: Optional[str] = typer.Option(None, help="Fraction of peak equity, e.g. 0.1."),
     risk_per_trade_pct: Optional[str] = typer.Option(None, help="Fraction of equity risked per trade."),
     reservation_ttl_seconds: Optional[int] = typer.Option(None),
+    max_sector_exposure_pct: Optional[str] = typer.Option(None, help="Sector gross exposure / equity (docs/risk.md)."),
+    max_correlated_exposure_pct: Optional[str] = typer.Option(None, help="Correlated exposure / equity."),
+    correlation_threshold: Optional[str] = typer.Option(None, help="Correlation counted as correlated (0.7)."),
+    max_var_pct: Optional[str] = typer.Option(None, help="1-day historical VaR / equity after the order."),
+    var_confidence: Optional[str] = typer.Option(None, help="0.95 or 0.99."),
+    margin_check: Optional[bool] = typer.Option(None, help="Initial margin pre-trade, margin calls post-trade."),
 ) -> None:
     """Change an account's policy; the gate applies it from its next decision."""
     from tradeflow.trading import policy

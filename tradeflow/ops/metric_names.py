@@ -47,6 +47,7 @@ INGEST_METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "feed_backfilled_bars_total": ("counter", ("source",), "Bars fetched over REST to fill a live feed's gaps"),
     "feed_reconnects_total": ("counter", ("source",), "Reconnections of a live venue feed"),
     "feed_lag_seconds": ("gauge", ("source",), "Seconds from the latest live bar's close to its arrival"),
+    "ingest_late_records_total": ("counter", ("kind",), "Records stored late: behind their key's watermark"),
 }
 
 # process metrics of the decision gate (`gate run --metrics-port`)

@@ -59,13 +59,15 @@ class Role:
 
 
 ROLES = (
-    # ingest/prices.py, execs.py, dlq.py, replay.py: dedup lookups by natural
-    # key, known accounts, pending dead letters, a replay's check that another
-    # replay has not resolved the letter; CONFLICTING_FILL risk events.
+    # ingest/prices.py, execs.py, instruments.py, dlq.py, replay.py: dedup
+    # lookups by natural key, known accounts and margin classes, pending dead
+    # letters, a replay's check that another replay has not resolved the letter;
+    # CONFLICTING_FILL and LATE_* risk events, late_arrivals flags.
     Role("tradeflow_ingester",
          select=("price_1m_history", "exec_report_history", "risk_events", "stg_accounts", "stg_dead_letter",
-                 "dead_letter_replay"),
-         insert=("price_1m_history", "exec_report_history", "dead_letter", "dead_letter_replay", "risk_events")),
+                 "dead_letter_replay", "margin_rates", "instruments", "stg_instruments"),
+         insert=("price_1m_history", "exec_report_history", "dead_letter", "dead_letter_replay", "risk_events",
+                 "instruments", "late_arrivals")),
     # tradeflow/trading/gate.py, book_sync.py: the signals, and the views its account
     # book is rebuilt from and reconciled against; the raw fills and bars its change
     # feeds follow; its own decisions (exactly once), and the drawdown block (an
@@ -77,7 +79,8 @@ ROLES = (
                  "unrealized_pnl_latest", "int_pending_orders", "stg_accounts", "stg_account_policy", "stg_execs",
                  "orders",
                  "portfolio_state", "realized_pnl_latest", "open_positions_rollup", "strategy_weights_latest",
-                 "manual_order_requests", "price_1m_history", "exec_report_history"),
+                 "manual_order_requests", "price_1m_history", "exec_report_history", "stg_instruments",
+                 "margin_rates", "daily_returns"),
          insert=("trade_decisions", "order_events", "risk_events", "accounts", "audit_log")),
     # adapters/execution.py, daemon.py, changefeed.py: accepted orders, order
     # state and fills; the feeds read the raw bars and order_commands; fills go
@@ -85,8 +88,9 @@ ROLES = (
     Role("tradeflow_adapter",
          select=("accepted_trade_signal_history", "orders", "stg_execs", "order_events", "order_commands",
                  "price_1m_history", "adapter_feed_position", "exec_report_history", "risk_events",
-                 "stg_accounts"),
-         insert=("order_events", "exec_report_history", "adapter_feed_position", "dead_letter", "risk_events")),
+                 "stg_accounts", "stg_instruments"),
+         insert=("order_events", "exec_report_history", "adapter_feed_position", "dead_letter", "risk_events",
+                 "late_arrivals")),
     # tradeflow/accounts.py, policy.py, orders.py, weights.py: versions on top
     # of the current ones, the kill-switch risk event, order requests, weight
     # updates, and the audit row of each action.

@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 import psycopg
 import pyarrow as pa
+import yaml
 
 from adapters.execution import RECORDED_EVENT_COLUMNS, fill_from_event, order_event_row
 from adapters.orders import Order, OrderEvent, Side
@@ -55,7 +56,7 @@ from tradeflow.research import performance
 from tradeflow.research.report import ReportData, write_report
 from tradeflow.trading import accounts, policy
 from tradeflow.trading.book import AccountBook, BookFill
-from tradeflow.trading.book_sync import reconcile
+from tradeflow.trading.book_sync import instrument_steps, load_market, reconcile, returns_needed
 from tradeflow.trading.gate import (DECISION_COLUMNS, PAPER_CAPITAL, PAPER_LEVERAGE, RISK_EVENT_COLUMNS, TIMEFRAMES,
                                     Decision, Gatekeeper, Signal, Sizing, decision_rows, load_terms)
 from tradeflow.trading.session import BAR, PolicyChange
@@ -218,7 +219,8 @@ class SequentialReplay:
     accepted orders submitted. Rows for the raw tables are collected, not written."""
 
     def __init__(self, spec: BacktestSpec, terms: dict[str, Sizing], multipliers: dict[str, Decimal],
-                 source: str, sink: Callable[[dict[str, list[tuple]]], None], sink_rows: int = 100_000) -> None:
+                 source: str, sink: Callable[[dict[str, list[tuple]]], None], sink_rows: int = 100_000,
+                 risk_refresh: timedelta = timedelta(minutes=5), risk_window_days: int = 60) -> None:
         self.spec = spec
         self.now = datetime.min
         clock: Callable[[], datetime] = lambda: self.now  # noqa: E731  (the replay's clock)
@@ -236,6 +238,10 @@ class SequentialReplay:
         self.blocked: list[str] = []
         self.opened_paper: list[str] = []
         self.stats = ReplayStats()
+        # the daily returns the VaR and correlation checks read, refreshed every risk_refresh of the
+        # replay's time as the live gate does (from the run's bars known by then: no look-ahead)
+        self.risk_refresh, self.risk_window_days = risk_refresh, risk_window_days
+        self._next_risk_refresh: datetime | None = None
         self._policy: dict[str, dict[str, object]] = {}
         for account in spec.accounts:
             self.book.open_account(account.account_id, account.capital, max_leverage=account.max_leverage)
@@ -257,6 +263,7 @@ class SequentialReplay:
         last_row = np.full(len(symbols), -1)
         code_of = {symbol: code for code, symbol in enumerate(symbols)}
         minute_ts = bars.ts.iloc[starts].dt.to_pydatetime()
+        closes_by_day = DailyCloses(bars)
         for lo, hi, bar_ts in zip(starts, ends, minute_ts):
             self.now = bar_ts + BAR  # the minute's bars are complete at their close
             while changes and changes[0].at <= self.now:
@@ -276,6 +283,11 @@ class SequentialReplay:
                     if lo <= last_row[code := code_of[symbol]] < hi]
             if held:
                 self.book.on_bars(held)
+            if returns_needed(self.book) and (self._next_risk_refresh is None or self.now >= self._next_risk_refresh):
+                self._next_risk_refresh = self.now + self.risk_refresh
+                self.book.risk.set_returns(closes_by_day.returns(self.now, self.risk_window_days), self.now)
+            if self.keeper.monitoring:
+                self.rows["risk_events"] += self.keeper.monitor(GATE_ID)
             if at_close:
                 self._record(at_close)
             pending = due.pop(self.now, None)
@@ -352,6 +364,34 @@ class SequentialReplay:
             self.book.on_order_status(event.client_order_id, event.status)
 
 
+class DailyCloses:
+    """The run's daily closes per symbol, for the risk checks' returns as of a replay time:
+    daily_returns' definition (the last 1m close of each UTC day; today's is the last bar
+    known so far), computed from the bars in memory instead of a query per refresh."""
+
+    def __init__(self, bars: pd.DataFrame) -> None:
+        self._series: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # symbol -> (ts, day, close)
+        ts = bars.ts.to_numpy()
+        days = bars.ts.dt.floor("D").to_numpy()
+        for symbol, rows in bars.groupby("symbol", sort=False).indices.items():
+            self._series[symbol] = (ts[rows], days[rows], bars.close.to_numpy()[rows])
+
+    def returns(self, now: datetime, window: int) -> list[tuple[str, object, float]]:
+        """(symbol, day, daily_return) of the newest `window` days of each symbol, from the bars opened before now."""
+        known_before = np.datetime64(pd.Timestamp(now).tz_convert("UTC").tz_localize(None), "ns")
+        rows: list[tuple[str, object, float]] = []
+        for symbol, (ts, days, closes) in self._series.items():
+            known = int(np.searchsorted(ts, known_before, side="left"))
+            if not known:
+                continue
+            last_of_day = np.flatnonzero(np.r_[days[1:known] != days[:known - 1], True])[-(window + 1):]
+            day_closes = closes[last_of_day]  # float8, as the view casts them
+            day_stamps = [pd.Timestamp(d).to_pydatetime() for d in days[last_of_day]]
+            rows += [(symbol, day_stamps[i], day_closes[i] / day_closes[i - 1] - 1.0)
+                     for i in range(1, len(day_closes))]
+        return rows
+
+
 def _decimal(value: float) -> Decimal:
     # the text a float is written to the database as: the same number in memory and in the views
     return Decimal(repr(float(value)))
@@ -404,6 +444,7 @@ class Backtest:
             bars = self._load_bars(conn, spec, bars)
             run_id = run_id or f"bt-{spec.fingerprint(bars)}"
             self._open_accounts(conn, spec)
+            conn.execute(f'INSERT INTO instruments SELECT * FROM "{self.settings.schema}".instruments')
             seconds["ingest"] = time.perf_counter() - started
             lap = time.perf_counter()
             signals = self._signals(conn, spec, bars)
@@ -411,7 +452,11 @@ class Backtest:
             lap = time.perf_counter()
             # the replay's rows are written while it goes on
             with BackgroundCopy(lambda: engine.connect(self.bt_settings), WRITTEN_COLUMNS) as sink:
-                replay = SequentialReplay(spec, *load_terms(conn), source=f"backtest:{run_id}", sink=sink.put)
+                replay = SequentialReplay(spec, *load_terms(conn), source=f"backtest:{run_id}", sink=sink.put,
+                                          risk_refresh=self.settings.risk_refresh,
+                                          risk_window_days=self._model_var("risk_window_days"))
+                load_market(conn, replay.book)  # instruments (copied from the main schema) and margin rates
+                replay.broker.set_steps(instrument_steps(conn))
                 replay.run(bars, signals, on_progress)
             seconds["replay"] = time.perf_counter() - lap
             lap = time.perf_counter()
@@ -432,6 +477,12 @@ class Backtest:
         return BacktestResult(run_id, len(bars), len(signals), stats.decisions, stats.accepted, dict(stats.rejects),
                               {k: round(v, 3) for k, v in seconds.items()}, analysis.by_account,
                               analysis.by_strategy)
+
+    def _model_var(self, name: str) -> object:
+        """A dbt var as the backtest schema is deployed with it: model_vars, else dbt_project.yml's."""
+        if name in self.model_vars:
+            return self.model_vars[name]
+        return yaml.safe_load((self.settings.project_dir / "dbt_project.yml").read_text())["vars"][name]
 
     # -- set-based part -----------------------------------------------------------
     def _load_bars(self, conn: psycopg.Connection, spec: BacktestSpec, bars: pd.DataFrame | None) -> pd.DataFrame:

@@ -36,6 +36,7 @@ from types import MappingProxyType
 from typing import Iterable, Mapping
 
 from adapters.orders import OrderStatus
+from tradeflow.trading.risk import NO_LIMITS, MarketRisk, PortfolioLimits
 
 ZERO = Decimal(0)
 # stg_account_policy's defaults for a field no version has set
@@ -43,8 +44,12 @@ POLICY_DEFAULTS: dict[str, object] = {
     "max_open_symbols": 3, "allow_scale_in": False, "sell_requires_long": True, "max_order_notional": None,
     "max_position_qty": None, "max_concentration_pct": None, "max_drawdown_pct": None,
     "risk_per_trade_pct": Decimal("0.01"), "kill_switch": False, "reservation_ttl_seconds": 300,
+    "max_sector_exposure_pct": None, "max_correlated_exposure_pct": None, "correlation_threshold": Decimal("0.7"),
+    "max_var_pct": None, "var_confidence": Decimal("0.95"), "margin_check": False,
 }
 ACKNOWLEDGED = {OrderStatus.ACK, OrderStatus.PARTIAL}
+_PORTFOLIO_LIMITS = ("max_sector_exposure_pct", "max_correlated_exposure_pct", "correlation_threshold", "max_var_pct",
+                     "var_confidence")
 
 
 class BookError(ValueError):
@@ -86,6 +91,10 @@ class AccountState:
     symbol_exposure: Mapping[str, Decimal] = field(default_factory=dict)       # symbol -> |market value|
     pending: tuple[Pending, ...] = ()
     last_accepted_at: datetime | None = None
+    # the portfolio checks' inputs (tradeflow.trading.risk)
+    market_value: Mapping[str, Decimal] = field(default_factory=dict)         # symbol -> sum(net_qty * mark)
+    portfolio: PortfolioLimits = NO_LIMITS
+    valuation: int = 0                        # changes whenever market_value does
 
     @property
     def open_symbols(self) -> set[str]:
@@ -289,6 +298,10 @@ class Account:
         self.peak_equity = initial_capital
         self.working: dict[str, WorkingOrder] = {}
         self.last_accepted_at: datetime | None = None
+        self.breaches: set[str] = set()                   # post-trade breaches raised and not yet over
+        self.portfolio = NO_LIMITS                        # the policy's portfolio checks
+        self.market_value_view = MappingProxyType(self.market_value)
+        self.valuation = 0                                # counts market_value's changes
 
     @property
     def equity(self) -> Decimal:
@@ -302,6 +315,7 @@ class AccountBook:
         if pnl_method not in ("fifo", "average_cost"):
             raise BookError(f"pnl_method: must be fifo or average_cost, got {pnl_method!r}")
         self.pnl_method = pnl_method
+        self.risk = MarketRisk()                               # instruments, margin rates, daily returns
         self.accounts: dict[str, Account] = {}
         self.marks: dict[str, tuple[datetime, Decimal]] = {}   # symbol -> (bar ts, close)
         self._fill_ids: set[tuple[str, str]] = set()
@@ -325,8 +339,12 @@ class AccountBook:
         unknown = set(values) - set(POLICY_DEFAULTS)
         if unknown:
             raise BookError(f"{sorted(unknown)[0]}: not a policy field")
-        self._account(account_id).policy = {k: values.get(k) if values.get(k) is not None else default
-                                            for k, default in POLICY_DEFAULTS.items()}
+        policy = {k: values.get(k) if values.get(k) is not None else default for k, default in POLICY_DEFAULTS.items()}
+        for name in _PORTFOLIO_LIMITS:  # compared as exact decimals, whatever type the caller passed
+            if policy[name] is not None and not isinstance(policy[name], Decimal):
+                policy[name] = Decimal(str(policy[name]))
+        account = self._account(account_id)
+        account.policy, account.portfolio = policy, PortfolioLimits.from_policy(policy)
 
     def _account(self, account_id: str) -> Account:
         try:
@@ -444,6 +462,7 @@ class AccountBook:
                 each = account.positions[(strategy_id, symbol)].net_qty * mark[1]
                 value += each
                 gross += abs(each)
+        account.valuation += 1
         account.total_market_value += value - account.market_value.get(symbol, ZERO)
         account.gross_exposure += gross - account.exposure.get(symbol, ZERO)
         if held:
@@ -477,7 +496,8 @@ class AccountBook:
             peak_equity=max(account.peak_equity, account.initial_capital, equity),
             gross_exposure=account.gross_exposure, positions=MappingProxyType(account.net),
             symbol_exposure=MappingProxyType(account.exposure), pending=pending,
-            last_accepted_at=account.last_accepted_at)
+            last_accepted_at=account.last_accepted_at, market_value=account.market_value_view,
+            portfolio=account.portfolio, valuation=account.valuation)
 
     def states(self, now: datetime) -> list[AccountState]:
         return [self.state(account_id, now) for account_id in sorted(self.accounts)]

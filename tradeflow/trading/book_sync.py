@@ -12,6 +12,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -22,6 +23,7 @@ from adapters.changefeed import ChangeFeed, open_feed
 from tradeflow import engine
 from tradeflow.config import Settings
 from tradeflow.trading.book import POLICY_DEFAULTS, AccountBook, BookFill
+from tradeflow.trading.risk import INSTRUMENT_COLUMNS
 
 log = logging.getLogger("tradeflow.book")
 BAR = timedelta(minutes=1)
@@ -56,12 +58,39 @@ def load_accounts(conn: psycopg.Connection, book: AccountBook) -> None:
         book.set_policy(account_id, dict(zip(policy_columns, policy)))
 
 
+def load_market(conn: psycopg.Connection, book: AccountBook) -> None:
+    """Instruments and margin rates (one row per symbol and per class)."""
+    book.risk.set_instruments(conn.execute(f"SELECT {', '.join(INSTRUMENT_COLUMNS)} FROM stg_instruments"))
+    book.risk.set_margin_rates(conn.execute(
+        "SELECT margin_class, initial_rate, maintenance_rate, is_default FROM margin_rates"))
+
+
+def instrument_steps(conn: psycopg.Connection) -> dict[str, tuple[Decimal, Decimal]]:
+    """Each instrument's (lot_size, tick_size), for the paper broker."""
+    return {symbol: (lot, tick) for symbol, lot, tick in conn.execute(
+        "SELECT symbol, lot_size, tick_size FROM stg_instruments")}
+
+
+def load_returns(conn: psycopg.Connection, settings: Settings, book: AccountBook, as_of: datetime) -> None:
+    """The daily-return window of every symbol as of `as_of` (risk_window_days rows per symbol)."""
+    with engine.read_scope(conn, settings, as_of=as_of):
+        rows = conn.execute("SELECT symbol, trading_day, daily_return FROM daily_returns").fetchall()
+    book.risk.set_returns(rows, as_of)
+
+
+def returns_needed(book: AccountBook) -> bool:
+    return any(account.portfolio.needs_returns for account in book.accounts.values())
+
+
 def bootstrap(conn: psycopg.Connection, settings: Settings, book: AccountBook, as_of: datetime) -> None:
     """Rebuild the book from the views as of `as_of`: accounts and policy, every fill
     in the views' order, the marks of the held symbols, peak equity, the working
     orders with their remainders and each account's last accepted time. Reads
     all fills and each symbol's last bar once: the start-up cost, never per decision."""
     load_accounts(conn, book)
+    load_market(conn, book)
+    if returns_needed(book):  # read only for an account with a VaR or correlation limit
+        load_returns(conn, settings, book, as_of)
     for row in conn.execute(f"SELECT {', '.join(FILL_COLUMNS)} FROM stg_execs ORDER BY exec_ts, order_id, fill_id"):
         book.on_fill(_fill(row))
     # working orders after the fills: int_pending_orders has already taken their fills off
@@ -106,6 +135,7 @@ class BookFollower:
                                            from_now=True, poll_interval=0.05)
         self._future_bars: list[tuple[datetime, int, str, Decimal]] = []
         self._tiebreak = itertools.count()
+        self._next_risk_refresh = time.monotonic() + settings.risk_refresh.total_seconds()
 
     def close(self) -> None:
         self._fills.close()
@@ -113,6 +143,7 @@ class BookFollower:
 
     def sync(self, now: datetime) -> None:
         load_accounts(self.conn, self.book)
+        self._refresh_risk(now)
         while changes := self._fills.fetch(5000, 0.0):
             for change in changes:
                 if change.op in {"insert", "update_insert"}:
@@ -129,6 +160,16 @@ class BookFollower:
             for order_id, status in self.conn.execute(
                     "SELECT client_order_id, status FROM orders WHERE client_order_id = ANY(%s)", (working,)):
                 self.book.on_order_status(order_id, status)
+
+    def _refresh_risk(self, now: datetime) -> None:
+        """Instruments, margin rates and daily returns every settings.risk_refresh of wall
+        time; the returns at once when a policy starts needing them."""
+        due = time.monotonic() >= self._next_risk_refresh
+        if due:
+            self._next_risk_refresh = time.monotonic() + self.settings.risk_refresh.total_seconds()
+            load_market(self.conn, self.book)
+        if returns_needed(self.book) and (due or self.book.risk.returns_as_of is None):
+            load_returns(self.conn, self.settings, self.book, now)
 
     def _apply_closed_bars(self, now: datetime) -> None:
         """Bars that closed by `now`, one minute at a time (a minute's bars move equity together)."""

@@ -50,6 +50,7 @@ from tradeflow.config import Settings
 from tradeflow.ops.health import Bootstrap, HealthServer
 from tradeflow.ops.metrics import PROCESS_METRICS, PROCESS_REGISTRY, feed_age
 from tradeflow.trading import lease
+from tradeflow.trading.book_sync import instrument_steps
 from tradeflow.trading.gate import TIMEFRAMES, DecisionGate
 
 log = logging.getLogger("tradeflow.daemon")
@@ -227,6 +228,7 @@ class PaperAdapter:
         venue_inner = getattr(venue, "inner", venue)
         if hasattr(venue_inner, "symbol_of") and venue_inner.symbol_of is None:
             venue_inner.symbol_of = self._symbol_of  # a venue that needs an order's symbol to find it (Binance)
+        self.broker.set_steps(instrument_steps(conn))  # lot and tick sizes as of start-up
         wake_on_insert(settings, conn, "trade_decisions", ACCEPTED_ORDERS)
         wake_on_insert(settings, conn, BARS, BARS)
         wake_on_insert(settings, conn, ORDER_COMMANDS, ORDER_COMMANDS)

@@ -55,6 +55,7 @@ from tradeflow.trading import accounts, orders
 from tradeflow.trading.book import AccountBook, AccountState, Pending
 from tradeflow.trading.book_sync import BookFollower, Mismatch, bootstrap, reconcile
 from tradeflow.trading.orders import ManualOrder
+from tradeflow.trading.risk import MarketRisk, breaches, check_portfolio
 from tradeflow.writer import insert_rows
 
 DECISION_COLUMNS = ("decision_id", "signal_id", "strategy_id", "symbol", "action", "account_id", "outcome",
@@ -154,8 +155,10 @@ def size_buy(signal: Signal, account: AccountState, sizing: Sizing) -> Decimal:
     return max(lots, Decimal(0)) * sizing.lot_size
 
 
-def check_risk(account: AccountState, symbol: str, qty: Decimal, price: Decimal) -> ReasonCode | None:
-    """Pre-trade checks for a risk-adding BUY, in the order they are reported."""
+def check_risk(account: AccountState, symbol: str, qty: Decimal, price: Decimal,
+               market: MarketRisk | None = None) -> ReasonCode | None:
+    """Pre-trade checks for a risk-adding BUY, in the order they are reported; then, with the
+    market's hot data, the portfolio checks (sector, correlation, VaR, margin: docs/risk.md)."""
     notional = qty * price
     pending_notional = sum((p.open_qty * p.ref_price for p in account.pending if p.action == "BUY"), Decimal(0))
     pending_symbol = [p for p in account.pending if p.symbol == symbol and p.action == "BUY"]
@@ -175,7 +178,7 @@ def check_risk(account: AccountState, symbol: str, qty: Decimal, price: Decimal)
     buying_power = account.cash - pending_notional + (account.max_leverage - 1) * account.equity
     if notional > buying_power:
         return ReasonCode.INSUFFICIENT_BUYING_POWER
-    return None
+    return None if market is None else check_portfolio(account, market, symbol, notional)
 
 
 def drawdown_breached(account: AccountState) -> bool:
@@ -184,13 +187,14 @@ def drawdown_breached(account: AccountState) -> bool:
     return (account.peak_equity - account.equity) / account.peak_equity > account.max_drawdown_pct
 
 
-def decide(signal: Signal, accounts_state: Iterable[AccountState], sizing: Sizing) -> Decision:
+def decide(signal: Signal, accounts_state: Iterable[AccountState], sizing: Sizing,
+           market: MarketRisk | None = None) -> Decision:
     """Pure routing + sizing + risk: the same inputs always give the same decision."""
-    decision = _route(signal, list(accounts_state), sizing)
+    decision = _route(signal, list(accounts_state), sizing, market)
     return replace(decision, terms=sizing) if decision.accepted else decision
 
 
-def _route(signal: Signal, states: list[AccountState], sizing: Sizing) -> Decision:
+def _route(signal: Signal, states: list[AccountState], sizing: Sizing, market: MarketRisk | None) -> Decision:
     inputs: dict[str, object] = {"signal": {"action": signal.action, "ref_price": str(signal.ref_price),
                                             "atr_14": signal.atr_14, "confidence": signal.confidence}}
     if signal.action == "SELL":
@@ -217,7 +221,7 @@ def _route(signal: Signal, states: list[AccountState], sizing: Sizing) -> Decisi
             first_failure = first_failure or (account, ReasonCode.DRAWDOWN_BREACHED)
             continue
         qty = size_buy(signal, account, sizing)
-        code = ReasonCode.ZERO_SIZE if qty <= 0 else check_risk(account, signal.symbol, qty, signal.ref_price)
+        code = ReasonCode.ZERO_SIZE if qty <= 0 else check_risk(account, signal.symbol, qty, signal.ref_price, market)
         if code is None:
             return Decision(signal, True, account.account_id, qty, None, {**inputs, "account": account.summary()},
                             tuple(blocked))
@@ -294,6 +298,13 @@ class Gatekeeper:
         # an account the reconciliation halted takes no new risk, as a BLOCKED one
         return [replace(s, status="BLOCKED") if s.account_id in self.halted else s for s in states]
 
+    def _instrument_terms(self, symbol: str, terms: Sizing) -> Sizing:
+        """A symbol's lot and tick sizes come from its instruments row, where it has one."""
+        instrument = self.book.risk.instruments.get(symbol)
+        if instrument is None or (terms.lot_size, terms.tick_size) == (instrument.lot_size, instrument.tick_size):
+            return terms
+        return replace(terms, lot_size=instrument.lot_size, tick_size=instrument.tick_size)
+
     def decide(self, signal: Signal) -> Effects:
         if self.is_stale(signal):
             return Effects((Decision(signal, False, None, Decimal(0), ReasonCode.STALE_SIGNAL, {}),))
@@ -304,16 +315,16 @@ class Gatekeeper:
             self.book.open_account(paper_id, PAPER_CAPITAL, max_leverage=PAPER_LEVERAGE)
             opened = (paper_id,)
         states = self._states(now)
-        sizing = self.terms.get(signal.strategy_id, Sizing())
+        sizing = self._instrument_terms(signal.symbol, self.terms.get(signal.strategy_id, Sizing()))
         multiplier = self.multipliers.get(signal.strategy_id, Decimal(1))
         # the strategy's weight scales its size; TradePicker limits and risk checks still apply
         weighted = signal if multiplier == 1 else replace(signal, size_hint=signal.size_hint * float(multiplier))
-        decision = decide(weighted, [a for a in states if not is_shadow(a.account_id)], sizing)
+        decision = decide(weighted, [a for a in states if not is_shadow(a.account_id)], sizing, self.book.risk)
         decision = replace(decision, signal=signal, inputs={**decision.inputs, "size_multiplier": str(multiplier)})
         decisions = [decision]
         if self.shadow:  # the paper account has no open-symbol cap
             paper = [replace(a, max_open_symbols=PAPER_OPEN_SYMBOLS) for a in states if a.account_id == paper_id]
-            decisions.append(replace(decide(signal, paper, sizing), shadow=True))
+            decisions.append(replace(decide(signal, paper, sizing, self.book.risk), shadow=True))
         return self._apply(Effects(tuple(decisions), decision.blocked_accounts, opened), now)
 
     def decide_manual(self, signal: Signal, account_id: str, terms: Sizing, manual: dict[str, object]) -> Effects:
@@ -321,9 +332,33 @@ class Gatekeeper:
             return Effects((Decision(signal, False, account_id, Decimal(0), ReasonCode.STALE_SIGNAL,
                                      {"manual": manual}),))
         now = self.clock()
-        decision = decide(signal, [a for a in self._states(now) if a.account_id == account_id], terms)
+        decision = decide(signal, [a for a in self._states(now) if a.account_id == account_id],
+                          self._instrument_terms(signal.symbol, terms), self.book.risk)
         return self._apply(Effects((replace(decision, inputs={**decision.inputs, "manual": manual}),),
                                    decision.blocked_accounts), now)
+
+    @property
+    def monitoring(self) -> bool:
+        """Whether some account has a post-trade check on."""
+        return any(account.portfolio.monitored for account in self.book.accounts.values())
+
+    def monitor(self, source: str) -> list[tuple]:
+        """Post-trade (docs/risk.md): a risk event row (RISK_EVENT_COLUMNS) for each breach
+        that began since the last look: a margin call (CRITICAL), VaR or a sector above its
+        limit after market moves (WARNING). A breach is raised again only after it ended."""
+        now = self.clock()
+        rows: list[tuple] = []
+        for account_id, account in self.book.accounts.items():
+            if not account.portfolio.monitored:
+                account.breaches.clear()
+                continue
+            found = {b.key: b for b in breaches(self.book.state(account_id, now), self.book.risk)}
+            for key in sorted(found.keys() - account.breaches):
+                breach = found[key]
+                rows.append((f"{key}:{account_id}:{now.isoformat()}", account_id, None, str(breach.rule),
+                             breach.severity, breach.message, now, source))
+            account.breaches = set(found)
+        return rows
 
     def _apply(self, effects: Effects, now: datetime) -> Effects:
         for account_id in effects.blocked:
@@ -516,10 +551,13 @@ class DecisionGate:
         undecided signal decided from it (each decision updates the book itself)."""
         requests = orders.pending_manual_orders(self.conn)
         signals = self.undecided_signals(limit)
-        if not requests and not signals:
+        if not requests and not signals and not (self.ready and self.keeper.monitoring):
             return []
         with self._lock:
             self.sync()
+            breached = self.keeper.monitor(self.gate_id)
+            if breached:
+                insert_rows(self.conn, "risk_events", RISK_EVENT_COLUMNS, breached, batch_rows=100)
             return ([self._decide_manual(request) for request in requests]
                     + [self._decide(signal) for signal in signals])
 

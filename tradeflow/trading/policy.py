@@ -35,11 +35,21 @@ class Policy:
     reservation_ttl_seconds: int | None = None
     updated_at: datetime | None = None
     updated_by: str | None = None
+    # portfolio checks (docs/risk.md), off while unset
+    max_sector_exposure_pct: Decimal | None = None
+    max_correlated_exposure_pct: Decimal | None = None
+    correlation_threshold: Decimal | None = None
+    max_var_pct: Decimal | None = None
+    var_confidence: Decimal | None = None
+    margin_check: bool | None = None
 
 
 COLUMNS = tuple(f.name for f in fields(Policy))
-SETTABLE = COLUMNS[1:-2]
-_FRACTIONS = {"max_concentration_pct", "max_drawdown_pct", "risk_per_trade_pct"}
+SETTABLE = tuple(name for name in COLUMNS if name not in ("account_id", "updated_at", "updated_by"))
+_FRACTIONS = {"max_concentration_pct", "max_drawdown_pct", "risk_per_trade_pct", "correlation_threshold",
+              "max_var_pct"}
+# max_sector_exposure_pct and max_correlated_exposure_pct may exceed 1 (a levered account)
+VAR_CONFIDENCES = (Decimal("0.95"), Decimal("0.99"))
 
 
 def current(conn: psycopg.Connection, account_id: str) -> Policy:
@@ -87,11 +97,13 @@ def validate(changes: dict[str, object]) -> None:
 def _validate(name: str, value: object) -> None:
     if value is None:
         return
-    if name in {"allow_scale_in", "sell_requires_long", "kill_switch"}:
+    if name in {"allow_scale_in", "sell_requires_long", "kill_switch", "margin_check"}:
         if not isinstance(value, bool):
             raise PolicyError(f"{name}: must be true or false, got {value!r}")
         return
     number = Decimal(str(value))
+    if name == "var_confidence" and number not in VAR_CONFIDENCES:
+        raise PolicyError(f"{name}: 0.95 or 0.99, got {value}")
     if not number.is_finite() or number <= 0:
         raise PolicyError(f"{name}: must be greater than 0, got {value}")
     if name in _FRACTIONS and number > 1:

@@ -29,6 +29,7 @@ from adapters.paper import PaperBroker, PaperConfig
 from ingest.prices import PriceIngester
 from tradeflow.config import Settings
 from tradeflow.trading import policy
+from tradeflow.trading.book_sync import instrument_steps
 from tradeflow.trading.gate import Decision, DecisionGate
 
 BAR = timedelta(minutes=1)
@@ -63,6 +64,7 @@ class ReplaySession:
         self.gate = DecisionGate(conn, settings, gate_id="replay-gate", clock=clock, max_signal_age=max_signal_age,
                                  shadow=shadow)
         self.broker = PaperBroker(paper or PaperConfig(), clock=clock)
+        self.broker.set_steps(instrument_steps(conn))
         wake_on_insert(settings, conn, "trade_decisions", ACCEPTED_ORDERS)
         store = position_store(settings, conn, consumer)
         feed = open_feed(settings, ACCEPTED_ORDERS, consumer, order_by=ACCEPTED_ORDER_KEY,
