@@ -263,7 +263,7 @@ class SequentialReplay:
         last_row = np.full(len(symbols), -1)
         code_of = {symbol: code for code, symbol in enumerate(symbols)}
         minute_ts = bars.ts.iloc[starts].dt.to_pydatetime()
-        closes_by_day = DailyCloses(bars)
+        closes_by_day: DailyCloses | None = None  # built when a risk check first needs returns
         for lo, hi, bar_ts in zip(starts, ends, minute_ts):
             self.now = bar_ts + BAR  # the minute's bars are complete at their close
             while changes and changes[0].at <= self.now:
@@ -285,6 +285,7 @@ class SequentialReplay:
                 self.book.on_bars(held)
             if returns_needed(self.book) and (self._next_risk_refresh is None or self.now >= self._next_risk_refresh):
                 self._next_risk_refresh = self.now + self.risk_refresh
+                closes_by_day = closes_by_day or DailyCloses(bars)
                 self.book.risk.set_returns(closes_by_day.returns(self.now, self.risk_window_days), self.now)
             if self.keeper.monitoring:
                 self.rows["risk_events"] += self.keeper.monitor(GATE_ID)
@@ -371,8 +372,8 @@ class DailyCloses:
 
     def __init__(self, bars: pd.DataFrame) -> None:
         self._series: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # symbol -> (ts, day, close)
-        ts = bars.ts.to_numpy()
-        days = bars.ts.dt.floor("D").to_numpy()
+        ts = bars.ts.dt.tz_convert(None).to_numpy()  # UTC datetime64, not an object array of Timestamps
+        days = ts.astype("datetime64[D]").astype(ts.dtype)
         for symbol, rows in bars.groupby("symbol", sort=False).indices.items():
             self._series[symbol] = (ts[rows], days[rows], bars.close.to_numpy()[rows])
 
@@ -386,7 +387,7 @@ class DailyCloses:
                 continue
             last_of_day = np.flatnonzero(np.r_[days[1:known] != days[:known - 1], True])[-(window + 1):]
             day_closes = closes[last_of_day]  # float8, as the view casts them
-            day_stamps = [pd.Timestamp(d).to_pydatetime() for d in days[last_of_day]]
+            day_stamps = [pd.Timestamp(d, tz="UTC").to_pydatetime() for d in days[last_of_day]]
             rows += [(symbol, day_stamps[i], day_closes[i] / day_closes[i - 1] - 1.0)
                      for i in range(1, len(day_closes))]
         return rows
