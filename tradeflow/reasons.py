@@ -51,6 +51,10 @@ class ReasonCode(StrEnum):
     DRAWDOWN_BREACHED = "DRAWDOWN_BREACHED"
     INSUFFICIENT_BUYING_POWER = "INSUFFICIENT_BUYING_POWER"
     BOOK_MISMATCH = "BOOK_MISMATCH"
+    # -- broker refusals (order_events REJECTED, reason "<CODE>: <details>") --
+    SESSION_CLOSED = "SESSION_CLOSED"
+    PRICE_OFF_TICK = "PRICE_OFF_TICK"
+    NO_TIME_ZONE = "NO_TIME_ZONE"
 
     @property
     def description(self) -> str:
@@ -102,4 +106,8 @@ _DESCRIPTIONS: dict[ReasonCode, str] = {
     ReasonCode.BOOK_MISMATCH: "The gate's account book differed from the views (cash, realized P&L or positions):"
                               " a CRITICAL risk event; the book is rebuilt and the account takes no new risk"
                               " until they agree.",
+    ReasonCode.SESSION_CLOSED: "Broker: a DAY order that cannot trade before the session end (paper broker:"
+                               " session_end, UTC).",
+    ReasonCode.PRICE_OFF_TICK: "Broker: a limit or stop price that is not a positive multiple of the tick size.",
+    ReasonCode.NO_TIME_ZONE: "Broker: the order's created_at has no time zone.",
 }

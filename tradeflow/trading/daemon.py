@@ -38,7 +38,7 @@ from adapters.execution import (
     _order,
 )
 from adapters.orders import OrderEvent, OrderStatus
-from adapters.paper import PaperBroker, PaperConfig
+from adapters.paper import DEFAULT_FILL_MODEL, PaperBroker, PaperConfig
 from tradeflow import engine
 from tradeflow.clock import utc_now
 from tradeflow.config import Settings
@@ -154,7 +154,7 @@ class PaperAdapter:
     def __init__(self, conn: psycopg.Connection, settings: Settings, config: PaperConfig | None = None,
                  consumer: str = "adapter", clock: Callable[[], datetime] = utc_now) -> None:
         self.conn = conn
-        self.broker = PaperBroker(config or PaperConfig(), clock=clock)
+        self.broker = PaperBroker(config or DEFAULT_FILL_MODEL, clock=clock)
         wake_on_insert(settings, conn, "trade_decisions", ACCEPTED_ORDERS)
         wake_on_insert(settings, conn, BARS, BARS)
         wake_on_insert(settings, conn, ORDER_COMMANDS, ORDER_COMMANDS)
