@@ -15,6 +15,7 @@ from PIL import Image  # in the test environment through backtesting -> bokeh
 from tradeflow.research.report import (
     MAX_CHART_POINTS,
     MAX_TRADE_ROWS,
+    SCRIPT_HASH,
     ReportData,
     downsample,
     render_report,
@@ -23,7 +24,7 @@ from tradeflow.research.report import (
 
 START = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
 HOSTILE = "<script>alert(1)</script>"
-SECTIONS = ("summary", "equity", "strategies", "accounts", "monthly-returns", "trades", "rejects")
+SECTIONS = ("summary", "config", "equity", "prices", "strategies", "accounts", "monthly-returns", "trades", "rejects")
 SERIES_BLUE = (9, 105, 218)  # the equity line's stroke in the report's CSS
 
 
@@ -33,13 +34,18 @@ def equity_curve(points: int, seed: int = 1) -> pd.DataFrame:
 
 
 def trades_frame(count: int, symbol: str = "AAPL") -> pd.DataFrame:
+    """Round trips as the trades view gives them."""
     rng = np.random.default_rng(2)
-    buy = rng.uniform(90, 110, count)
-    sell = buy + rng.normal(0, 2, count)
+    entry = rng.uniform(90, 110, count)
+    exit_ = entry + rng.normal(0, 2, count)
+    entry_ts = pd.Series(pd.date_range(START, periods=count, freq="17min"))
+    holding = pd.to_timedelta(rng.integers(1, 3000, count), unit="min")
     return pd.DataFrame({
-        "match_ts": pd.date_range(START, periods=count, freq="17min"),
-        "account_id": "ACC1", "strategy_id": "sma_cross", "symbol": symbol, "closed_side": "LONG",
-        "matched_qty": 10, "buy_price": buy, "sell_price": sell, "realized_pnl": (sell - buy) * 10, "fee_share": 0.5,
+        "entry_ts": entry_ts, "exit_ts": entry_ts + holding, "holding_time": holding,
+        "account_id": "ACC1", "strategy_id": "sma_cross", "symbol": symbol, "side": "LONG", "qty": 10,
+        "entry_price": entry, "exit_price": exit_, "realized_pnl_gross": (exit_ - entry) * 10, "fees": 0.5,
+        "realized_pnl": (exit_ - entry) * 10 - 0.5, "return_pct": (exit_ / entry - 1), "mae_pct": -0.01,
+        "mfe_pct": 0.02,
     })
 
 
@@ -94,14 +100,16 @@ def test_sections_charts_and_offline():
     assert paths["equity-chart"]["series"].startswith("M")
     assert paths["drawdown-chart"]["area"].endswith("Z")
     assert paths["equity-chart"]["series"].count("L") < MAX_CHART_POINTS
-    for needle in ("<script", "http://", "https://", "src=", "href=", "url(", "@import"):
+    for needle in ("http://", "https://", "src=", "href=", "url(", "@import"):
         assert needle not in html
+    # one inline script (table sorting), allowed by its hash and nothing else
+    assert html.count("<script") == 1 and f"script-src 'sha256-{SCRIPT_HASH}'" in html
     assert len(html) < 250_000, "a 100k-point run must stay a small file"
 
 
 def test_values_are_formatted():
     html = render_report(report_data())
-    assert "<td>sma_cross</td>" in html  # the strategy index becomes a column
+    assert "<th>sma_cross</th>" in html  # metrics are rows, strategies columns
     assert ">4.21%<" in html and ">55.00%<" in html  # fraction metrics as percentages
     assert ">1.31<" in html and ">-0.20<" in html and ">120<" in html  # other numbers as numbers
     assert html.count(">—<") >= 2  # NaN and None
@@ -134,7 +142,7 @@ def test_hostile_strings_are_escaped(field):
         "reject_code": {"rejects_by_code": pd.DataFrame({"reject_code": [HOSTILE], "count": [1]})},
     }[field]
     html = render_report(report_data(**overrides))
-    assert HOSTILE not in html and "<script" not in html
+    assert HOSTILE not in html and html.count("<script") == 1
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
 
 
