@@ -687,7 +687,7 @@ def render_sweep_report(*, sweep_id: str, keys: list[str], metric: str, ranking:
                    if walk_forward is not None else "")
     sections = [
         _section("heatmap", f"{metric} by parameters", window_note + note
-                 + f'<div class="scroll"><table id="heatmap">{head}{body}</table></div>'),
+                 + f'<div class="scroll"><table id="heatmap-table">{head}{body}</table></div>'),
         _section("ranking", f"Runs ranked by {metric}", '<p class="note">Each run_id\'s results are stored'
                  " under it (backtest_runs, backtest_metrics, backtest_trades, ...). Click a column to sort.</p>"
                  + f'<div class="scroll">{_table(ranking, "ranking-table", _kind, sortable=True)}</div>'),
