@@ -19,6 +19,9 @@ fastest counts (the machine is shared).
 
 Usage: python bench/bench_sweep.py [--symbols 10] [--days 20] [--seed 7] [--repeat 2]
     [--outputs full|matches-only]
+
+By default each side keeps what ``tradeflow backtest`` keeps: the one run everything (``full``), each
+sweep run its trades, matches, metrics and config (``matches-only``); ``--outputs`` makes both the same.
 """
 from __future__ import annotations
 
@@ -52,7 +55,9 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=20)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--repeat", type=int, default=2)
-    parser.add_argument("--outputs", default="full", help="what each run keeps (both sides the same)")
+    parser.add_argument("--outputs", default=None,
+                        help="what each run keeps, both sides (default: each side's own, as on the command line:"
+                             " full for the one run, matches-only for the sweep's runs)")
     args = parser.parse_args()
     bars = synthetic_bars(args.symbols, args.days, args.seed)
     flags = {"from": bars.ts.min().isoformat(), "to": (bars.ts.max() + pd.Timedelta(minutes=1)).isoformat(),
@@ -95,6 +100,7 @@ def main() -> None:
     out.update({
         "one_run": singles, "sweep": sweeps,
         "deploy_seconds": {"one_run": round(deploy_one, 3), "sweep": round(deploy_sweep, 3)},
+        "outputs": {"one_run": one.config["outputs"], "sweep": grid.config["outputs"]},
         "ratio": round(sweep_s / one_s, 3),
         "ratio_with_deploy": round((sweep_s + deploy_sweep) / (one_s + deploy_one), 3),
         "point_5_21_trades_equal_one_run": int(same) == singles[0]["trades"],

@@ -82,7 +82,9 @@ def test_defaults_are_the_paper_adapters_fill_model():
     plan = plan_of(**{"from": "2024-01-02", "to": "2024-01-03"})
     assert plan.spec.paper == DEFAULT_FILL_MODEL
     assert plan.config["session_end"] == "21:00" and plan.config["slippage_bps"] == "2"
-    assert plan.grid == () and plan.walk_forward is None
+    assert plan.grid == () and plan.walk_forward is None and plan.spec.outputs == "full"
+    swept = plan_of(**{"from": "2024-01-02", "to": "2024-01-03"}, sweep={"sma_crossover.fast": [5, 10]})
+    assert swept.spec.outputs == "matches-only"  # a sweep's runs keep trades, matches, metrics and their config
 
 
 def test_assignments_and_sweeps_parse_their_values():

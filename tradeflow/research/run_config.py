@@ -13,7 +13,9 @@ Keys (a file may spell them with '-' or '_'):
                              {id, capital, max_leverage, policy}
     max_leverage             every account's unless its mapping says otherwise
     policy                   account policy fields for every account (tradeflow.trading.policy)
-    outputs, run_id, shadow, tz, report, synthetic, seed, max_signal_age (seconds)
+    outputs                  full (default) or matches-only; a sweep's runs default to matches-only
+                             (trades, matches, metrics and the config that repeats each in full)
+    run_id, shadow, tz, report, synthetic, seed, max_signal_age (seconds)
     fill_at ... session_end  the paper broker's fill model (adapters.paper.PaperConfig fields)
     set                      {"<strategy>.<param>": value} strategy parameters (fixed_qty too;
                              "<strategy>.enabled"/".timeframe" set those), {"<dbt var>": value} a
@@ -45,7 +47,7 @@ STRATEGY_KEYS = ("enabled", "timeframe", "version")  # "<strategy>.<key>" sets t
 
 DEFAULTS: dict[str, Any] = {
     "from": None, "to": None, "symbols": None, "strategies": None, "accounts": "BT-1:100000", "max_leverage": "2",
-    "policy": {}, "outputs": "full", "run_id": None, "shadow": False, "tz": DEFAULT_TZ, "report": None,
+    "policy": {}, "outputs": None, "run_id": None, "shadow": False, "tz": DEFAULT_TZ, "report": None,
     "synthetic": 0, "seed": 7, "max_signal_age": 120,
     **{name: getattr(DEFAULT_FILL_MODEL, name) for name in FILL_MODEL_FIELDS},
     "set": {}, "sweep": {}, "rank_by": "sharpe", "walk_forward": None,
@@ -224,6 +226,8 @@ def _normalised(config: dict[str, Any]) -> dict[str, Any]:
             config[key] = _instant(config[key], key).isoformat()
     config["sweep"] = {key: values if isinstance(values, list) else [v.strip() for v in str(values).split(",")]
                        for key, values in config["sweep"].items()}
+    if config["outputs"] is None:
+        config["outputs"] = "matches-only" if config["sweep"] else "full"
     if config["report"] is not None:
         config["report"] = str(config["report"])
     return json.loads(json.dumps(_plain(config)))

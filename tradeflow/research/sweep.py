@@ -115,11 +115,11 @@ class Sweep:
         return out
 
     def _config_of(self, point: _Point, spec: BacktestSpec, run_id: str) -> dict[str, Any]:
-        """The configuration that repeats this run alone: the point's values set, no sweep."""
+        """The configuration that repeats this run alone, in full: the point's values set, no sweep."""
         config = dict(self.plan.config)
         config["set"] = {**config["set"], **{k: v for k, v in point.values.items() if k not in FILL_MODEL_FIELDS}}
         config.update({k: v for k, v in point.values.items() if k in FILL_MODEL_FIELDS})
-        config.update({"sweep": {}, "walk_forward": None, "run_id": run_id, "report": None,
+        config.update({"sweep": {}, "walk_forward": None, "run_id": run_id, "report": None, "outputs": "full",
                        "from": spec.start.isoformat(), "to": spec.end.isoformat()})
         return config
 
