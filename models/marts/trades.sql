@@ -8,8 +8,9 @@
 -- the bars reached while the trade was open, as a fraction of the entry price
 -- (from the bar the entry filled in to the bar the exit filled in).
 --
--- Cost on a streaming engine: the aggregate is bounded per cycle; the bar
--- join touches the bars of the trade's symbol between entry and exit.
+-- Cost: the aggregate is bounded per cycle; the excursions read the bars of
+-- the trade's symbol between entry and exit (macros/trades.sql: an index range
+-- scan per trade on the embedded engine, a band join on the streaming ones).
 {% set key = 'account_id, strategy_id, symbol' %}
 
 with cycles as (
@@ -57,42 +58,28 @@ closed as (
 ),
 
 excursions as (
-    select
-        closed.account_id, closed.strategy_id, closed.symbol, closed.cycle_no,
-        min(bars.low) as low,
-        max(bars.high) as high
-    from closed
-    inner join {{ ref('stg_prices') }} as bars
-        on bars.symbol = closed.symbol
-        and bars.bar_ts > closed.entry_ts - interval '1 minute'
-        and bars.bar_ts < closed.exit_ts
-    group by closed.account_id, closed.strategy_id, closed.symbol, closed.cycle_no
+    {{ with_excursions('closed') }}
 )
 
 select
-    closed.account_id || ':' || closed.strategy_id || ':' || closed.symbol || ':'
-        || cast(closed.cycle_no as text) as trade_id,
-    closed.account_id,
-    closed.strategy_id,
-    closed.symbol,
-    closed.side,
-    closed.entry_ts,
-    closed.exit_ts,
-    closed.exit_ts - closed.entry_ts as holding_time,
-    closed.qty,
-    closed.entry_price,
-    closed.exit_price,
-    closed.realized_pnl_gross,
-    closed.fees,
-    closed.realized_pnl_gross - closed.fees as realized_pnl,
-    (closed.realized_pnl_gross - closed.fees) / closed.entry_notional as return_pct,
-    case when closed.side = 'LONG' then excursions.low / closed.entry_price - 1
-        else 1 - excursions.high / closed.entry_price end as mae_pct,
-    case when closed.side = 'LONG' then excursions.high / closed.entry_price - 1
-        else 1 - excursions.low / closed.entry_price end as mfe_pct
-from closed
-left join excursions
-    on excursions.account_id = closed.account_id
-    and excursions.strategy_id = closed.strategy_id
-    and excursions.symbol = closed.symbol
-    and excursions.cycle_no = closed.cycle_no
+    trip.account_id || ':' || trip.strategy_id || ':' || trip.symbol || ':'
+        || cast(trip.cycle_no as text) as trade_id,
+    trip.account_id,
+    trip.strategy_id,
+    trip.symbol,
+    trip.side,
+    trip.entry_ts,
+    trip.exit_ts,
+    trip.exit_ts - trip.entry_ts as holding_time,
+    trip.qty,
+    trip.entry_price,
+    trip.exit_price,
+    trip.realized_pnl_gross,
+    trip.fees,
+    trip.realized_pnl_gross - trip.fees as realized_pnl,
+    (trip.realized_pnl_gross - trip.fees) / trip.entry_notional as return_pct,
+    case when trip.side = 'LONG' then trip.low / trip.entry_price - 1
+        else 1 - trip.high / trip.entry_price end as mae_pct,
+    case when trip.side = 'LONG' then trip.high / trip.entry_price - 1
+        else 1 - trip.low / trip.entry_price end as mfe_pct
+from excursions as trip
