@@ -88,7 +88,7 @@ def main() -> None:
             runner = Sweep(bt, replace(grid, config={**grid.config, "run_id": f"sweep-{i}"}))
             decisions: list[int] = []
             inner = runner.bt._decide_and_store
-            runner.bt._decide_and_store = lambda *a, **k: _counted(inner(*a, **k), decisions)
+            runner.bt._decide_and_store = lambda *a, _inner=inner, _seen=decisions, **k: _counted(_inner(*a, **k), _seen)
             started = time.perf_counter()
             outcome = runner.run(bars)
             sweeps.append({"seconds": round(time.perf_counter() - started, 3), "runs": len(outcome.ranking),

@@ -14,8 +14,8 @@ from tradeflow.cli import app
 from tradeflow.research.backtest import Backtest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-import bench_peers  # noqa: E402
-from nautilus_sma import expected_trades, synthetic_bars  # noqa: E402
+import bench_peers
+from nautilus_sma import expected_trades, synthetic_bars
 
 # bench_peers' run (sma_crossover 5/21, 100 shares long-only, fill at the signal bar's close, 1 bp fees rounded
 # to the cent, no slippage or volume cap, DAY orders until midnight), as docs/backtest.md shows it
@@ -41,6 +41,11 @@ def fills(settings, run_id: str) -> list[tuple]:
     with engine.connect(settings) as conn:
         return conn.execute(f"SELECT {FILL_COLUMNS} FROM backtest_fills WHERE run_id = %s"
                             " ORDER BY exec_ts, symbol, order_id, fill_id", (run_id,)).fetchall()
+
+
+def rows(settings, table: str, columns: str, run_id: str) -> list[tuple]:
+    with engine.connect(settings) as conn:
+        return conn.execute(f"SELECT {columns} FROM {table} WHERE run_id = %s ORDER BY 1", (run_id,)).fetchall()
 
 
 def test_the_nautilus_comparison_runs_from_flags_alone(engine_settings):
@@ -96,9 +101,15 @@ def test_a_sweep_point_is_the_single_run_and_the_grid_is_ranked(engine_settings,
     returns = [r["total_return"] for r in ranking]
     assert returns == sorted(returns, reverse=True) and [r["rank"] for r in ranking] == [1, 2, 3, 4]
     default_point = next(run_id for run_id, point in points.items() if point == (5, 2))
-    assert fills(engine_settings, default_point) == fills(engine_settings, "single")  # the variant is the strategy
+    # the variant is the strategy: the point's round trips and matches (what a sweep run keeps) are the single run's
+    for table, columns in (("backtest_trades", ("trade_id, entry_ts, exit_ts, qty, entry_price, exit_price,"
+                                                " realized_pnl")),
+                           ("backtest_matches", "match_id, matched_qty, realized_pnl, match_ts")):
+        assert len(rows(engine_settings, table, columns, "single")) > 5
+        assert rows(engine_settings, table, columns, default_point) == rows(engine_settings, table, columns, "single")
     configs = dict(stored)
     assert configs[default_point]["sweep"] == {} and configs[default_point]["set"] == {"sma_crossover.fast": 5}
+    assert configs[default_point]["outputs"] == "full"  # the stored config repeats the point in full
     html = (tmp_path / "sweep.html").read_text()
     assert 'id="heatmap"' in html and html.count("<tr>") >= 4 + 3
 

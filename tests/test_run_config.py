@@ -1,7 +1,7 @@
 """A backtest's configuration: flags, YAML and TOML files with the same keys, defaults, errors naming the key."""
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta, timezone
+from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 
 import pytest
@@ -57,7 +57,7 @@ def test_yaml_and_toml_files_with_the_same_keys_give_the_same_run(tmp_path):
     assert from_yaml.config == from_toml.config
     assert from_yaml.spec == from_toml.spec and from_yaml.model_vars == from_toml.model_vars
     spec = from_yaml.spec
-    assert spec.start == datetime(2024, 1, 2, tzinfo=timezone.utc) and spec.symbols == ("AAA", "BBB")
+    assert spec.start == datetime(2024, 1, 2, tzinfo=UTC) and spec.symbols == ("AAA", "BBB")
     assert [(a.account_id, a.capital, a.policy) for a in spec.accounts] == [
         ("ACC1", Decimal(50000), {"allow_scale_in": False, "max_open_symbols": 4}),
         ("ACC2", Decimal(20000), {"allow_scale_in": False})]

@@ -2,8 +2,6 @@
 take the same ones, with the same defaults (adapters.paper.DEFAULT_FILL_MODEL)."""
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
 from adapters.paper import DEFAULT_FILL_MODEL as _D
@@ -25,6 +23,6 @@ SESSION_END = typer.Option(None, "--session-end", help=f"HH:MM UTC when DAY orde
                                                        f" [default: {_D.session_end:%H:%M}]")
 
 
-def given(**flags: Optional[str]) -> dict[str, str]:
+def given(**flags: str | None) -> dict[str, str]:
     """The fill model flags that were given."""
     return {name: value for name, value in flags.items() if value is not None}

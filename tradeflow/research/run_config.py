@@ -30,11 +30,12 @@ from __future__ import annotations
 import itertools
 import json
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime, time, timedelta, timezone
+from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -240,7 +241,7 @@ def _instant(value: Any, key: str) -> datetime:
         moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
     except ValueError:
         raise ConfigError(f"{key}: {value!r} is not an ISO date or datetime") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _accounts(value: Any, max_leverage: Any, shared_policy: Mapping[str, Any]) -> tuple[AccountSpec, ...]:
