@@ -47,14 +47,15 @@ re-sends that the exec ingester drops. Not thread-safe: one feed drives it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, time, timedelta
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
-from typing import Callable, Literal, NamedTuple
+from typing import Callable, Literal, Mapping, NamedTuple
 
 from adapters.broker import BrokerError
 from adapters.orders import Order, OrderEvent, OrderStatus, OrderType, Side, TimeInForce, is_shadow
 from tradeflow.ops.sessions import SymbolCalendars
+from tradeflow.reasons import ReasonCode
 
 BAR = timedelta(minutes=1)
 BPS = Decimal(10_000)
@@ -95,6 +96,49 @@ class PaperConfig:
             raise ValueError(f"session_end: 'calendar', a time or None, got {self.session_end!r}")
         if not 0 < self.max_participation <= 1:
             raise ValueError(f"max_participation: in (0, 1], got {self.max_participation}")
+
+
+# The fill model backtests and the live paper adapter use unless told otherwise: the next bar's
+# open, 2 bps slippage, $0.005 a share with a $1 minimum per order.
+DEFAULT_FILL_MODEL = PaperConfig(fill_at="open", slippage_bps=Decimal(2), fee_per_share=Decimal("0.005"),
+                                 min_fee=Decimal(1))
+FILL_MODEL_FIELDS = tuple(f.name for f in fields(PaperConfig))
+
+
+def fill_model(values: Mapping[str, object], base: PaperConfig = DEFAULT_FILL_MODEL) -> PaperConfig:
+    """`base` with some fields set from text or numbers (a command line, a config file):
+    amounts as exact Decimals, session_end as "calendar", HH:MM (UTC) or "none". Errors name the field."""
+    changes: dict[str, object] = {}
+    for name, value in values.items():
+        if name not in FILL_MODEL_FIELDS:
+            raise ValueError(f"{name}: not a fill model field (fields: {', '.join(FILL_MODEL_FIELDS)})")
+        if name == "session_end":
+            changes[name] = _session_end(value)
+        elif name in ("fill_at", "fee_rounding"):
+            changes[name] = str(value)
+        else:
+            try:
+                number = Decimal(str(value))
+            except ArithmeticError:
+                number = Decimal("NaN")
+            if not number.is_finite():
+                raise ValueError(f"{name}: a number, got {value!r}")
+            changes[name] = number
+    return replace(base, **changes)
+
+
+def _session_end(value: object) -> time | Literal["calendar"] | None:
+    if value is None or isinstance(value, time):
+        return value
+    text = str(value).strip().lower()
+    if text in ("", "none"):
+        return None
+    if text == "calendar":
+        return "calendar"
+    try:
+        return time.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"session_end: calendar, HH:MM (UTC) or none, got {value!r}") from None
 
 
 class _Bar(NamedTuple):
@@ -164,7 +208,8 @@ class PaperBroker:
             return known.last
         state = self._orders[order.client_order_id] = _State(order=order)
         if order.created_at.tzinfo is None:
-            return self._emit(state, OrderStatus.REJECTED, self._clock(), reason="created_at has no time zone")
+            return self._emit(state, OrderStatus.REJECTED, self._clock(),
+                              reason=f"{ReasonCode.NO_TIME_ZONE}: created_at has no time zone")
         state.tradable_from = _ceil_minute(order.created_at)
         if order.time_in_force is TimeInForce.DAY:
             state.expires_at = self._session_close(order)
@@ -256,12 +301,13 @@ class PaperBroker:
             price = getattr(order, name)
             tick = self._tick_size(order.symbol)
             if price is not None and (price <= 0 or price % tick):
-                return f"{name} {price} is not a positive multiple of tick_size {tick}"
+                return f"{ReasonCode.PRICE_OFF_TICK}: {name} {price} is not a positive multiple of tick_size {tick}"
         fills_at_submit = self._fills_at_submit(order)
         if fills_at_submit and order.ref_price is None:
-            return "fill_at=signal_close needs the order's ref_price"
+            return f"{ReasonCode.NO_REFERENCE_PRICE}: fill_at=signal_close needs the order's ref_price"
         if state.expires_at is not None and state.tradable_from >= state.expires_at and not fills_at_submit:
-            return f"DAY order created at {order.created_at} cannot trade before the session end {state.expires_at}"
+            return (f"{ReasonCode.SESSION_CLOSED}: DAY order created at {order.created_at} cannot trade before the"
+                    f" session end {state.expires_at}")
         return ""
 
     def _trade(self, state: _State, bar: _Bar, capacity: Decimal) -> Decimal:

@@ -22,17 +22,20 @@
 
 {#
   A strategy's signals over `bars` (a relation: a CTE name or an aliased
-  subquery). Each strategy is a macro signals_<id>(bars) in
+  subquery). Each strategy is a macro signals_<id>(bars, strategy_id) in
   macros/strategies/<id>.sql, so its own model and strategy_signal_history,
   which computes each timeframe's indicators once for all its strategies,
-  run the same SQL.
+  run the same SQL. An entry of the `strategies` var with `of: <id>` is a
+  variant of strategy <id> under its own id and params (parameter sweeps
+  register one per parameter set, so one signal read serves the whole grid).
 #}
 {% macro strategy_signals(strategy_id, bars) -%}
-  {%- set signals = context.get('signals_' ~ strategy_id) -%}
+  {%- set base = strategy_cfg(strategy_id).get('of', strategy_id) -%}
+  {%- set signals = context.get('signals_' ~ base) -%}
   {%- if signals is none -%}
-    {{ exceptions.raise_compiler_error("strategy '" ~ strategy_id ~ "' has no macro signals_" ~ strategy_id ~ "(bars) in macros/strategies/") }}
+    {{ exceptions.raise_compiler_error("strategy '" ~ base ~ "' has no macro signals_" ~ base ~ "(bars, strategy_id) in macros/strategies/") }}
   {%- endif -%}
-  {{ return(signals(bars)) }}
+  {{ return(signals(bars, strategy_id)) }}
 {%- endmacro %}
 
 {# The body of models/strategies/strategy_<id>.sql. #}

@@ -200,3 +200,82 @@ def test_results_kept_from_an_older_version_gain_the_new_columns(backtest_run, e
                            " FROM backtest_order_events WHERE run_id = 'evolved'")[0]
         assert seqs[1] > 0  # the broker's events are numbered per order; the gate's NEW has none
         assert stored(conn, "order_events", "evolved") == stored(conn, "order_events", "parity")
+
+
+def round_trips_from_fills(fills: pd.DataFrame) -> pd.DataFrame:
+    """An independent count of round trips: walk each key's fills, a trip from flat to flat (a flip
+    closes one and opens the next)."""
+    trips = []
+    for key, group in fills.sort_values(["exec_ts", "order_id", "fill_id"]).groupby(
+            ["account_id", "strategy_id", "symbol"]):
+        position, entry = Decimal(0), None
+        for fill in group.itertuples():
+            signed = fill.fill_qty if fill.side == "BUY" else -fill.fill_qty
+            if position == 0:
+                entry = fill.exec_ts
+            after = position + signed
+            if position != 0 and (after == 0 or (after > 0) != (position > 0)):
+                trips.append((*key, entry, fill.exec_ts, abs(position)))
+                entry = fill.exec_ts if after != 0 else None
+            position = after
+    return pd.DataFrame(trips, columns=["account_id", "strategy_id", "symbol", "entry_ts", "exit_ts", "qty"])
+
+
+def test_trades_are_round_trips_with_excursions_from_the_bars(backtest_run, engine_settings):
+    with engine.connect(engine_settings) as conn:
+        fills = engine.query_frame(conn, "SELECT * FROM backtest_fills WHERE run_id = 'parity'")
+        trades = engine.query_frame(conn, "SELECT * FROM backtest_trades WHERE run_id = 'parity'")
+        matches = fetch(conn, "SELECT count(*) FROM backtest_matches WHERE run_id = 'parity'")[0][0]
+        metrics = fetch(conn, "SELECT metrics FROM backtest_metrics WHERE run_id = 'parity' AND scope = 'account'"
+                              " AND key = '(run)'")[0][0]
+    expected = round_trips_from_fills(fills)
+    columns = list(expected.columns)
+    got = trades[columns].sort_values(columns).reset_index(drop=True)
+    assert len(got) > 5 and matches >= len(got)  # matches stay matches (one or more per round trip)
+    pd.testing.assert_frame_equal(got, expected.sort_values(columns).reset_index(drop=True), check_dtype=False)
+    assert metrics["trades"] == len(trades)
+    assert metrics["win_rate"] == pytest.approx((trades.realized_pnl > 0).mean())
+    assert (trades.holding_time == trades.exit_ts - trades.entry_ts).all()
+    assert (trades.realized_pnl == trades.realized_pnl_gross - trades.fees).all()
+    for trade in trades.head(5).itertuples():  # MAE / MFE against the bars the trade was open through
+        held = BARS[(BARS.symbol == trade.symbol) & (BARS.ts > trade.entry_ts - timedelta(minutes=1))
+                    & (BARS.ts < trade.exit_ts)]
+        low, high = held.low.min() / float(trade.entry_price) - 1, held.high.max() / float(trade.entry_price) - 1
+        worst, best = (low, high) if trade.side == "LONG" else (-high, -low)
+        assert float(trade.mae_pct) == pytest.approx(worst, abs=1e-9)
+        assert float(trade.mfe_pct) == pytest.approx(best, abs=1e-9)
+        assert float(trade.mae_pct) <= 0 <= float(trade.mfe_pct)
+
+
+def test_broker_rejections_are_counted_by_reason_next_to_the_gates(engine_settings):
+    # DAY orders end at 15:00 UTC: every order decided after that is refused by the broker
+    spec = replace(SPEC, paper=replace(DEMO_PAPER, session_end=datetime.strptime("15:00", "%H:%M").time()))
+    result = Backtest(engine_settings).run(spec, BARS, run_id="session-end")
+    assert result.broker_rejects.get("SESSION_CLOSED", 0) > 0 and result.rejects
+    with engine.connect(engine_settings) as conn:
+        stored_rejects = fetch(conn, "SELECT broker_rejects FROM backtest_runs WHERE run_id = 'session-end'")[0][0]
+        refused = fetch(conn, "SELECT count(*) FROM backtest_order_events WHERE run_id = 'session-end'"
+                              " AND status = 'REJECTED' AND reason LIKE 'SESSION_CLOSED:%%'")[0][0]
+    assert stored_rejects == result.broker_rejects and refused == result.broker_rejects["SESSION_CLOSED"]
+
+
+@pytest.mark.parametrize("tz", ["America/Los_Angeles", "Europe/Oslo", "Asia/Tokyo"])
+def test_one_trading_day_is_one_daily_return_in_any_time_zone(engine_settings, tz):
+    """The opening sample is the first bar, not --from at midnight UTC (which lies on the day
+    before in a zone west of UTC)."""
+    spec = replace(SPEC, start=START.replace(hour=0, minute=0), policy_changes=())
+    result = Backtest(engine_settings).run(spec, BARS, run_id=f"tz-{tz}", tz=tz)
+    run = result.metrics_by_account.loc["(run)"]
+    local_days = BARS.ts.dt.tz_convert(tz).dt.date.nunique()
+    assert run["days"] == local_days
+
+
+def test_a_never_deployed_schema_is_refused_or_created_before_any_work(engine_settings):
+    fresh = replace(engine_settings, schema="never_deployed")
+    with pytest.raises(BacktestError, match="never_deployed.*stg_prices"):
+        Backtest(fresh).run(SPEC, None)  # ingested bars: nothing to run on, said before the backtest schema
+    with engine.connect(engine_settings) as conn:
+        assert not engine.relation_exists(conn, "never_deployed_backtest", "stg_prices")
+    result = Backtest(fresh).run(replace(SPEC, outputs="matches-only"), BARS, run_id="fresh")  # results land
+    with engine.connect(fresh) as conn:
+        assert fetch(conn, 'SELECT accepted FROM "never_deployed".backtest_runs') == [(result.accepted,)]

@@ -10,11 +10,14 @@ import pandas as pd
 from positions_helpers import T0, rows
 from typer.testing import CliRunner
 
+from adapters.paper import PaperConfig
 from ingest.prices import PriceIngester
 from tradeflow.cli import app
 from tradeflow.trading import accounts
 from tradeflow.trading.daemon import PaperAdapter
 from tradeflow.trading.gate import DecisionGate, Signal
+
+FRICTIONLESS = PaperConfig()  # no slippage or fees: fills at the bar's price
 
 
 def bars(minute: int, symbol: str = "AAA", price: float = 100.0) -> pd.DataFrame:
@@ -32,12 +35,13 @@ def test_orders_fill_on_bars_ingested_later_even_across_an_adapter_restart(conn,
     decision = gate.decide(Signal(signal_id="s1", strategy_id="sma_crossover", symbol="AAA", timeframe="1m",
                                   signal_ts=T0, action="BUY", size_hint=1.0, confidence=1.0,
                                   ref_price=Decimal(100), atr_14=5.0))
-    first = PaperAdapter(conn, embedded_settings, clock=clock)
+    first = PaperAdapter(conn, embedded_settings, FRICTIONLESS, clock=clock)
     first.step(timeout=2)  # submits; the bar of minute 0 is before the order and does not trade it
     first.close()
     assert [r["status"] for r in rows(conn, "SELECT status FROM orders")] == ["ACK"]
 
-    second = PaperAdapter(conn, embedded_settings, clock=clock)  # a restarted process: takes the open order back
+    # a restarted process: takes the open order back
+    second = PaperAdapter(conn, embedded_settings, FRICTIONLESS, clock=clock)
     prices.ingest_frame(bars(1, price=101.0))
     second.step(timeout=0.5)
     second.close()
@@ -65,7 +69,7 @@ def test_operator_cancel_reaches_the_broker_and_releases_the_reservation(conn, e
     decision = DecisionGate(conn, embedded_settings, clock=clock).decide(
         Signal(signal_id="s1", strategy_id="sma_crossover", symbol="AAA", timeframe="1m", signal_ts=T0,
                action="BUY", size_hint=1.0, confidence=1.0, ref_price=Decimal(100), atr_14=5.0))
-    adapter = PaperAdapter(conn, embedded_settings, clock=clock)
+    adapter = PaperAdapter(conn, embedded_settings, FRICTIONLESS, clock=clock)
     adapter.step(timeout=2)
     runner = CliRunner()
     asked = runner.invoke(app, ["orders", "cancel", decision.client_order_id, "--reason", "fat finger"],

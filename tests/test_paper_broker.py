@@ -223,9 +223,10 @@ def test_triggered_stop_remainder_fills_as_a_market_order():
 
 
 @pytest.mark.parametrize("fields, reason", [
-    ({"order_type": OrderType.LIMIT, "limit_price": D("10.005")}, "limit_price 10.005 is not a positive multiple"),
-    ({"order_type": OrderType.STOP, "stop_price": D("-1")}, "stop_price -1 is not a positive multiple"),
-    ({"created_at": datetime(2024, 3, 4, 14, 30)}, "created_at has no time zone"),
+    ({"order_type": OrderType.LIMIT, "limit_price": D("10.005")},
+     "PRICE_OFF_TICK: limit_price 10.005 is not a positive multiple"),
+    ({"order_type": OrderType.STOP, "stop_price": D("-1")}, "PRICE_OFF_TICK: stop_price -1 is not a positive multiple"),
+    ({"created_at": datetime(2024, 3, 4, 14, 30)}, "NO_TIME_ZONE: created_at has no time zone"),
 ])
 def test_rejections(fields, reason):
     broker = make_broker()

@@ -456,3 +456,25 @@ def test_datetimes_with_mixed_offsets():
     assert r.tolist() == pytest.approx([0.1, 0.1])
     strings = pd.DataFrame({"ts": ["2024-01-15T23:30:00Z", "2024-01-16T12:00:00+01:00"], "equity": [1.0, 2.0]})
     assert perf.daily_returns(strings).index.tolist() == [day("2024-01-16")]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_alpha_and_beta_agree_with_empyrical(seed):
+    rng = np.random.default_rng(seed)
+    days = pd.date_range("2024-01-02", periods=60, freq="B")
+    benchmark = pd.Series(rng.normal(0.0005, 0.01, 60), index=days)
+    returns = 0.7 * benchmark + pd.Series(rng.normal(0.0002, 0.004, 60), index=days)
+    alpha, beta = perf.alpha_beta(returns.iloc[1:], benchmark)  # aligned on the common days
+    expected = empyrical.alpha_beta(returns.iloc[1:], benchmark.iloc[1:])
+    assert alpha == pytest.approx(expected[0], rel=1e-9) and beta == pytest.approx(expected[1], rel=1e-9)
+    assert all(math.isnan(v) for v in perf.alpha_beta(returns, benchmark * 0))  # a flat benchmark
+
+
+def test_buy_and_hold_splits_the_money_evenly_at_each_first_close():
+    ts = pd.date_range("2024-01-02 14:30", periods=3, freq="min", tz="UTC")
+    bars = pd.DataFrame({"symbol": ["A", "A", "A", "B", "B"], "ts": [*ts, ts[1], ts[2]],
+                         "close": [10.0, 11.0, 12.0, 50.0, 25.0]})
+    out = perf.buy_and_hold(bars, 1000.0)
+    # A: 50 shares from 10; B: 500 in cash until its first bar, then 10 shares from 50
+    assert out.equity.tolist() == [1000.0, 550 + 500, 600 + 250]
+    assert out.ts.tolist() == list(ts)

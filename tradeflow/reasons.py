@@ -62,6 +62,10 @@ class ReasonCode(StrEnum):
     MARGIN_CALL = "MARGIN_CALL"
     LATE_PRICE = "LATE_PRICE"
     LATE_FILL = "LATE_FILL"
+    # -- broker refusals (order_events REJECTED, reason "<CODE>: <details>") --
+    SESSION_CLOSED = "SESSION_CLOSED"
+    PRICE_OFF_TICK = "PRICE_OFF_TICK"
+    NO_TIME_ZONE = "NO_TIME_ZONE"
 
     @property
     def description(self) -> str:
@@ -134,4 +138,8 @@ _DESCRIPTIONS: dict[ReasonCode, str] = {
     ReasonCode.LATE_FILL: ("A fill arrived more than exec_lateness behind the newest fill already stored for its"
                            " (account, strategy, symbol): stored, flagged in late_arrivals, counted and raised as a"
                            " risk event."),
+    ReasonCode.SESSION_CLOSED: "Broker: a DAY order that cannot trade before the session end (paper broker:"
+                               " session_end, UTC).",
+    ReasonCode.PRICE_OFF_TICK: "Broker: a limit or stop price that is not a positive multiple of the tick size.",
+    ReasonCode.NO_TIME_ZONE: "Broker: the order's created_at has no time zone.",
 }

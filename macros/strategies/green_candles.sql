@@ -3,8 +3,8 @@
   consecutive red one. Fires once per run, not on every bar after.
   bars: a relation of the final bars of the strategy's timeframe with their indicators.
 #}
-{% macro signals_green_candles(bars) %}
-{% set n = strategy_cfg('green_candles')['params']['count'] %}
+{% macro signals_green_candles(bars, strategy_id='green_candles') %}
+{% set n = strategy_cfg(strategy_id)['params']['count'] %}
 with bars as (
     select * from {{ bars }}
 ),
@@ -41,5 +41,5 @@ candidates as (
     from runs
 )
 
-{{ emit_signals('green_candles', 'candidates') }}
+{{ emit_signals(strategy_id, 'candidates') }}
 {% endmacro %}

@@ -2,7 +2,7 @@
   ma_50_200: Golden cross (SMA 50 over SMA 200) and death cross.
   bars: a relation of the final bars of the strategy's timeframe with their indicators.
 #}
-{% macro signals_ma_50_200(bars) %}
-{% set p = strategy_cfg('ma_50_200')['params'] %}
-{{ crossover_candidates('ma_50_200', 'sma_' ~ p['fast'], 'sma_' ~ p['slow'], bars) }}
+{% macro signals_ma_50_200(bars, strategy_id='ma_50_200') %}
+{% set p = strategy_cfg(strategy_id)['params'] %}
+{{ crossover_candidates(strategy_id, 'sma_' ~ p['fast'], 'sma_' ~ p['slow'], bars) }}
 {% endmacro %}

@@ -3,8 +3,8 @@
   SELL when it falls through -threshold.
   bars: a relation of the final bars of the strategy's timeframe with their indicators.
 #}
-{% macro signals_momentum(bars) %}
-{% set p = strategy_cfg('momentum')['params'] %}
+{% macro signals_momentum(bars, strategy_id='momentum') %}
+{% set p = strategy_cfg(strategy_id)['params'] %}
 with bars as (
     select * from {{ bars }}
 ),
@@ -36,5 +36,5 @@ candidates as (
     from crossings
 )
 
-{{ emit_signals('momentum', 'candidates') }}
+{{ emit_signals(strategy_id, 'candidates') }}
 {% endmacro %}

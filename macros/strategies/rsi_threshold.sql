@@ -3,8 +3,8 @@
   SELL when it falls back below the upper one (leaving overbought).
   bars: a relation of the final bars of the strategy's timeframe with their indicators.
 #}
-{% macro signals_rsi_threshold(bars) %}
-{% set p = strategy_cfg('rsi_threshold')['params'] %}
+{% macro signals_rsi_threshold(bars, strategy_id='rsi_threshold') %}
+{% set p = strategy_cfg(strategy_id)['params'] %}
 with bars as (
     select * from {{ bars }}
 ),
@@ -31,5 +31,5 @@ candidates as (
     from rsi
 )
 
-{{ emit_signals('rsi_threshold', 'candidates') }}
+{{ emit_signals(strategy_id, 'candidates') }}
 {% endmacro %}

@@ -2,7 +2,7 @@
   sma_crossover: BUY when the fast SMA crosses above the slow one, SELL when it crosses below.
   bars: a relation of the final bars of the strategy's timeframe with their indicators.
 #}
-{% macro signals_sma_crossover(bars) %}
-{% set p = strategy_cfg('sma_crossover')['params'] %}
-{{ crossover_candidates('sma_crossover', 'sma_' ~ p['fast'], 'sma_' ~ p['slow'], bars) }}
+{% macro signals_sma_crossover(bars, strategy_id='sma_crossover') %}
+{% set p = strategy_cfg(strategy_id)['params'] %}
+{{ crossover_candidates(strategy_id, 'sma_' ~ p['fast'], 'sma_' ~ p['slow'], bars) }}
 {% endmacro %}

@@ -2,22 +2,24 @@
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from datetime import time as dtime
 from decimal import Decimal
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Iterator, Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from adapters.paper import PaperConfig
+from adapters.paper import DEFAULT_FILL_MODEL
 from tradeflow import engine as engine_mod
+from tradeflow.cli import _fill_model as fill_flags
 from tradeflow.cli._common import _fmt, _print_query, _settings, console
 
 DEMO_SCHEMA = "tradeflow_demo"
-DEMO_PAPER = PaperConfig(fill_at="open", slippage_bps=Decimal(2), fee_per_share=Decimal("0.005"), min_fee=Decimal(1))
+DEMO_PAPER = DEFAULT_FILL_MODEL
 DEMO_ACCOUNTS = {  # account -> policy: one account is set to breach its drawdown limit
     "ACC-GROWTH": {"max_open_symbols": 3, "risk_per_trade_pct": Decimal("0.002")},
     "ACC-INCOME": {"max_open_symbols": 2, "risk_per_trade_pct": Decimal("0.001")},
@@ -37,66 +39,89 @@ def _synthetic_bars(start: datetime, end: datetime, synthetic: int, seed: int):
                      ignore_index=True)
 
 
-def _account_specs(text: str, max_leverage: str):
-    from tradeflow.research.backtest import AccountSpec
-
-    specs = []
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        account_id, _, capital = item.partition(":")
-        try:
-            specs.append(AccountSpec(account_id, Decimal(capital or "100000"), Decimal(max_leverage)))
-        except ArithmeticError:
-            raise typer.BadParameter(f"{item!r}: capital must be a number (ID[:CAPITAL])", param_hint="--accounts")
-    return tuple(specs)
-
-
-
 def backtest(
-    start: datetime = typer.Option(..., "--from", help="First bar (UTC), e.g. 2024-01-02."),
-    end: datetime = typer.Option(..., "--to", help="End of the run (UTC, exclusive)."),
+    start: Optional[str] = typer.Option(None, "--from", help="First bar, ISO date or time (UTC unless it has an"
+                                                             " offset), e.g. 2024-01-02."),
+    end: Optional[str] = typer.Option(None, "--to", help="End of the run (exclusive), like --from."),
+    config_file: Optional[Path] = typer.Option(None, "--config", help="YAML or TOML file with the keys of these"
+                                                                      " flags (docs/backtest.md); flags win."),
     symbols: Optional[str] = typer.Option(None, help="Comma-separated symbols (default: all)."),
     strategies: Optional[str] = typer.Option(None, help="Comma-separated strategy ids (default: all enabled)."),
-    accounts_: str = typer.Option("BT-1:100000", "--accounts", help="Comma-separated ID[:CAPITAL]."),
-    max_leverage: str = typer.Option("2", help="Max leverage of every account."),
-    outputs: str = typer.Option("full", help="matches-only or full: what is kept under the run_id."),
+    accounts_: Optional[str] = typer.Option(None, "--accounts", help="Comma-separated ID[:CAPITAL]."
+                                                                     " [default: BT-1:100000]"),
+    max_leverage: Optional[str] = typer.Option(None, help="Max leverage of every account. [default: 2]"),
+    policy_: Optional[list[str]] = typer.Option(None, "--policy", help="FIELD=VALUE of every account's policy,"
+                                                                       " e.g. max_open_symbols=10 (repeatable)."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="STRATEGY.PARAM=VALUE (e.g. sma_crossover.fast=10,"
+                                                                 " sma_crossover.fixed_qty=100) or DBT_VAR=VALUE"
+                                                                 " (e.g. pnl_method=average_cost); repeatable."),
+    sweep: Optional[list[str]] = typer.Option(None, "--sweep", help="KEY=V1,V2,... (a strategy param or a fill"
+                                                                    " model field); repeat for a grid."),
+    rank_by: Optional[str] = typer.Option(None, help="Metric that ranks a sweep's runs. [default: sharpe]"),
+    walk_forward: Optional[str] = typer.Option(None, "--walk-forward", help="TRAIN:TEST trading days: rolling"
+                                                                            " in-sample sweeps, out-of-sample runs"
+                                                                            " of each winner."),
+    outputs: Optional[str] = typer.Option(None, help="matches-only or full: what is kept under the run_id."
+                                                     " [default: full]"),
     report: Optional[Path] = typer.Option(None, help="Write the HTML report here."),
-    synthetic: int = typer.Option(0, min=0, help="Run on N synthetic symbols instead of ingested bars."),
-    seed: int = typer.Option(7, help="Seed of the synthetic bars."),
+    synthetic: Optional[int] = typer.Option(None, min=0, help="Run on N synthetic symbols instead of ingested"
+                                                               " bars."),
+    seed: Optional[int] = typer.Option(None, help="Seed of the synthetic bars. [default: 7]"),
     run_id: Optional[str] = typer.Option(None, help="Default: derived from the inputs (same inputs, same id)."),
-    shadow: bool = typer.Option(False, help="Also trade every signal in its strategy's paper account."),
-    tz: str = typer.Option("Europe/Oslo", help="Time zone of the daily buckets."),
+    shadow: Optional[bool] = typer.Option(None, "--shadow/--no-shadow",
+                                          help="Also trade every signal in its strategy's paper account."),
+    tz: Optional[str] = typer.Option(None, help="Time zone of the daily buckets. [default: Europe/Oslo]"),
+    max_signal_age: Optional[float] = typer.Option(None, help="Seconds after its bar's close a signal may still be"
+                                                              " decided. [default: 120]"),
+    fill_at: Optional[str] = fill_flags.FILL_AT, slippage_bps: Optional[str] = fill_flags.SLIPPAGE_BPS,
+    fee_bps: Optional[str] = fill_flags.FEE_BPS, fee_per_share: Optional[str] = fill_flags.FEE_PER_SHARE,
+    min_fee: Optional[str] = fill_flags.MIN_FEE, fee_step: Optional[str] = fill_flags.FEE_STEP,
+    fee_rounding: Optional[str] = fill_flags.FEE_ROUNDING,
+    max_participation: Optional[str] = fill_flags.MAX_PARTICIPATION, lot_size: Optional[str] = fill_flags.LOT_SIZE,
+    tick_size: Optional[str] = fill_flags.TICK_SIZE, session_end: Optional[str] = fill_flags.SESSION_END,
 ) -> None:
     """A bounded replay of historical bars through the same models, decision gate and paper broker
-    as the live loop; results stay queryable under the run_id (backtest_* tables)."""
-    from tradeflow.research.backtest import Backtest, BacktestError, BacktestSpec
+    as the live loop; results stay queryable under the run_id (backtest_* tables). Every setting
+    can come from --config; the resolved configuration is stored with the run."""
+    from tradeflow.research import run_config
+    from tradeflow.research.backtest import Backtest, BacktestError, describe_fill_model
 
-    start, end = (t if t.tzinfo else t.replace(tzinfo=timezone.utc) for t in (start, end))
     settings = _settings()
-    wanted = [s.strip() for s in symbols.split(",")] if symbols else None
-    # ingested bars stay inside the engine (the backtest moves them); synthetic ones are made here
-    bars = _synthetic_bars(start, end, synthetic, seed) if synthetic else None
+    flags = {
+        "from": start, "to": end, "symbols": symbols, "strategies": strategies, "accounts": accounts_,
+        "max_leverage": max_leverage, "outputs": outputs, "report": report, "synthetic": synthetic, "seed": seed,
+        "run_id": run_id, "shadow": shadow, "tz": tz, "max_signal_age": max_signal_age, "rank_by": rank_by,
+        "walk_forward": walk_forward, **fill_flags.given(
+            fill_at=fill_at, slippage_bps=slippage_bps, fee_bps=fee_bps, fee_per_share=fee_per_share,
+            min_fee=min_fee, fee_step=fee_step, fee_rounding=fee_rounding, max_participation=max_participation,
+            lot_size=lot_size, tick_size=tick_size, session_end=session_end)}
     try:
-        spec = BacktestSpec(start=start, end=end, accounts=_account_specs(accounts_, max_leverage),
-                            symbols=tuple(wanted) if wanted else None,
-                            strategies=tuple(s.strip() for s in strategies.split(",")) if strategies else None,
-                            outputs=outputs, paper=DEMO_PAPER, shadow=shadow)
-        with Progress(TextColumn("[bold]backtest[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("bars"),
-                      TextColumn("{task.fields[rate]} bars/s"), TimeElapsedColumn(), console=console) as progress:
-            task = progress.add_task("bars", total=None if bars is None else len(bars), rate="-")
-            started = time.monotonic()
-
-            def advance(count: int) -> None:
-                progress.advance(task, count)
-                rate = progress.tasks[0].completed / max(time.monotonic() - started, 1e-9)
-                progress.update(task, rate=f"{rate:,.0f}")
-
-            result = Backtest(settings).run(spec, bars, run_id=run_id, on_progress=advance, report=report, tz=tz)
+        flags.update({"policy": run_config.parse_assignments(policy_, "--policy") or None,
+                      "set": run_config.parse_assignments(set_, "--set") or None,
+                      "sweep": run_config.parse_sweep(sweep) or None})
+        config = run_config.resolve(run_config.load_file(config_file) if config_file else None, flags)
+        plan = run_config.plan(config, settings.project_dir)
+    except BacktestError as err:
+        raise typer.BadParameter(str(err))
+    spec = plan.spec
+    # ingested bars stay inside the engine (the backtest moves them); synthetic ones are made here
+    bars = _synthetic_bars(spec.start, spec.end, config["synthetic"], config["seed"]) if config["synthetic"] else None
+    console.print(f"fill model: {describe_fill_model(spec.paper)}")
+    bt = Backtest(settings, model_vars=plan.model_vars)
+    try:
+        if plan.grid:
+            _sweep(bt, plan, bars)
+            return
+        with _bar_progress("backtest", None if bars is None else len(bars)) as advance:
+            result = bt.run(spec, bars, run_id=config["run_id"], on_progress=advance, report=plan.report,
+                            tz=config["tz"], config=config)
     except BacktestError as err:
         raise typer.BadParameter(str(err))
     console.print(f"run {result.run_id}: {result.bars:,} bars, {result.signals:,} signals, {result.decisions:,}"
-                  f" decisions, {result.accepted:,} accepted, {result.bars_per_second:,.0f} bars/s"
-                  f" (seconds: {result.seconds})")
-    shown = ["total_return", "max_drawdown", "sharpe", "trades", "win_rate", "realized_pnl", "fees_paid"]
+                  f" decisions, {result.accepted:,} accepted, {result.bars_per_second:,.0f} bars/s")
+    console.print("seconds: " + ", ".join(f"{phase} {value:.2f}" for phase, value in result.seconds.items()))
+    shown = ["total_return", "max_drawdown", "sharpe", "trades", "win_rate", "profit_factor", "realized_pnl",
+             "fees_paid"]
     for title, frame in (("per account", result.metrics_by_account), ("per strategy", result.metrics_by_strategy)):
         table = Table(title=title)
         table.add_column(frame.index.name or "key")
@@ -105,11 +130,54 @@ def backtest(
         for key, row in frame.iterrows():
             table.add_row(str(key), *[_fmt(None if row[c] != row[c] else row[c]) for c in shown])
         console.print(table)
-    if result.rejects:
-        console.print("rejects by code: " + ", ".join(f"{k} {v}" for k, v in sorted(result.rejects.items())))
-    if report:
-        console.print(f"report: {report}")
+    console.print("trades are round trips; max_drawdown is on daily closes (the report also shows the intraday one)")
+    for stage, rejects in (("the gate", result.rejects), ("the broker", result.broker_rejects)):
+        if rejects:
+            console.print(f"rejected by {stage}: " + ", ".join(f"{k} {v}" for k, v in sorted(rejects.items())))
+    if plan.report:
+        console.print(f"report: {plan.report}")
 
+
+@contextmanager
+def _bar_progress(label: str, total: int | None) -> Iterator[Callable[[int], None]]:
+    with Progress(TextColumn(f"[bold]{label}[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("bars"),
+                  TextColumn("{task.fields[rate]} bars/s"), TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task("bars", total=total, rate="-")
+        started = time.monotonic()
+
+        def advance(count: int) -> None:
+            progress.advance(task, count)
+            rate = progress.tasks[0].completed / max(time.monotonic() - started, 1e-9)
+            progress.update(task, rate=f"{rate:,.0f}")
+
+        yield advance
+
+
+def _sweep(bt, plan, bars) -> None:
+    """A parameter grid (and walk-forward windows): one ingest and one signal read for every run."""
+    from tradeflow.research.sweep import Sweep
+
+    runs = len(plan.grid) * (1 if plan.walk_forward is None else 0) or None
+    with Progress(TextColumn("[bold]sweep[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("runs"),
+                  TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task("runs", total=runs)
+        sweep = Sweep(bt, plan, on_run=lambda done, total: progress.update(task, completed=done, total=total))
+        outcome = sweep.run(bars)
+    table = Table(title=f"sweep {outcome.sweep_id}: ranked by {plan.config['rank_by']}")
+    for column in outcome.ranking.columns:
+        table.add_column(str(column), justify="right" if column != "run_id" else "left")
+    for _, row in outcome.ranking.iterrows():
+        table.add_row(*[_fmt(None if v != v else v) for v in row.tolist()])
+    console.print(table)
+    if outcome.walk_forward is not None:
+        table = Table(title="walk-forward: out-of-sample runs of each in-sample winner")
+        for column in outcome.walk_forward.columns:
+            table.add_column(str(column))
+        for _, row in outcome.walk_forward.iterrows():
+            table.add_row(*[_fmt(None if v != v else v) for v in row.tolist()])
+        console.print(table)
+    if plan.report:
+        console.print(f"report: {plan.report}")
 
 
 def demo(symbols: int = typer.Option(6, min=1), days: int = typer.Option(1, min=1), seed: int = typer.Option(7)) -> None:

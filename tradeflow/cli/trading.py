@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from tradeflow import engine as engine_mod
+from tradeflow.cli import _fill_model as fill_flags
 from tradeflow.cli._common import (AS_CSV, AS_JSON, Broker, OnOff, OrderType, TimeInForce, _ensure_deployed,
                                    _print_query, _print_rows, _settings, console, group, rows_of, to_json)
 
@@ -175,9 +176,18 @@ def adapter_run(broker: Broker = typer.Option("paper", case_sensitive=False,
                 interval: float = typer.Option(0.5, help="Longest wait for new orders per step (s)."),
                 metrics_port: Optional[int] = typer.Option(None, help="Serve /metrics and /health on this port."),
                 metrics_addr: str = typer.Option("127.0.0.1", help="Address for --metrics-port (0.0.0.0 for Docker)."),
+                fill_at: Optional[str] = fill_flags.FILL_AT, slippage_bps: Optional[str] = fill_flags.SLIPPAGE_BPS,
+                fee_bps: Optional[str] = fill_flags.FEE_BPS, fee_per_share: Optional[str] = fill_flags.FEE_PER_SHARE,
+                min_fee: Optional[str] = fill_flags.MIN_FEE, fee_step: Optional[str] = fill_flags.FEE_STEP,
+                fee_rounding: Optional[str] = fill_flags.FEE_ROUNDING,
+                max_participation: Optional[str] = fill_flags.MAX_PARTICIPATION,
+                lot_size: Optional[str] = fill_flags.LOT_SIZE, tick_size: Optional[str] = fill_flags.TICK_SIZE,
+                session_end: Optional[str] = fill_flags.SESSION_END,
                 ) -> None:
     """Follow accepted orders, submit them to the broker, record reports and fills. With a real
-    broker, orders of paper accounts (paper:*, TRADEFLOW_PAPER_ACCOUNTS) still go to the paper broker."""
+    broker, orders of paper accounts (paper:*, TRADEFLOW_PAPER_ACCOUNTS) still go to the paper broker,
+    whose fill model and its defaults are the backtest's (the same flags)."""
+    from adapters.paper import fill_model
     from adapters.venues import UnknownVenue, make_broker
     from tradeflow.ops.venue_keys import CredentialsError
     from tradeflow.trading.daemon import run_adapter, stop_on_signals
@@ -192,8 +202,15 @@ def adapter_run(broker: Broker = typer.Option("paper", case_sensitive=False,
             console.print(f"[red]{err}[/]")
             raise typer.Exit(2)
     try:
+        config = fill_model(fill_flags.given(
+            fill_at=fill_at, slippage_bps=slippage_bps, fee_bps=fee_bps, fee_per_share=fee_per_share,
+            min_fee=min_fee, fee_step=fee_step, fee_rounding=fee_rounding, max_participation=max_participation,
+            lot_size=lot_size, tick_size=tick_size, session_end=session_end))
+    except (TypeError, ValueError) as err:
+        raise typer.BadParameter(str(err))
+    try:
         run_adapter(settings, once=once, interval=interval, stop=None if once else stop_on_signals(),
-                    metrics_port=metrics_port, metrics_addr=metrics_addr, venue=venue)
+                    metrics_port=metrics_port, metrics_addr=metrics_addr, venue=venue, config=config)
     finally:
         if venue is not None:
             venue.inner.close()

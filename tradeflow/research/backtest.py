@@ -47,7 +47,7 @@ import yaml
 
 from adapters.execution import RECORDED_EVENT_COLUMNS, fill_from_event, order_event_row
 from adapters.orders import Order, OrderEvent, Side
-from adapters.paper import PaperBroker, PaperConfig
+from adapters.paper import DEFAULT_FILL_MODEL, PaperBroker, PaperConfig
 from ingest.execs import EXEC_FIELDS
 from tradeflow import engine
 from tradeflow.config import Settings
@@ -71,6 +71,7 @@ WRITTEN_COLUMNS = {"order_events": RECORDED_EVENT_COLUMNS, "trade_decisions": DE
 # result table -> (relation of the backtest schema, outputs that keep it)
 RESULTS = {
     "backtest_matches": ("trade_match_history", {"matches-only", "full"}),
+    "backtest_trades": ("trades", {"matches-only", "full"}),
     "backtest_decisions": ("trade_decisions", {"full"}),
     "backtest_order_events": ("order_events", {"full"}),
     "backtest_fills": ("exec_report_history", {"full"}),
@@ -80,8 +81,9 @@ RESULTS = {
 }
 
 
-TRADE_REPORT_COLUMNS = ("match_ts", "account_id", "strategy_id", "symbol", "closed_side", "matched_qty", "buy_price",
-                        "sell_price", "realized_pnl", "fee_share")
+TRADE_REPORT_COLUMNS = ("entry_ts", "exit_ts", "holding_time", "account_id", "strategy_id", "symbol", "side", "qty",
+                        "entry_price", "exit_price", "realized_pnl_gross", "fees", "realized_pnl", "return_pct",
+                        "mae_pct", "mfe_pct")
 STRATEGY_REPORT_COLUMNS = ("trades", "win_rate", "profit_factor", "avg_win", "avg_loss", "realized_pnl",
                            "exposure_time", "fees_paid")
 
@@ -106,7 +108,7 @@ class BacktestSpec:
     symbols: tuple[str, ...] | None = None       # None: every symbol of the bars
     strategies: tuple[str, ...] | None = None    # None: every enabled strategy
     policy_changes: tuple[PolicyChange, ...] = ()
-    paper: PaperConfig = PaperConfig()
+    paper: PaperConfig = DEFAULT_FILL_MODEL
     outputs: Outputs = "full"
     max_signal_age: timedelta = timedelta(minutes=2)
     shadow: bool = False  # also trade every signal in its strategy's paper account (the scoreboard's input)
@@ -139,6 +141,7 @@ class BacktestResult:
     seconds: dict[str, float]
     metrics_by_account: pd.DataFrame
     metrics_by_strategy: pd.DataFrame
+    broker_rejects: dict[str, int] = field(default_factory=dict)  # the broker's REJECTED orders by reason code
 
     @property
     def bars_per_second(self) -> float:
@@ -150,8 +153,14 @@ class Analysis:
     equity: pd.DataFrame          # the run's combined equity (ts, equity)
     by_account: pd.DataFrame      # performance.metrics_by rows, plus the whole-run row
     by_strategy: pd.DataFrame
-    trades: pd.DataFrame
-    rejects: pd.DataFrame
+    trades: pd.DataFrame          # round trips (the trades view)
+    rejects: pd.DataFrame         # by (stage, reject_code, strategy_id, account_id): the gate's and the broker's
+    opened_at: pd.Timestamp       # the first bar: each account's opening equity sample
+
+    @property
+    def broker_rejects(self) -> dict[str, int]:
+        broker = self.rejects[self.rejects.stage == "broker"]
+        return {str(k): int(v) for k, v in broker.groupby("reject_code")["count"].sum().items()}
 
 
 def _json_number(value: object) -> object:
@@ -159,6 +168,21 @@ def _json_number(value: object) -> object:
     if isinstance(value, float) and not math.isfinite(value):
         return None if math.isnan(value) else str(value)
     return value.isoformat() if isinstance(value, (datetime, pd.Timestamp)) else value
+
+
+def describe_fill_model(paper: PaperConfig) -> str:
+    """The fill model in words, for people (the report, the console)."""
+    where = {"open": "the next bar's open", "close": "the next bar's close",
+             "signal_close": "the signal bar's close (bar execution)"}[paper.fill_at]
+    fees = [f"${paper.fee_per_share}/share" if paper.fee_per_share else "",
+            f"{paper.fee_bps} bps of notional" if paper.fee_bps else ""]
+    fee = " + ".join(f for f in fees if f) or "none"
+    if paper.min_fee:
+        fee += f", at least ${paper.min_fee} per order"
+    session = f"{paper.session_end:%H:%M} UTC" if paper.session_end else "midnight UTC"
+    return (f"market orders fill at {where}, {paper.slippage_bps} bps slippage; fees {fee} (rounded {paper.fee_rounding}"
+            f" to {paper.fee_step}); at most {paper.max_participation:%} of a bar's volume; tick {paper.tick_size},"
+            f" lot {paper.lot_size}; DAY orders end at {session}")
 
 
 def backtest_settings(settings: Settings) -> Settings:
@@ -255,7 +279,8 @@ class SequentialReplay:
     def run(self, bars: pd.DataFrame, signals: pd.DataFrame, on_progress: Callable[[int], None] | None) -> None:
         due = self._signals_by_time(signals)
         changes = sorted(self.spec.policy_changes, key=lambda c: c.at)
-        codes, symbols = pd.factorize(bars.symbol, sort=False)
+        codes, uniques = pd.factorize(bars.symbol, sort=False)
+        symbols = uniques.tolist()  # indexed per bar: a list, not an Arrow-backed array
         ts = bars.ts.dt.tz_convert(None).to_numpy()  # UTC datetime64: an object array of Timestamps is slow
         starts = np.flatnonzero(np.r_[True, ts[1:] != ts[:-1]])
         ends = np.r_[starts[1:], len(bars)]
@@ -432,13 +457,16 @@ class Backtest:
 
     def run(self, spec: BacktestSpec, bars: pd.DataFrame | None = None, *, run_id: str | None = None,
             on_progress: Callable[[int], None] | None = None, report: Path | None = None,
-            tz: str = performance.DEFAULT_TZ) -> BacktestResult:
+            tz: str = performance.DEFAULT_TZ, config: dict[str, object] | None = None) -> BacktestResult:
         """bars: the run's 1-minute bars (COPYed in); None takes the main schema's
-        bars of spec.symbols over the period, moved inside the engine."""
+        bars of spec.symbols over the period, moved inside the engine. config: the
+        resolved run configuration (tradeflow.research.run_config), stored with the
+        run and shown in its report."""
         seconds: dict[str, float] = {}
         started = time.perf_counter()
         for change in spec.policy_changes:
             policy.validate(change.changes)
+        self.check_main_schema(bars is None)
         self._prepare_schema()
         with engine.connect(self.bt_settings) as conn:
             self._empty_raw_tables(conn)
@@ -450,34 +478,53 @@ class Backtest:
             lap = time.perf_counter()
             signals = self._signals(conn, spec, bars)
             seconds["signals"] = time.perf_counter() - lap
-            lap = time.perf_counter()
-            # the replay's rows are written while it goes on
-            with BackgroundCopy(lambda: engine.connect(self.bt_settings), WRITTEN_COLUMNS) as sink:
-                replay = SequentialReplay(spec, *load_terms(conn), source=f"backtest:{run_id}", sink=sink.put,
-                                          risk_refresh=self.settings.risk_refresh,
-                                          risk_window_days=self._model_var("risk_window_days"))
-                load_market(conn, replay.book)  # instruments (copied from the main schema) and margin rates
-                replay.broker.set_steps(instrument_steps(conn))
-                replay.run(bars, signals, on_progress)
-            seconds["replay"] = time.perf_counter() - lap
-            lap = time.perf_counter()
-            self._write(conn, spec, replay)
-            seconds["write"] = time.perf_counter() - lap
-            lap = time.perf_counter()
-            self._check_and_store(conn, spec, run_id, replay.book)
-            seconds["store"] = time.perf_counter() - lap
-            lap = time.perf_counter()
-            analysis = self._analyse(conn, spec, run_id, tz)
-            seconds["metrics"] = time.perf_counter() - lap
-            lap = time.perf_counter()
-            self._store_run(conn, spec, run_id, bars, len(signals), replay.stats, seconds, analysis)
-            if report is not None:
-                write_report(self._report_data(spec, run_id, bars, analysis, tz), report)
-            seconds["store"] += time.perf_counter() - lap
+            return self._decide_and_store(conn, spec, bars, signals, run_id, seconds, on_progress=on_progress,
+                                          report=report, tz=tz, config=config)
+
+    def check_main_schema(self, needs_bars: bool) -> None:
+        """Before any work: results go to the main schema (created if missing); a run on
+        ingested bars needs the main schema's models (stops with a clear error if absent)."""
+        with engine.connect(self.settings) as conn:
+            if needs_bars and not engine.relation_exists(conn, self.settings.schema, "stg_prices"):
+                raise BacktestError(f"bars: schema {self.settings.schema!r} has no models deployed (no stg_prices):"
+                                    " run `tradeflow deploy` and ingest bars, or pass bars (--synthetic)")
+            conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.settings.schema}"')
+
+    def _decide_and_store(self, conn: psycopg.Connection, spec: BacktestSpec, bars: pd.DataFrame,
+                          signals: pd.DataFrame, run_id: str, seconds: dict[str, float], *,
+                          on_progress: Callable[[int], None] | None, report: Path | None, tz: str,
+                          config: dict[str, object] | None,
+                          terms: tuple[dict[str, Sizing], dict[str, Decimal]] | None = None) -> BacktestResult:
+        """The decision-dependent part of a run over bars and signals already in place:
+        replay, write and check, store, metrics (terms: the gate's, default as loaded)."""
+        lap = time.perf_counter()
+        # the replay's rows are written while it goes on
+        with BackgroundCopy(lambda: engine.connect(self.bt_settings), WRITTEN_COLUMNS) as sink:
+            replay = SequentialReplay(spec, *(terms or load_terms(conn)), source=f"backtest:{run_id}", sink=sink.put,
+                                      risk_refresh=self.settings.risk_refresh,
+                                      risk_window_days=self._model_var("risk_window_days"))
+            load_market(conn, replay.book)  # instruments (copied from the main schema) and margin rates
+            replay.broker.set_steps(instrument_steps(conn))
+            replay.run(bars, signals, on_progress)
+        seconds["replay"] = time.perf_counter() - lap
+        lap = time.perf_counter()
+        self._write(conn, spec, replay)
+        seconds["write"] = time.perf_counter() - lap
+        lap = time.perf_counter()
+        self._check_and_store(conn, spec, run_id, replay.book)
+        seconds["store"] = time.perf_counter() - lap
+        lap = time.perf_counter()
+        analysis = self._analyse(conn, spec, run_id, tz, opened_at=bars.ts.iloc[0])
+        seconds["metrics"] = time.perf_counter() - lap
+        lap = time.perf_counter()
+        self._store_run(conn, spec, run_id, bars, len(signals), replay.stats, seconds, analysis, config)
+        if report is not None:
+            write_report(self._report_data(spec, run_id, bars, analysis, tz, config), report)
+        seconds["store"] += time.perf_counter() - lap
         stats = replay.stats
         return BacktestResult(run_id, len(bars), len(signals), stats.decisions, stats.accepted, dict(stats.rejects),
                               {k: round(v, 3) for k, v in seconds.items()}, analysis.by_account,
-                              analysis.by_strategy)
+                              analysis.by_strategy, analysis.broker_rejects)
 
     def _model_var(self, name: str) -> object:
         """A dbt var as the backtest schema is deployed with it: model_vars, else dbt_project.yml's."""
@@ -558,11 +605,13 @@ class Backtest:
             conn.execute(f"TRUNCATE {marker}")
             conn.execute(f"INSERT INTO {marker} VALUES (%s)", (fingerprint,))
 
-    def _empty_raw_tables(self, conn: psycopg.Connection) -> None:
-        """Every table of the backtest schema is a raw table (models are views), but the deployment marker."""
+    def _empty_raw_tables(self, conn: psycopg.Connection, keep: tuple[str, ...] = ()) -> None:
+        """Every table of the backtest schema is a raw table (models are views), but the deployment
+        marker and `keep` (a sweep keeps its bars for every run)."""
         tables = [row[0] for row in conn.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = %s AND table_type = 'BASE TABLE'"
-            " AND table_name <> 'backtest_deployment' ORDER BY table_name", (self.bt_settings.schema,))]
+            " AND table_name <> 'backtest_deployment' AND NOT table_name = ANY(%s) ORDER BY table_name",
+            (self.bt_settings.schema, list(keep)))]
         conn.execute("TRUNCATE " + ", ".join(f'"{self.bt_settings.schema}".{t}' for t in tables))
 
     @staticmethod
@@ -626,9 +675,12 @@ class Backtest:
                 f"{m.account_id} {m.describe()}" for m in mismatches[:10]))
 
     # -- results ----------------------------------------------------------------------
-    def _analyse(self, conn: psycopg.Connection, spec: BacktestSpec, run_id: str, tz: str) -> Analysis:
+    def _analyse(self, conn: psycopg.Connection, spec: BacktestSpec, run_id: str, tz: str, *,
+                 opened_at: pd.Timestamp) -> Analysis:
         """Metrics per account, per strategy and for the run, from the run's views at its end
-        (as stored under the run_id when the outputs keep them: each view is computed once)."""
+        (as stored under the run_id when the outputs keep them: each view is computed once).
+        Trades are round trips; every account opens at its capital at the first bar (not at
+        spec.start: a --tz west of UTC would put that on the day before the first bar)."""
         main = self.settings.schema
         full = spec.outputs == "full"
         with engine.read_scope(conn, self.bt_settings, as_of=spec.end):
@@ -639,15 +691,19 @@ class Backtest:
             equity = pd.DataFrame({"account_id": equity.account_id, "ts": pd.to_datetime(equity.epoch, unit="s",
                                                                                           utc=True),
                                    "equity": equity.equity})
-            trades = engine.query_frame(conn, f'SELECT * FROM "{main}".backtest_matches WHERE run_id = %s'
-                                        " ORDER BY match_ts, match_id", (run_id,)).drop(columns="run_id")
+            trades = engine.query_frame(conn, f'SELECT * FROM "{main}".backtest_trades WHERE run_id = %s'
+                                        " ORDER BY exit_ts, trade_id", (run_id,)).drop(columns="run_id")
             fills = performance.fills_from_exec_reports(engine.query_frame(
                 conn, "SELECT * FROM stg_execs ORDER BY exec_ts"))
-            rejects = engine.query_frame(conn, "SELECT reject_code, strategy_id, account_id, count(*) AS count"
-                                               " FROM trade_rejections GROUP BY 1, 2, 3 ORDER BY 4 DESC, 1, 2, 3")
+            # the broker's reasons read "<CODE>: details" (tradeflow.reasons)
+            rejects = engine.query_frame(
+                conn, "SELECT stage, reject_code, strategy_id, account_id, count(*) AS count FROM ("
+                " SELECT 'gate' AS stage, reject_code, strategy_id, account_id FROM trade_rejections UNION ALL"
+                " SELECT 'broker', split_part(reason, ':', 1), strategy_id, account_id FROM order_events"
+                " WHERE status = 'REJECTED') AS refused GROUP BY 1, 2, 3, 4 ORDER BY 5 DESC, 1, 2, 3, 4")
         capital = {a.account_id: a.capital for a in spec.accounts}
         # every account starts the run at its capital (pnl_timeseries starts at its first fill)
-        opening = pd.DataFrame({"account_id": list(capital), "ts": spec.start,
+        opening = pd.DataFrame({"account_id": list(capital), "ts": opened_at,
                                 "equity": [float(c) for c in capital.values()]})
         equity = pd.concat([opening, equity], ignore_index=True)
         common = {"initial_equity": capital, "tz": tz}
@@ -655,26 +711,34 @@ class Backtest:
             equity=performance.combine_equity(equity, "account_id", capital),
             by_account=performance.metrics_by("account_id", equity, trades, fills, **common),
             by_strategy=performance.metrics_by("strategy_id", equity, trades, fills, **common),
-            trades=trades, rejects=rejects)
+            trades=trades, rejects=rejects, opened_at=opened_at)
 
     @staticmethod
-    def _report_data(spec: BacktestSpec, run_id: str, bars: pd.DataFrame, analysis: Analysis, tz: str) -> ReportData:
-        daily = performance.daily_equity(analysis.equity, tz=tz, initial_equity=analysis.equity.attrs["initial_equity"])
+    def _report_data(spec: BacktestSpec, run_id: str, bars: pd.DataFrame, analysis: Analysis, tz: str,
+                     config: dict[str, object] | None) -> ReportData:
+        initial = analysis.equity.attrs["initial_equity"]
+        daily = performance.daily_equity(analysis.equity, tz=tz, initial_equity=initial)
         month_ends = daily.groupby(daily.index.to_period("M")).last()
-        monthly = month_ends / month_ends.shift(1, fill_value=analysis.equity.attrs["initial_equity"]) - 1
+        monthly = month_ends / month_ends.shift(1, fill_value=initial) - 1
+        benchmark = performance.buy_and_hold(bars, initial)
+        alpha, beta = performance.alpha_beta(performance.daily_returns(analysis.equity, tz, initial),
+                                             performance.daily_returns(benchmark, tz, initial))
+        headline = {**analysis.by_account.loc[performance.RUN_LABEL].to_dict(), "alpha": alpha, "beta": beta,
+                    "benchmark_return": float(benchmark.equity.iloc[-1]) / initial - 1}
         return ReportData(
             run_id=run_id, title=f"Backtest {run_id}", period_start=spec.start, period_end=spec.end,
             parameters={"symbols": ", ".join(sorted(bars.symbol.unique())),
                         "strategies": ", ".join(spec.strategies) if spec.strategies else "all enabled",
-                        "accounts": ", ".join(f"{a.account_id} ({a.capital})" for a in spec.accounts),
-                        "bars": f"{len(bars):,}", "fill model": str(spec.paper), "time zone": tz},
+                        "accounts": ", ".join(f"{a.account_id} ({a.capital:,})" for a in spec.accounts),
+                        "bars": f"{len(bars):,}", "fill model": describe_fill_model(spec.paper), "time zone": tz},
             equity=analysis.equity,
             # strategies share accounts: they have trade metrics, not equity curves of their own
             metrics_by_strategy=analysis.by_strategy[[c for c in STRATEGY_REPORT_COLUMNS
                                                       if c in analysis.by_strategy.columns]],
             metrics_by_account=analysis.by_account, monthly_returns=monthly,
             trades=analysis.trades[[c for c in TRADE_REPORT_COLUMNS if c in analysis.trades.columns]],
-            rejects_by_code=analysis.rejects)
+            rejects_by_code=analysis.rejects, run_metrics=headline, config=config or {},
+            bars=bars[["symbol", "ts", "close"]], benchmark=benchmark, tz=tz)
 
     def _store_result(self, conn: psycopg.Connection, spec: BacktestSpec, run_id: str, table: str) -> None:
         """One of the run's views, as it stands at the run's end, under its run_id in the main schema."""
@@ -706,11 +770,15 @@ class Backtest:
         return ", ".join(f'"{name}"' for name in source)
 
     def _store_run(self, conn: psycopg.Connection, spec: BacktestSpec, run_id: str, bars: pd.DataFrame, signals: int,
-                   stats: ReplayStats, seconds: dict[str, float], analysis: Analysis) -> None:
+                   stats: ReplayStats, seconds: dict[str, float], analysis: Analysis,
+                   config: dict[str, object] | None) -> None:
         main = self.settings.schema
         conn.execute(f'CREATE TABLE IF NOT EXISTS "{main}".backtest_runs (run_id text PRIMARY KEY, spec jsonb,'
                      ' period_start timestamptz, period_end timestamptz, symbols text[], bars bigint, signals bigint,'
                      ' decisions bigint, accepted bigint, rejects jsonb, seconds jsonb, finished_at timestamptz)')
+        # added since: the resolved run configuration, the broker's rejections by reason code
+        conn.execute(f'ALTER TABLE "{main}".backtest_runs ADD COLUMN IF NOT EXISTS config jsonb,'
+                     ' ADD COLUMN IF NOT EXISTS broker_rejects jsonb')
         conn.execute(f'CREATE TABLE IF NOT EXISTS "{main}".backtest_metrics (run_id text, scope text, key text,'
                      ' metrics jsonb, PRIMARY KEY (run_id, scope, key))')
         conn.execute(f'DELETE FROM "{main}".backtest_metrics WHERE run_id = %s', (run_id,))
@@ -719,16 +787,17 @@ class Backtest:
                 (run_id, scope, str(key), json.dumps({k: _json_number(v) for k, v in row.items()}))
                 for scope, frame in (("account", analysis.by_account), ("strategy", analysis.by_strategy))
                 for key, row in frame.iterrows()])
+        columns = ("run_id, spec, period_start, period_end, symbols, bars, signals, decisions, accepted, rejects,"
+                   " seconds, finished_at, config, broker_rejects")
         conn.execute(
-            f'INSERT INTO "{main}".backtest_runs VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now())'
-            ' ON CONFLICT (run_id) DO UPDATE SET spec = excluded.spec, period_start = excluded.period_start,'
-            ' period_end = excluded.period_end, symbols = excluded.symbols, bars = excluded.bars,'
-            ' signals = excluded.signals, decisions = excluded.decisions, accepted = excluded.accepted,'
-            ' rejects = excluded.rejects, seconds = excluded.seconds, finished_at = excluded.finished_at',
+            f'INSERT INTO "{main}".backtest_runs ({columns})'
+            ' VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now(), %s, %s) ON CONFLICT (run_id) DO UPDATE SET '
+            + ", ".join(f"{c} = excluded.{c}" for c in columns.split(", ")[1:]),
             (run_id, json.dumps(asdict(spec), default=str), spec.start, spec.end, sorted(bars.symbol.unique()),
              len(bars), signals, stats.decisions, stats.accepted, json.dumps(stats.rejects),
-             json.dumps({k: round(v, 3) for k, v in seconds.items()})))
+             json.dumps({k: round(v, 3) for k, v in seconds.items()}),
+             None if config is None else json.dumps(config), json.dumps(analysis.broker_rejects)))
 
 
 __all__ = ["AccountSpec", "Backtest", "BacktestError", "BacktestResult", "BacktestSpec", "PolicyChange",
-           "backtest_settings", "decision_times"]
+           "backtest_settings", "decision_times", "describe_fill_model"]

@@ -14,10 +14,12 @@ Input contract
     ``bar_ts`` to ``ts`` (the equity at the close of the bar that starts at ``bar_ts``; the bar belongs to the local
     day in which it starts).
 ``trades``
-    Rows of the view ``trade_match_history``: match_id, account_id, strategy_id, symbol, closed_side
+    Rows of the view ``trades`` (round trips) or ``trade_match_history``: match_id, account_id, strategy_id, symbol, closed_side
     ('LONG'/'SHORT'), matched_qty, buy_price, sell_price, realized_pnl_gross, fee_share, realized_pnl (net of fees),
     match_ts. Only ``realized_pnl`` is required (plus the key column for :func:`metrics_by`). NUMERIC columns may
-    arrive as ``decimal.Decimal``: they are converted to float. One row, one matched segment, is one trade.
+    arrive as ``decimal.Decimal``: they are converted to float. One row is one trade: in the product a round
+    trip (rows of the view ``trades``: a position cycle from flat to flat, net ``realized_pnl``), not a FIFO
+    match segment.
 ``fills``
     Executions: columns ``ts``, ``symbol``, ``qty``, ``price``, ``fee``, optionally ``side`` ('BUY'/'SELL') and the
     key columns ``account_id`` / ``strategy_id``. Without ``side`` a negative ``qty`` is a sell. Notional is
@@ -33,7 +35,8 @@ Public functions
 ----------------
 :func:`daily_returns`, :func:`daily_equity`, :func:`local_day`, :func:`compute_metrics`, :func:`metrics_by`,
 :func:`trade_stats`, :func:`position_intervals`, :func:`exposure_time`, :func:`combine_equity`,
-:func:`equity_from_pnl_timeseries`, :func:`fills_from_exec_reports`; the :class:`Metrics` dataclass.
+:func:`equity_from_pnl_timeseries`, :func:`fills_from_exec_reports`, :func:`buy_and_hold`, :func:`alpha_beta`;
+the :class:`Metrics` dataclass.
 """
 from __future__ import annotations
 
@@ -52,7 +55,8 @@ KEY_COLUMNS = ("account_id", "strategy_id")
 RUN_LABEL = "(run)"
 
 __all__ = [
-    "DEFAULT_TZ", "PERIODS_PER_YEAR", "RUN_LABEL", "Metrics", "combine_equity", "compute_metrics", "daily_equity",
+    "DEFAULT_TZ", "METRIC_FIELDS", "PERIODS_PER_YEAR", "RUN_LABEL", "Metrics", "alpha_beta", "buy_and_hold",
+    "combine_equity", "compute_metrics", "daily_equity",
     "daily_returns", "drawdown", "equity_from_pnl_timeseries", "exposure_time", "fills_from_exec_reports", "local_day",
     "metrics_by", "position_intervals", "trade_stats",
 ]
@@ -578,3 +582,33 @@ def metrics_by(
     out.index = pd.Index(labels, name=group_col)
     return out
 
+
+
+# --------------------------------------------------------------------------- benchmark
+
+
+def buy_and_hold(bars: pd.DataFrame, initial_equity: float) -> pd.DataFrame:
+    """Equity of an equal-weight buy-and-hold of the bars' symbols: ``initial_equity`` split evenly at each
+    symbol's first close, fractional shares, no costs, each symbol valued at its last close so far. Returns
+    (ts, equity) on every bar time of ``bars`` (columns symbol, ts, close)."""
+    if bars.empty:
+        return pd.DataFrame({"ts": pd.Series(dtype="datetime64[ns, UTC]"), "equity": pd.Series(dtype="float64")})
+    closes = bars.pivot_table(index="ts", columns="symbol", values="close", aggfunc="last").sort_index().ffill()
+    shares = float(initial_equity) / closes.shape[1] / closes.bfill().iloc[0]
+    # before a symbol's first bar its share of the money is still cash
+    value = (closes * shares).fillna(float(initial_equity) / closes.shape[1]).sum(axis=1)
+    return pd.DataFrame({"ts": _utc(pd.Series(closes.index), "bars.ts"), "equity": value.to_numpy()})
+
+
+def alpha_beta(returns: pd.Series, benchmark: pd.Series, periods_per_year: float = PERIODS_PER_YEAR
+               ) -> tuple[float, float]:
+    """(alpha, beta) of daily ``returns`` against ``benchmark`` returns on the days both have (empyrical's
+    definitions, risk-free 0): beta = cov / var of the benchmark, alpha = (1 + mean(r - beta * b)) ** periods - 1
+    (annualised). NaN with fewer than 2 common days or a constant benchmark."""
+    both = pd.concat([returns.rename("r"), benchmark.rename("b")], axis=1, join="inner").dropna()
+    if len(both) < 2 or _constant(both["b"].to_numpy()):
+        return math.nan, math.nan
+    r, b = both["r"].to_numpy(), both["b"].to_numpy()
+    beta = float(np.mean((r - r.mean()) * (b - b.mean())) / np.var(b))
+    alpha = float((1 + np.mean(r - beta * b)) ** periods_per_year - 1)
+    return alpha, beta

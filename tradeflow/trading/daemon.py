@@ -42,7 +42,7 @@ from adapters.execution import (
     instrument_broker,
 )
 from adapters.orders import OrderEvent, OrderStatus
-from adapters.paper import PaperBroker, PaperConfig
+from adapters.paper import DEFAULT_FILL_MODEL, PaperBroker, PaperConfig
 from adapters.routing import RoutingBroker
 from tradeflow import engine
 from tradeflow.clock import utc_now
@@ -222,7 +222,7 @@ class PaperAdapter:
                  consumer: str = "adapter", clock: Callable[[], datetime] = utc_now,
                  venue: Broker | None = None) -> None:
         self.conn = conn
-        self.broker = PaperBroker(config or PaperConfig(), clock=clock)
+        self.broker = PaperBroker(config or DEFAULT_FILL_MODEL, clock=clock)
         self.routing = None if venue is None else RoutingBroker(
             venue, self.broker, settings.paper_accounts, self._account_of)
         venue_inner = getattr(venue, "inner", venue)

@@ -11,28 +11,8 @@
 -- models are exact NUMERIC.
 {% set key = 'account_id, strategy_id, symbol' %}
 
-with units as (
-    select * from {{ ref('int_fill_units') }}
-),
-
-flagged as (
-    select
-        units.*,
-        abs(signed_qty) as qty,
-        case when position_before <> 0 and (position_before > 0) <> (signed_qty > 0)
-            then least(abs(signed_qty), abs(position_before)) else 0 end as close_qty,
-        case when position_before = 0
-                or (position_after <> 0 and (position_before > 0) <> (position_after > 0))
-            then 1 else 0 end as starts_cycle
-    from units
-),
-
-cycled as (
-    select
-        flagged.*,
-        sum(starts_cycle) over (partition by {{ key }} order by fill_seq
-            rows between unbounded preceding and current row) as cycle_no
-    from flagged
+with cycled as (
+    select * from {{ ref('int_position_cycles') }}
 ),
 
 parts as (
