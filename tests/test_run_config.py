@@ -81,7 +81,7 @@ def test_flags_win_over_the_file_and_the_file_over_the_defaults(tmp_path):
 def test_defaults_are_the_paper_adapters_fill_model():
     plan = plan_of(**{"from": "2024-01-02", "to": "2024-01-03"})
     assert plan.spec.paper == DEFAULT_FILL_MODEL
-    assert plan.config["session_end"] == "21:00" and plan.config["slippage_bps"] == "2"
+    assert plan.config["session_end"] == "calendar" and plan.config["slippage_bps"] == "2"
     assert plan.grid == () and plan.walk_forward is None and plan.spec.outputs == "full"
     swept = plan_of(**{"from": "2024-01-02", "to": "2024-01-03"}, sweep={"sma_crossover.fast": [5, 10]})
     assert swept.spec.outputs == "matches-only"  # a sweep's runs keep trades, matches, metrics and their config

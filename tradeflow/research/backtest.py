@@ -179,7 +179,8 @@ def describe_fill_model(paper: PaperConfig) -> str:
     fee = " + ".join(f for f in fees if f) or "none"
     if paper.min_fee:
         fee += f", at least ${paper.min_fee} per order"
-    session = f"{paper.session_end:%H:%M} UTC" if paper.session_end else "midnight UTC"
+    session = {None: "midnight UTC", "calendar": "the close of their symbol's market session"}.get(
+        paper.session_end) or f"{paper.session_end:%H:%M} UTC"
     return (f"market orders fill at {where}, {paper.slippage_bps} bps slippage; fees {fee} (rounded {paper.fee_rounding}"
             f" to {paper.fee_step}); at most {paper.max_participation:%} of a bar's volume; tick {paper.tick_size},"
             f" lot {paper.lot_size}; DAY orders end at {session}")
@@ -473,7 +474,8 @@ class Backtest:
             bars = self._load_bars(conn, spec, bars)
             run_id = run_id or f"bt-{spec.fingerprint(bars)}"
             self._open_accounts(conn, spec)
-            conn.execute(f'INSERT INTO instruments SELECT * FROM "{self.settings.schema}".instruments')
+            if engine.relation_exists(conn, self.settings.schema, "instruments"):  # none in a never-deployed schema
+                conn.execute(f'INSERT INTO instruments SELECT * FROM "{self.settings.schema}".instruments')
             seconds["ingest"] = time.perf_counter() - started
             lap = time.perf_counter()
             signals = self._signals(conn, spec, bars)
