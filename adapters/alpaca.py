@@ -183,7 +183,8 @@ class AlpacaBroker:
         try:
             event = _from_update(message["data"])
         except (KeyError, TypeError, ValueError, ArithmeticError) as err:
-            log.warning("malformed alpaca trade update (%s): dead-lettered", type(err).__name__)
+            log.warning("malformed alpaca trade update (%s): skipped, kept in AlpacaBroker.malformed (not yet in the"
+                        " dead-letter table)", type(err).__name__)
             self.malformed.append({"payload": message, "reason": f"{type(err).__name__}: {err}"})
             return
         # reports of orders placed by someone else on the same account are not ours to record
