@@ -543,10 +543,12 @@ class Backtest:
         if bars is not None:
             bars = self._select_bars(spec, bars)
             # every bar is in the past of the run
-            rows = bars[list(BAR_COLUMNS[:7])].assign(source="backtest", batch_id="backtest", received_at=spec.end)
-            engine.in_parallel(self.bt_settings, [
-                lambda c, group=group: copy_frame(c, "price_1m_history", rows[rows.symbol.isin(group)])
-                for group in symbol_groups(bars)])
+            def load(c: psycopg.Connection, group: list[str]) -> int:
+                # one group's rows at a time, not a copy of every bar next to `bars`
+                rows = bars.loc[bars.symbol.isin(group), list(BAR_COLUMNS[:7])]
+                return copy_frame(c, "price_1m_history", rows.assign(source="backtest", batch_id="backtest",
+                                                                     received_at=spec.end))
+            engine.in_parallel(self.bt_settings, [lambda c, group=group: load(c, group) for group in symbol_groups(bars)])
         else:
             main = self.settings.schema
             if spec.symbols is not None:
