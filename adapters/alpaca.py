@@ -39,7 +39,7 @@ from alpaca.trading.stream import TradingStream
 
 from adapters.broker import BrokerError
 from adapters.orders import Order, OrderEvent, OrderStatus, OrderType
-from adapters.venue_events import VenueEventLog
+from adapters.venue_events import VenueEventLog, VenueNotFound, VenueRefused
 from tradeflow.clock import utc_now
 from tradeflow.ops.venue_keys import Secret
 
@@ -124,7 +124,7 @@ class AlpacaBroker:
         self._log.know(order)
         try:
             body = self._call(self._client.post, "/orders", _order_body(order))
-        except _Refused as refusal:
+        except VenueRefused as refusal:
             if "client_order_id" in refusal.message and "unique" in refusal.message:
                 return self._existing(order)
             event = OrderEvent(client_order_id=order.client_order_id, status=OrderStatus.REJECTED,
@@ -149,7 +149,7 @@ class AlpacaBroker:
             return last
         try:
             self._call(self._client.delete, f"/orders/{broker_id}")
-        except _Refused as refusal:  # 422: not cancelable any more (filled, or done meanwhile)
+        except VenueRefused as refusal:  # 422: not cancelable any more (filled, or done meanwhile)
             log.info("cancel of %s refused: %s", client_order_id, refusal.message)
             self._emit_history(client_order_id)
         settled = self._log.wait_terminal(client_order_id, self.cancel_wait)
@@ -203,15 +203,15 @@ class AlpacaBroker:
             if status == 401 or (status == 403 and "forbidden" in message.lower() and "buying" not in message.lower()):
                 raise BrokerError(f"alpaca refused the credentials (HTTP {status})", retryable=False) from None
             if status == 404:
-                raise _NotFound(message) from None
-            raise _Refused(message) from None
+                raise VenueNotFound(message) from None
+            raise VenueRefused(message) from None
         except (requests.ConnectionError, requests.Timeout) as err:
             raise BrokerError(f"alpaca unreachable: {type(err).__name__}", retryable=True) from None
 
     def _by_client_id(self, client_order_id: str) -> dict | None:
         try:
             return self._call(self._client.get, "/orders:by_client_order_id", {"client_order_id": client_order_id})
-        except _NotFound:
+        except VenueNotFound:
             return None
 
     def _existing(self, order: Order) -> OrderEvent:
@@ -264,16 +264,6 @@ class AlpacaBroker:
         return OrderEvent(client_order_id=order.client_order_id, status=status,
                           event_ts=parse_ts(body.get("submitted_at") or body["created_at"]),
                           broker_order_id=body.get("id"), reason="alpaca: rejected" if status is OrderStatus.REJECTED else "")
-
-
-class _Refused(Exception):
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class _NotFound(_Refused):
-    pass
 
 
 def _message(err: APIError) -> str:

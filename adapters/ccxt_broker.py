@@ -39,7 +39,7 @@ import ccxt
 from adapters.broker import BrokerError
 from adapters.ccxt_exchanges import is_retryable, venue_message
 from adapters.orders import Order, OrderEvent, OrderStatus, OrderType, TimeInForce
-from adapters.venue_events import VenueEventLog
+from adapters.venue_events import VenueEventLog, VenueNotFound, VenueRefused
 from tradeflow.clock import utc_now
 
 log = logging.getLogger("tradeflow.venue.ccxt")
@@ -89,7 +89,7 @@ class CcxtBroker:
         if existing is None:
             try:
                 body = self._call(self.exchange.create_order, *_order_args(order))["info"]
-            except _Refused as refusal:
+            except VenueRefused as refusal:
                 if "Duplicate order" not in refusal.message:
                     return self._reject(order, refusal.message)
                 existing = self._fetch_order(coid)
@@ -116,7 +116,7 @@ class CcxtBroker:
             return last
         try:
             self._call(self.exchange.cancel_order, broker_id, self._symbol(client_order_id))
-        except _Refused as refusal:  # "Unknown order sent.": done at the venue meanwhile (filled, expired)
+        except VenueRefused as refusal:  # "Unknown order sent.": done at the venue meanwhile (filled, expired)
             log.info("cancel of %s refused by %s: %s", client_order_id, self.name, refusal.message)
         for event in self._history(client_order_id):
             self._emit(event)
@@ -183,7 +183,7 @@ class CcxtBroker:
         try:
             return self._call(self.exchange.fetch_order, None, self._symbol(client_order_id),
                               {"origClientOrderId": client_order_id})["info"]
-        except _NotFound:
+        except VenueNotFound:
             return None
 
     def _history(self, client_order_id: str, body: dict | None = None) -> list[OrderEvent]:
@@ -250,21 +250,11 @@ class CcxtBroker:
         except ccxt.AuthenticationError:
             raise BrokerError(f"{self.name} refused the credentials", retryable=False) from None
         except ccxt.OrderNotFound as err:
-            raise _NotFound(venue_message(err)) from None
+            raise VenueNotFound(venue_message(err)) from None
         except ccxt.BaseError as err:
             if is_retryable(err):
                 raise BrokerError(f"{self.name} busy or unreachable: {venue_message(err)}", retryable=True) from None
-            raise _Refused(venue_message(err)) from None
-
-
-class _Refused(Exception):
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class _NotFound(_Refused):
-    pass
+            raise VenueRefused(venue_message(err)) from None
 
 
 def _unsupported(order: Order) -> str | None:

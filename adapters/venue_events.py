@@ -97,3 +97,15 @@ class VenueEventLog:
             self._lock.wait_for(lambda: (last := self.last(client_order_id)) is not None and last.status.terminal,
                                 timeout)
             return self.last(client_order_id)
+
+
+class VenueRefused(Exception):
+    """A venue refused a request for good (not retryable): its message, without keys or signed URLs."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class VenueNotFound(VenueRefused):
+    """The venue does not know the order asked for."""
