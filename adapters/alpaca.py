@@ -39,7 +39,7 @@ from alpaca.trading.stream import TradingStream
 
 from adapters.broker import BrokerError
 from adapters.orders import Order, OrderEvent, OrderStatus, OrderType
-from adapters.venue_events import VenueEventLog, VenueNotFound, VenueRefused
+from adapters.venue_events import NotifiesConnect, VenueEventLog, VenueNotFound, VenueRefused
 from tradeflow.clock import utc_now
 from tradeflow.ops.venue_keys import Secret
 
@@ -65,16 +65,8 @@ def parse_ts(text: str) -> datetime:
     return datetime.fromisoformat(f"{head}{'.' + frac if dot and frac else ''}+00:00")
 
 
-class _Stream(TradingStream):
+class _Stream(NotifiesConnect, TradingStream):
     """TradingStream that says when it (re)connects: reports sent while it was away are not replayed."""
-
-    def __init__(self, *args: Any, on_connected: Callable[[], None], **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._on_connected = on_connected
-
-    async def _start_ws(self) -> None:
-        await super()._start_ws()
-        self._on_connected()
 
 
 class AlpacaBroker:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any, Callable
 
 from adapters.orders import Order, OrderEvent, OrderStatus
 
@@ -109,3 +110,16 @@ class VenueRefused(Exception):
 
 class VenueNotFound(VenueRefused):
     """The venue does not know the order asked for."""
+
+
+class NotifiesConnect:
+    """Mixin for an alpaca-py stream (TradingStream, StockDataStream): calls on_connected
+    each time its websocket (re)connects, since what was sent while it was away is not replayed."""
+
+    def __init__(self, *args: Any, on_connected: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._on_connected = on_connected
+
+    async def _start_ws(self) -> None:
+        await super()._start_ws()  # type: ignore[misc]
+        self._on_connected()

@@ -43,6 +43,7 @@ from alpaca.data.live.stock import StockDataStream
 from alpaca.data.requests import StockBarsRequest
 from alpaca.data.timeframe import TimeFrame
 
+from adapters.venue_events import NotifiesConnect
 from ingest.feeds import CANONICAL_COLUMNS
 from ingest.validation import MALFORMED, RAW_TEXT
 from tradeflow.ops.metrics import PROCESS_METRICS
@@ -120,14 +121,8 @@ class AlpacaBars:
         return record
 
 
-class _AlpacaStream(StockDataStream):
-    def __init__(self, *args: Any, on_connected: Callable[[], None], **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._on_connected = on_connected
-
-    async def _start_ws(self) -> None:
-        await super()._start_ws()
-        self._on_connected()
+class _AlpacaStream(NotifiesConnect, StockDataStream):
+    """StockDataStream that says when it (re)connects: a gap is backfilled then."""
 
 
 class LiveBarFeed:

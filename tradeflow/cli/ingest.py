@@ -86,38 +86,35 @@ def ingest_execs(
 ) -> None:
     """Ingest execution reports (fills) into exec_report_history (columns: see ingest/execs.py)."""
     from ingest.execs import ExecIngester
-    from ingest.feeds import ExecFileFeed, FeedError
+    from ingest.feeds import ExecFileFeed
+
+    _ingest_files(paths, ExecFileFeed, ExecIngester, "exec", metrics_port, metrics_addr)
+
+
+def _ingest_files(paths: list[Path], feed_class, ingester_class, kind: str, metrics_port: Optional[int],
+                  metrics_addr: str) -> None:
+    """Each file through its feed and ingester: a report per file; a file that cannot be read is one line, exit 2."""
+    from ingest.feeds import FeedError
 
     for path in paths:
         try:
-            feed = ExecFileFeed(path)
+            feed = feed_class(path)
         except FeedError as err:
             _feed_error(err)
         with _ingest_process(metrics_port, metrics_addr) as settings, engine_mod.connect(settings) as conn:
-            report = ExecIngester(conn, settings, source=str(path)).ingest(feed.batches())
+            report = ingester_class(conn, settings, source=str(path)).ingest(feed.batches())
         console.print_json(json.dumps(report.as_dict()))
         if report.rejected:
-            console.print(f"[yellow]{report.rejected} record(s) rejected: see `tradeflow dlq list --kind exec`[/]")
+            console.print(f"[yellow]{report.rejected} record(s) rejected: see `tradeflow dlq list --kind {kind}`[/]")
 
 
 
 @ingest_app.command("instruments")
 def ingest_instruments(paths: list[Path] = typer.Argument(..., exists=True, dir_okay=False, help="CSV files.")) -> None:
     """Load instrument reference data (columns: see ingest/instruments.py); a symbol's newest row is current."""
-    from ingest.feeds import FeedError
     from ingest.instruments import InstrumentFileFeed, InstrumentIngester
 
-    for path in paths:
-        try:
-            feed = InstrumentFileFeed(path)
-        except FeedError as err:
-            _feed_error(err)
-        with _ingest_process(None, METRICS_ADDR) as settings, engine_mod.connect(settings) as conn:
-            report = InstrumentIngester(conn, settings, source=str(path)).ingest(feed.batches())
-        console.print_json(json.dumps(report.as_dict()))
-        if report.rejected:
-            console.print(f"[yellow]{report.rejected} record(s) rejected:"
-                          " see `tradeflow dlq list --kind instrument`[/]")
+    _ingest_files(paths, InstrumentFileFeed, InstrumentIngester, "instrument", None, METRICS_ADDR)
 
 
 def _feed_error(err: Exception) -> NoReturn:
