@@ -178,8 +178,14 @@ class PaperBroker:
     """A Broker (adapters.broker) that simulates fills from bars; see the module docstring."""
 
     def __init__(self, config: PaperConfig, clock: Callable[[], datetime],
-                 calendars: SymbolCalendars | None = None) -> None:
+                 calendars: SymbolCalendars | None = None, *, retain_finished: bool = True) -> None:
+        """retain_finished=False forgets an order once it is terminal (its state and
+        history; its id stays known, so a reused id is still refused): memory bounded
+        by the working orders, for a backtest's millions of orders, which never ask
+        a finished order's history or cancel one."""
         self.config = config
+        self._retain_finished = retain_finished
+        self._finished: set[str] = set()  # ids of forgotten orders (retain_finished=False)
         self._clock = clock
         self.calendars = calendars or SymbolCalendars.from_env()
         self._orders: dict[str, _State] = {}
@@ -200,6 +206,9 @@ class PaperBroker:
         return self._steps[symbol][1] if symbol in self._steps else self.config.tick_size
 
     def submit(self, order: Order) -> OrderEvent:
+        if order.client_order_id in self._finished:
+            raise BrokerError(f"client_order_id {order.client_order_id} is already used by a finished order",
+                              retryable=False)
         known = self._orders.get(order.client_order_id)
         if known is not None:
             if known.order != order:
@@ -367,7 +376,12 @@ class PaperBroker:
         state.last = event
         self._events.append(event)
         self._emitted += 1
-        self._history.setdefault(event.client_order_id, []).append((self._emitted, event))
         if status.terminal:
-            self._live.pop(state.order.client_order_id, None)
+            self._live.pop(event.client_order_id, None)
+            if not self._retain_finished:
+                self._orders.pop(event.client_order_id, None)
+                self._history.pop(event.client_order_id, None)
+                self._finished.add(event.client_order_id)
+                return event
+        self._history.setdefault(event.client_order_id, []).append((self._emitted, event))
         return event

@@ -368,3 +368,18 @@ def test_broker_order_ids_stay_unique_across_a_restarted_book():
     restarted.submit(make_order("o2"))
     ids = [e.broker_order_id for e in before.poll_events() + restarted.poll_events()]
     assert ids == ["paper-o1", "paper-o2"]
+
+
+def test_a_broker_that_forgets_finished_orders_still_refuses_their_ids():
+    """retain_finished=False (backtests): a terminal order's state and history are
+    dropped, a working one's kept, and a finished order's id cannot trade again."""
+    broker = PaperBroker(PaperConfig(fee_per_share=D(0), fee_bps=D(0), min_fee=D(0)), clock=lambda: CLOCK_TS,
+                         retain_finished=False)
+    broker.submit(make_order("done"))
+    broker.submit(make_order("working", order_type=OrderType.LIMIT, limit_price=D("90")))
+    feed(broker, minute(1), "100", "101", "99", "100")
+    assert [e.status for e in broker.poll_events()] == [OrderStatus.ACK, OrderStatus.ACK, OrderStatus.FILLED]
+    assert broker.order_history(["done"]) == [] and len(broker.order_history(["working"])) == 1
+    assert broker.open_orders == 1
+    with pytest.raises(BrokerError, match="already used by a finished order"):
+        broker.submit(make_order("done"))

@@ -74,7 +74,8 @@ def query_frame(conn: psycopg.Connection, query: Any, params: Sequence[object] =
     return pd.DataFrame(cur.fetchall(), columns=[c.name for c in cur.description])
 
 
-def copy_frame_out(conn: psycopg.Connection, query: str, column_types: dict[str, Any]) -> "pd.DataFrame":
+def copy_frame_out(conn: psycopg.Connection, query: str, column_types: dict[str, Any],
+                   params: Sequence[object] = ()) -> "pd.DataFrame":
     """A large read as a DataFrame: COPY ... TO STDOUT as CSV, parsed by Arrow, with
     no Python object per value (query_frame builds a tuple per row). column_types:
     Arrow types per column; timestamps should come as epoch microseconds (bigint)."""
@@ -83,11 +84,13 @@ def copy_frame_out(conn: psycopg.Connection, query: str, column_types: dict[str,
     import pyarrow.csv as pacsv
 
     buffer = io.BytesIO()
-    with conn.cursor() as cur, cur.copy(f"COPY ({query}) TO STDOUT (FORMAT csv, HEADER)") as copy:
+    with conn.cursor() as cur, cur.copy(f"COPY ({query}) TO STDOUT (FORMAT csv, HEADER)", params or None) as copy:
         for block in copy:
             buffer.write(block)
     buffer.seek(0)
-    return pacsv.read_csv(buffer, convert_options=pacsv.ConvertOptions(column_types=column_types)).to_pandas()
+    # NULL is an unquoted empty field in PostgreSQL's CSV, an empty text a quoted one
+    return pacsv.read_csv(buffer, convert_options=pacsv.ConvertOptions(
+        column_types=column_types, strings_can_be_null=True, quoted_strings_can_be_null=False)).to_pandas()
 
 
 @contextmanager

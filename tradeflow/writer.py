@@ -68,19 +68,25 @@ def copy_rows(conn: psycopg.Connection, table: str, columns: Sequence[str], rows
     return count
 
 
-def copy_frame(conn: psycopg.Connection, table: str, frame: pd.DataFrame, chunk_rows: int = 250_000) -> int:
-    """COPY a DataFrame (columns named as the table's) as CSV written by Arrow, in
-    chunks: millions of rows without a Python call per row. Floats are written as
-    their shortest round-trip text, the number Decimal(repr(x)) holds."""
-    columns = ", ".join(f'"{c}"' for c in frame.columns)
+COPY_CHUNK_ROWS = 250_000
+
+
+def copy_frames(conn: psycopg.Connection, table: str, columns: Sequence[str], frames: Iterable[pd.DataFrame]) -> int:
+    """COPY DataFrames (these columns, named as the table's) as CSV written by Arrow:
+    millions of rows without a Python call per row, a chunk (COPY_CHUNK_ROWS) in
+    memory at a time when `frames` is a generator. Floats are written as their
+    shortest round-trip text, the number Decimal(repr(x)) holds."""
     options = pacsv.WriteOptions(include_header=False)
-    with conn.cursor() as cur, cur.copy(f'COPY "{table}" ({columns}) FROM STDIN (FORMAT csv)') as copy:
-        for start in range(0, len(frame), chunk_rows):
+    listed = ", ".join(f'"{c}"' for c in columns)
+    rows = 0
+    with conn.cursor() as cur, cur.copy(f'COPY "{table}" ({listed}) FROM STDIN (FORMAT csv)') as copy:
+        for frame in frames:
             buffer = io.BytesIO()
-            pacsv.write_csv(pa.Table.from_pandas(frame.iloc[start:start + chunk_rows], preserve_index=False),
-                            buffer, write_options=options)
+            pacsv.write_csv(pa.Table.from_pandas(frame[list(columns)], preserve_index=False), buffer,
+                            write_options=options)
             copy.write(buffer.getbuffer())
-    return len(frame)
+            rows += len(frame)
+    return rows
 
 
 class BackgroundCopy:

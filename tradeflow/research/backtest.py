@@ -60,7 +60,7 @@ from tradeflow.trading.book_sync import instrument_steps, load_market, reconcile
 from tradeflow.trading.gate import (DECISION_COLUMNS, PAPER_CAPITAL, PAPER_LEVERAGE, RISK_EVENT_COLUMNS, TIMEFRAMES,
                                     Decision, Gatekeeper, Signal, Sizing, decision_rows, load_terms)
 from tradeflow.trading.session import BAR, PolicyChange
-from tradeflow.writer import BackgroundCopy, copy_frame
+from tradeflow.writer import COPY_CHUNK_ROWS, BackgroundCopy, copy_frames
 
 Outputs = Literal["matches-only", "full"]
 GATE_ID = "backtest-gate"
@@ -252,7 +252,7 @@ class SequentialReplay:
         self.book = AccountBook()
         self.keeper = Gatekeeper(self.book, clock=clock, max_signal_age=spec.max_signal_age, shadow=spec.shadow)
         self.keeper.terms, self.keeper.multipliers = terms, multipliers
-        self.broker = PaperBroker(spec.paper, clock=clock)
+        self.broker = PaperBroker(spec.paper, clock=clock, retain_finished=False)
         self.source = source
         self.orders: dict[str, Order] = {}
         self._order_clock: dict[str, tuple[int, datetime]] = {}  # order -> (last seq, last event time)
@@ -389,6 +389,8 @@ class SequentialReplay:
                                            fill.fill_id, fill.side, fill.fill_qty, fill.fill_price, fill.fee,
                                            fill.exec_ts))
             self.book.on_order_status(event.client_order_id, event.status)
+            if event.status.terminal:  # its last event: memory bounded by the working orders
+                del self.orders[event.client_order_id], self._order_clock[event.client_order_id]
 
 
 class DailyCloses:
@@ -417,6 +419,11 @@ class DailyCloses:
             rows += [(symbol, day_stamps[i], day_closes[i] / day_closes[i - 1] - 1.0)
                      for i in range(1, len(day_closes))]
         return rows
+
+
+SIGNAL_COLUMN_TYPES = {**{c: pa.string() for c in ("signal_id", "strategy_id", "symbol", "timeframe", "action",
+                                                    "ref_price")},
+                       "signal_ts": pa.int64(), **{c: pa.float64() for c in ("size_hint", "confidence", "atr_14")}}
 
 
 def _decimal(value: float) -> Decimal:
@@ -544,10 +551,12 @@ class Backtest:
             bars = self._select_bars(spec, bars)
             # every bar is in the past of the run
             def load(c: psycopg.Connection, group: list[str]) -> int:
-                # one group's rows at a time, not a copy of every bar next to `bars`
-                rows = bars.loc[bars.symbol.isin(group), list(BAR_COLUMNS[:7])]
-                return copy_frame(c, "price_1m_history", rows.assign(source="backtest", batch_id="backtest",
-                                                                     received_at=spec.end))
+                # a chunk of the group's rows at a time, not a copy of every bar next to `bars`
+                rows = np.flatnonzero(bars.symbol.isin(group).to_numpy())
+                chunks = (bars.iloc[rows[i:i + COPY_CHUNK_ROWS]].assign(
+                    source="backtest", batch_id="backtest", received_at=spec.end)
+                    for i in range(0, len(rows), COPY_CHUNK_ROWS))
+                return copy_frames(c, "price_1m_history", BAR_COLUMNS, chunks)
             engine.in_parallel(self.bt_settings, [lambda c, group=group: load(c, group) for group in symbol_groups(bars)])
         else:
             main = self.settings.schema
@@ -580,20 +589,32 @@ class Backtest:
 
     @staticmethod
     def _select_bars(spec: BacktestSpec, bars: pd.DataFrame) -> pd.DataFrame:
+        """The run's bars sorted by (ts, symbol); the caller's frame itself (no copy) when
+        it is already in range, sorted and indexed 0..n-1, as a year of 100 symbols is
+        about 1 GB in memory."""
         missing = {"symbol", "ts", "open", "high", "low", "close", "volume"} - set(bars.columns)
         if missing:
             raise BacktestError(f"bars: missing columns {sorted(missing)}")
-        ts = pd.to_datetime(bars.ts, utc=True)
-        keep = (ts >= spec.start) & (ts < spec.end)
+        if str(bars.ts.dtype) != "datetime64[ns, UTC]":
+            bars = bars.assign(ts=pd.to_datetime(bars.ts, utc=True))
+        keep = (bars.ts >= spec.start) & (bars.ts < spec.end)
         if spec.symbols is not None:
             unknown = set(spec.symbols) - set(bars.symbol)
             if unknown:
                 raise BacktestError(f"symbols: no bars for {sorted(unknown)}")
             keep &= bars.symbol.isin(spec.symbols)
-        selected = bars.assign(ts=ts)[keep].sort_values(["ts", "symbol"], kind="stable").reset_index(drop=True)
-        if selected.empty:
+        if not keep.all():
+            bars = bars[keep]
+        if bars.empty:
             raise BacktestError(f"bars: none between {spec.start} and {spec.end}")
-        return selected
+        ts = bars.ts.dt.tz_convert(None).to_numpy().view("i8")
+        codes, _ = pd.factorize(bars.symbol, sort=True)
+        later = (ts[1:] > ts[:-1]) | ((ts[1:] == ts[:-1]) & (codes[1:] > codes[:-1]))
+        if not later.all():
+            bars = bars.take(np.lexsort((codes, ts)))
+        if not bars.index.equals(pd.RangeIndex(len(bars))):
+            bars = bars.reset_index(drop=True)
+        return bars
 
     def _prepare_schema(self) -> None:
         """Deploy the models into the backtest schema unless these very models and vars are there."""
@@ -638,16 +659,20 @@ class Backtest:
                                 f" (enabled: {sorted(known)})")
 
         def read(c: psycopg.Connection, symbols: list[str]) -> pd.DataFrame:
+            # by COPY and Arrow, not a tuple per signal (a year of 100 symbols has 600k); the
+            # prices as text, read back as the exact decimals
             with engine.read_scope(c, self.bt_settings, as_of=spec.end, symbols=symbols):
-                return engine.query_frame(
-                    c, "SELECT signal_id, strategy_id, symbol, timeframe, signal_ts, action, size_hint, confidence,"
-                    " ref_price, atr_14 FROM strategy_signal_history WHERE strategy_id = ANY(%s)", (sorted(wanted),))
+                return engine.copy_frame_out(
+                    c, "SELECT signal_id, strategy_id, symbol, timeframe,"
+                    " (extract(epoch FROM signal_ts) * 1000000)::bigint AS signal_ts, action, size_hint, confidence,"
+                    " ref_price::text AS ref_price, atr_14 FROM strategy_signal_history WHERE strategy_id = ANY(%s)",
+                    SIGNAL_COLUMN_TYPES, (sorted(wanted),))
 
         signals = pd.concat(engine.in_parallel(self.bt_settings, [
             lambda c, group=group: read(c, group) for group in symbol_groups(bars)]), ignore_index=True)
         if signals.empty:
             return signals.assign(decide_at=pd.Series(dtype="datetime64[ns, UTC]"))
-        signals["signal_ts"] = pd.to_datetime(signals.signal_ts, utc=True)
+        signals["signal_ts"] = pd.to_datetime(signals.signal_ts, unit="us", utc=True)
         # the live gate's order (gate.DecisionGate.pending); signal ids are ASCII: code point order
         signals = signals.sort_values(["signal_ts", "signal_id"], kind="stable", ignore_index=True)
         signals["decide_at"] = decision_times(bars, signals, spec.max_signal_age)
@@ -702,8 +727,14 @@ class Backtest:
                                    "equity": equity.equity})
             trades = engine.query_frame(conn, f'SELECT * FROM "{main}".backtest_trades WHERE run_id = %s'
                                         " ORDER BY exit_ts, trade_id", (run_id,)).drop(columns="run_id")
-            fills = performance.fills_from_exec_reports(engine.query_frame(
-                conn, "SELECT * FROM stg_execs ORDER BY exec_ts"))
+            # by COPY and Arrow, not a tuple of Decimals per fill: a year of 100 symbols has 600k
+            fills = performance.fills_from_exec_reports(engine.copy_frame_out(
+                conn, "SELECT (extract(epoch FROM exec_ts) * 1000000)::bigint AS exec_ts, account_id, strategy_id,"
+                " symbol, side, fill_qty::float8 AS fill_qty, fill_price::float8 AS fill_price, fee::float8 AS fee"
+                " FROM stg_execs ORDER BY exec_ts",
+                {"exec_ts": pa.int64(), **{c: pa.string() for c in ("account_id", "strategy_id", "symbol", "side")},
+                 **{c: pa.float64() for c in ("fill_qty", "fill_price", "fee")}}))
+            fills["ts"] = pd.to_datetime(fills.ts, unit="us", utc=True)
             # the broker's reasons read "<CODE>: details" (tradeflow.reasons)
             rejects = engine.query_frame(
                 conn, "SELECT stage, reject_code, strategy_id, account_id, count(*) AS count FROM ("
