@@ -79,15 +79,17 @@
       from {{ source('raw', 'price_1m_history') }}
       where ts >= {{ embedded_setting('live_since', 'timestamptz') }}
         and {{ embedded_setting('live_bars', 'int') }} is not null
+        and {{ in_symbol_scope('symbol') }}
   ) as live
-  inner join lateral (
+  cross join lateral (
+      -- only index conditions here: the planner then reads the newest bars backwards
+      -- by (symbol, ts), live_bars of them, not every bar of the symbol and a sort
       select prices.*
       from {{ source('raw', 'price_1m_history') }} as prices
       where prices.symbol = live.symbol and {{ closed_before_as_of('prices.ts') }}
-        and {{ in_symbol_scope('prices.symbol') }}
       order by prices.ts desc
       limit {{ embedded_setting('live_bars', 'int') }}
-  ) as recent on recent.symbol = live.symbol
+  ) as recent
 {%- endmacro %}
 
 {#- dbt-risingwave and dbt-materialize inherit PostgreSQL's dispatch: stay on the default. #}
