@@ -36,7 +36,7 @@ from typing import Any
 
 import ccxt
 
-from adapters.broker import BrokerError
+from adapters.broker import BrokerError, MalformedReport
 from adapters.ccxt_exchanges import is_retryable, venue_message
 from adapters.orders import Order, OrderEvent, OrderStatus, OrderType, TimeInForce
 from adapters.venue_events import VenueEventLog, VenueNotFound, VenueRefused
@@ -145,6 +145,9 @@ class CcxtBroker:
                     if err.retryable:
                         break
         return self._log.drain()
+
+    def poll_malformed(self) -> list[MalformedReport]:
+        return self._log.drain_malformed()
 
     def order_history(self, client_order_ids: list[str]) -> list[OrderEvent]:
         events: list[OrderEvent] = []
