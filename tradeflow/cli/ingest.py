@@ -69,7 +69,7 @@ def ingest_synthetic(
 
 @ingest_app.command("live")
 def ingest_live(
-    source: str = typer.Option(..., help="alpaca or ccxt:binance (docs/venues.md)."),
+    source: str = typer.Option(..., help="alpaca or ccxt:binance (docs/venues.md: live candles are Binance's)."),
     symbols: str = typer.Option(..., help="Comma-separated symbols."),
     metrics_port: Optional[int] = METRICS_PORT, metrics_addr: str = METRICS_ADDR,
 ) -> None:
