@@ -7,26 +7,22 @@ from __future__ import annotations
 import json
 import random
 import time
-from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from fakes.alpaca import KEY, SECRET, FakeAlpaca
 from positions_helpers import T0, rows
 from typer.testing import CliRunner
+from venue_helpers import adapter_with_one_order
 
 from adapters.alpaca import AlpacaBroker
 from adapters.broker import BrokerError, MalformedReport
-from adapters.changefeed import PostgresPollingFeed, position_store
-from adapters.execution import ACCEPTED_ORDER_KEY, ACCEPTED_ORDERS, ExecutionAdapter
+from adapters.execution import ExecutionAdapter
 from adapters.orders import Order, OrderEvent, OrderStatus, Side
 from adapters.resilience import CircuitBreaker, ResilientBroker, RetryPolicy
-from tradeflow import engine
 from tradeflow.cli import app
 from tradeflow.clock import utc_now
 from tradeflow.ops.venue_keys import Secret
-from tradeflow.trading import accounts, policy
-from tradeflow.trading.gate import DecisionGate, Signal
 
 
 @pytest.fixture
@@ -176,24 +172,8 @@ def test_bad_credentials_are_a_permanent_error_without_the_key(venue):
 
 
 # -- through the execution adapter -----------------------------------------------------------
-def signal(n: int) -> Signal:
-    return Signal(signal_id=f"s:AAPL:{n}", strategy_id="sma_crossover", symbol="AAPL", timeframe="1m",
-                  signal_ts=T0 + timedelta(minutes=n), action="BUY", size_hint=1.0, confidence=1.0,
-                  ref_price=Decimal("100"), atr_14=5.0)
-
-
 def test_a_duplicated_update_after_a_reconnect_records_one_fill(conn, embedded_settings, venue, broker):
-    accounts.add(conn, "A1", capital="1000000", max_leverage="1")
-    policy.update(conn, "A1", max_open_symbols=10)
-    now = T0 + timedelta(minutes=1)
-    decision = DecisionGate(conn, embedded_settings, clock=lambda: now).decide(signal(0))
-    conn.execute("TRUNCATE adapter_feed_position")
-    store = position_store(embedded_settings, conn, "alpaca-test")
-    feed = PostgresPollingFeed(lambda: engine.connect(embedded_settings), embedded_settings.schema, ACCEPTED_ORDERS,
-                               ACCEPTED_ORDER_KEY, consumer="alpaca-test", start_position=None, poll_interval=0.05)
-    # the venue stamps its reports with the wall clock: so does the adapter
-    adapter = ExecutionAdapter(conn, embedded_settings, broker, feed, store, clock=utc_now)
-    assert adapter.submit_accepted(timeout=2) == 1
+    adapter, feed, decision = adapter_with_one_order(conn, embedded_settings, broker, "AAPL", "alpaca-test")
     coid = decision.client_order_id
     half = str(decision.qty / 2)
     venue.fill(coid, half, "100")
@@ -222,16 +202,7 @@ def dead_letters(conn) -> list[dict]:
 
 def test_a_malformed_trade_update_is_dead_lettered_once_and_the_other_orders_fill(conn, embedded_settings, venue,
                                                                                 broker, caplog):
-    accounts.add(conn, "A1", capital="1000000", max_leverage="1")
-    policy.update(conn, "A1", max_open_symbols=10)
-    gate = DecisionGate(conn, embedded_settings, clock=lambda: T0 + timedelta(minutes=1))
-    decision = gate.decide(signal(0))
-    conn.execute("TRUNCATE adapter_feed_position")
-    store = position_store(embedded_settings, conn, "alpaca-test")
-    feed = PostgresPollingFeed(lambda: engine.connect(embedded_settings), embedded_settings.schema, ACCEPTED_ORDERS,
-                               ACCEPTED_ORDER_KEY, consumer="alpaca-test", start_position=None, poll_interval=0.05)
-    adapter = ExecutionAdapter(conn, embedded_settings, broker, feed, store, clock=utc_now)
-    assert adapter.submit_accepted(timeout=2) == 1
+    adapter, feed, decision = adapter_with_one_order(conn, embedded_settings, broker, "AAPL", "alpaca-test")
     coid = decision.client_order_id
     # a fill of our order whose price is not a number, then one with no quantity: neither can be an event
     bad_price = {"stream": "trade_updates", "data": {
@@ -260,7 +231,7 @@ def test_a_malformed_trade_update_is_dead_lettered_once_and_the_other_orders_fil
                          stream_url_override=f"{venue.ws}/stream")
     try:
         venue.wait_for(lambda: venue.trade_connections == 2)
-        restarted = ExecutionAdapter(conn, embedded_settings, again, feed, store, clock=utc_now)
+        restarted = ExecutionAdapter(conn, embedded_settings, again, feed, adapter.positions, clock=utc_now)
         venue.send_raw(bad_price)
         deadline = time.monotonic() + 5
         while "malformed alpaca report" not in caplog.text:  # set aside by the restarted broker

@@ -17,20 +17,19 @@ import pytest
 from fakes.binance import KEY, SECRET, FakeBinance
 from positions_helpers import T0, rows
 from typer.testing import CliRunner
+from venue_helpers import adapter_with_one_order, buy_signal
 
 from adapters.broker import BrokerError, MalformedReport
 from adapters.ccxt_broker import CcxtBroker
 from adapters.ccxt_exchanges import UnsupportedExchange, check_bars, check_broker, exchange_id, rest_exchange
-from adapters.changefeed import PostgresPollingFeed, position_store
-from adapters.execution import ACCEPTED_ORDER_KEY, ACCEPTED_ORDERS, ExecutionAdapter
+from adapters.execution import ExecutionAdapter
 from adapters.orders import Order, OrderEvent, OrderStatus, OrderType, Side, TimeInForce
 from adapters.resilience import CircuitBreaker, ResilientBroker, RetryPolicy
 from ingest.prices import PriceIngester
-from tradeflow import engine
 from tradeflow.cli import app
 from tradeflow.clock import utc_now
 from tradeflow.ops.venue_keys import Secret
-from tradeflow.trading import accounts, policy
+from tradeflow.trading import accounts
 from tradeflow.trading.daemon import PaperAdapter
 from tradeflow.trading.gate import DecisionGate, Signal
 
@@ -203,10 +202,8 @@ def test_order_history_after_a_restart_needs_the_symbol_and_reads_fills(venue, b
 
 
 # -- through the execution adapter -----------------------------------------------------------
-def signal(n: int, symbol: str = SYMBOL) -> Signal:
-    return Signal(signal_id=f"s:{symbol}:{n}", strategy_id="sma_crossover", symbol=symbol, timeframe="1m",
-                  signal_ts=T0 + timedelta(minutes=n), action="BUY", size_hint=1.0, confidence=1.0,
-                  ref_price=Decimal("100"), atr_14=5.0)
+def signal(n: int) -> Signal:
+    return buy_signal(SYMBOL, n)
 
 
 def wait_status(conn, adapter_step, coid: str, status: str) -> None:
@@ -218,15 +215,7 @@ def wait_status(conn, adapter_step, coid: str, status: str) -> None:
 
 
 def test_a_trade_listed_again_after_a_disconnect_records_one_fill(conn, embedded_settings, venue, broker):
-    accounts.add(conn, "A1", capital="1000000", max_leverage="1")
-    policy.update(conn, "A1", max_open_symbols=10)
-    decision = DecisionGate(conn, embedded_settings, clock=lambda: T0 + timedelta(minutes=1)).decide(signal(0))
-    conn.execute("TRUNCATE adapter_feed_position")
-    store = position_store(embedded_settings, conn, "binance-test")
-    feed = PostgresPollingFeed(lambda: engine.connect(embedded_settings), embedded_settings.schema, ACCEPTED_ORDERS,
-                               ACCEPTED_ORDER_KEY, consumer="binance-test", start_position=None, poll_interval=0.05)
-    adapter = ExecutionAdapter(conn, embedded_settings, broker, feed, store, clock=utc_now)
-    assert adapter.submit_accepted(timeout=2) == 1
+    adapter, feed, decision = adapter_with_one_order(conn, embedded_settings, broker, SYMBOL, "binance-test")
     coid = decision.client_order_id
     half = decision.qty / 2
     venue.fill(coid, str(half), "100")
@@ -320,15 +309,7 @@ def test_an_order_done_at_the_venue_whose_trades_cannot_add_up_is_not_polled_for
 
 def test_a_malformed_trade_reaches_the_dead_letter_table_once_with_its_payload(conn, embedded_settings, venue,
                                                                               broker):
-    accounts.add(conn, "A1", capital="1000000", max_leverage="1")
-    policy.update(conn, "A1", max_open_symbols=10)
-    decision = DecisionGate(conn, embedded_settings, clock=lambda: T0 + timedelta(minutes=1)).decide(signal(0))
-    conn.execute("TRUNCATE adapter_feed_position")
-    store = position_store(embedded_settings, conn, "binance-test")
-    feed = PostgresPollingFeed(lambda: engine.connect(embedded_settings), embedded_settings.schema, ACCEPTED_ORDERS,
-                               ACCEPTED_ORDER_KEY, consumer="binance-test", start_position=None, poll_interval=0.05)
-    adapter = ExecutionAdapter(conn, embedded_settings, broker, feed, store, clock=utc_now)
-    assert adapter.submit_accepted(timeout=2) == 1
+    adapter, feed, decision = adapter_with_one_order(conn, embedded_settings, broker, SYMBOL, "binance-test")
     coid = decision.client_order_id
     venue.fill(coid, "0", "100")
     venue.fill(coid, str(decision.qty), "100")
@@ -340,8 +321,8 @@ def test_a_malformed_trade_reaches_the_dead_letter_table_once_with_its_payload(c
     [fill] = rows(conn, "SELECT fill_qty, fill_price FROM exec_report_history WHERE order_id = %s", (coid,))
     assert (fill["fill_qty"], fill["fill_price"]) == (decision.qty, 100)
     # a restart re-reads the order's history (here asked for it again): no second letter
-    restarted = ExecutionAdapter(conn, embedded_settings, binance(venue, symbol_of={coid: SYMBOL}.get), feed, store,
-                                 clock=utc_now)
+    restarted = ExecutionAdapter(conn, embedded_settings, binance(venue, symbol_of={coid: SYMBOL}.get), feed,
+                                 adapter.positions, clock=utc_now)
     assert restarted.broker.order_history([coid])
     restarted.process_reports()
     assert rows(conn, "SELECT count(*) AS n FROM dead_letter WHERE kind = 'venue_report'") == [{"n": 1}]
