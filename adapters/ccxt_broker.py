@@ -246,15 +246,15 @@ class CcxtBroker:
         events = [OrderEvent(**base, status=OrderStatus.ACK, event_ts=self._stamp(body, "timestamp"))]
         cum = Decimal(0)
         malformed = False
+        market = self.exchange.market(self._symbol(client_order_id))
         for trade in self._trades(broker_id, client_order_id, body) if executed > 0 else []:
             try:
                 fill_qty = report_decimal(trade, "amount", positive=True)
                 price = report_decimal(trade, "price", positive=True)
                 fill = OrderEvent(**base, status=OrderStatus.FILLED if cum + fill_qty == qty else OrderStatus.PARTIAL,
-                                  event_ts=_ts(report_field(trade, "timestamp")), filled_qty=cum + fill_qty,
-                                  last_fill_qty=fill_qty, last_fill_price=price, fee=self._fee(trade, price),
-                                  fill_id=f"{self.exchange.market(self._symbol(client_order_id))['id']}:"
-                                          f"{report_field(trade, 'id')}")
+                                  event_ts=_report_ts(trade, "timestamp"), filled_qty=cum + fill_qty,
+                                  last_fill_qty=fill_qty, last_fill_price=price, fee=_fee(trade, market, price),
+                                  fill_id=f"{market['id']}:{report_field(trade, 'id')}")
             except UnreadableReport as err:
                 self._log.malformed(MalformedReport(self.venue, _raw(trade), err.field, err.reason))
                 malformed = True
@@ -284,20 +284,6 @@ class CcxtBroker:
         ms = body.get(key) or body.get("timestamp")
         return _ts(ms) if ms else self._clock()
 
-    def _fee(self, trade: dict, price: Decimal) -> Decimal:
-        """The fee in the quote currency: as paid in quote, times the price if paid in base;
-        a third asset (BNB) has no price here and counts as 0 (docs/venues.md)."""
-        fee = trade.get("fee") or {}
-        if fee.get("cost") is None:
-            return Decimal(0)
-        cost = report_decimal(fee, "cost", "fee.")
-        market = self.exchange.market(trade["symbol"])
-        if fee.get("currency") == market["quote"]:
-            return cost
-        if fee.get("currency") == market["base"]:
-            return cost * price
-        return Decimal(0)
-
     def _emit(self, event: OrderEvent) -> None:
         self._log.emit(event)
 
@@ -318,6 +304,28 @@ class CcxtBroker:
             if is_retryable(err):
                 raise BrokerError(f"{self.name} busy or unreachable: {venue_message(err)}", retryable=True) from None
             raise VenueRefused(venue_message(err)) from None
+
+
+def _fee(trade: dict, market: dict, price: Decimal) -> Decimal:
+    """The fee in the quote currency: as paid in quote, times the price if paid in base;
+    a third asset (BNB) has no price here and counts as 0 (docs/venues.md)."""
+    fee = trade.get("fee") or {}
+    if fee.get("cost") is None:
+        return Decimal(0)
+    cost = report_decimal(fee, "cost", "fee.")
+    if fee.get("currency") == market["quote"]:
+        return cost
+    if fee.get("currency") == market["base"]:
+        return cost * price
+    return Decimal(0)
+
+
+def _report_ts(record: dict, key: str) -> datetime:
+    value = report_field(record, key)
+    try:
+        return _ts(value)
+    except (TypeError, ValueError, OverflowError, OSError):
+        raise UnreadableReport(key, f"not a time in milliseconds: {str(value)[:40]!r}") from None
 
 
 def _raw(record: dict) -> dict:

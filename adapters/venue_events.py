@@ -100,8 +100,8 @@ class VenueEventLog:
                 return
             self._malformed_seen.add(key)
             self._malformed.append(report)
-        log.warning("malformed %s report (%s: %s): dead-lettered, the order's other reports go on", report.venue,
-                    report.field, report.reason)
+        log.warning("malformed %s report (%s: %s): set aside for the dead-letter table, the order's other reports"
+                    " go on", report.venue, report.field, report.reason)
 
     def drain_malformed(self) -> list[MalformedReport]:
         with self._lock:
