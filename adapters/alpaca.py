@@ -12,6 +12,9 @@ cancel   DELETE /v2/orders/{id}. Alpaca cancels asynchronously: the
 stream   trade_updates -> OrderEvents (see EVENT_STATUS); the execution_id is
          the fill_id, the order's filled_qty the cumulative quantity.
 history  the order (by client order id) and its FILL account activities.
+malformed  a trade update (or FILL activity) that cannot be read as an event
+         is set aside with the message as received (poll_malformed) for the
+         adapter to dead-letter; the order's other reports go on.
 
 After the stream reconnects, reports sent meanwhile are not replayed by
 Alpaca: the next poll_events re-reads every open order's history over REST
@@ -37,9 +40,17 @@ from alpaca.common.exceptions import APIError
 from alpaca.trading.client import TradingClient
 from alpaca.trading.stream import TradingStream
 
-from adapters.broker import BrokerError
+from adapters.broker import BrokerError, MalformedReport
 from adapters.orders import Order, OrderEvent, OrderStatus, OrderType
-from adapters.venue_events import NotifiesConnect, VenueEventLog, VenueNotFound, VenueRefused
+from adapters.venue_events import (
+    NotifiesConnect,
+    UnreadableReport,
+    VenueEventLog,
+    VenueNotFound,
+    VenueRefused,
+    report_decimal,
+    report_field,
+)
 from tradeflow.clock import utc_now
 from tradeflow.ops.venue_keys import Secret
 
@@ -83,7 +94,6 @@ class AlpacaBroker:
         self._log = VenueEventLog()
         self._connections = 0
         self._resync = threading.Event()
-        self.malformed: list[dict[str, Any]] = []  # trade updates that could not be read, for the dead letters
         self._stream = _Stream(api_key.reveal(), secret_key.reveal(), paper=paper, raw_data=True,
                                url_override=stream_url_override, on_connected=self._connected)
         self._stream._reconnect_min_backoff = reconnect_min_backoff
@@ -157,6 +167,9 @@ class AlpacaBroker:
                 self._emit_history(coid)
         return self._log.drain()
 
+    def poll_malformed(self) -> list[MalformedReport]:
+        return self._log.drain_malformed()
+
     def order_history(self, client_order_ids: list[str]) -> list[OrderEvent]:
         events: list[OrderEvent] = []
         for coid in client_order_ids:
@@ -173,11 +186,9 @@ class AlpacaBroker:
 
     async def _on_update(self, message: dict) -> None:
         try:
-            event = _from_update(message["data"])
-        except (KeyError, TypeError, ValueError, ArithmeticError) as err:
-            log.warning("malformed alpaca trade update (%s): skipped, kept in AlpacaBroker.malformed (not yet in the"
-                        " dead-letter table)", type(err).__name__)
-            self.malformed.append({"payload": message, "reason": f"{type(err).__name__}: {err}"})
+            event = _from_update(report_field(message, "data"))
+        except UnreadableReport as err:
+            self._log.malformed(MalformedReport("alpaca", _as_mapping(message), err.field, err.reason))
             return
         # reports of orders placed by someone else on the same account are not ours to record
         if event is not None and self._log.is_ours(event.client_order_id):
@@ -239,11 +250,16 @@ class AlpacaBroker:
         for fill in fills:
             if fill.get("order_id") != broker_id:
                 continue
-            cum = Decimal(str(fill["cum_qty"]))
-            events.append(OrderEvent(
-                client_order_id=client_order_id, status=OrderStatus.FILLED if cum == qty else OrderStatus.PARTIAL,
-                event_ts=parse_ts(fill["transaction_time"]), filled_qty=cum, last_fill_qty=Decimal(str(fill["qty"])),
-                last_fill_price=Decimal(str(fill["price"])), fill_id=str(fill["id"]), broker_order_id=broker_id))
+            try:
+                cum = report_decimal(fill, "cum_qty", positive=True)
+                events.append(OrderEvent(
+                    client_order_id=client_order_id, status=OrderStatus.FILLED if cum == qty else OrderStatus.PARTIAL,
+                    event_ts=_report_ts(fill, "transaction_time"), filled_qty=cum,
+                    last_fill_qty=report_decimal(fill, "qty", positive=True),
+                    last_fill_price=report_decimal(fill, "price", positive=True),
+                    fill_id=str(report_field(fill, "id")), broker_order_id=broker_id))
+            except UnreadableReport as err:
+                self._log.malformed(MalformedReport("alpaca", fill, err.field, err.reason))
         if status in ORDER_STATUS:
             at = body.get(f"{'canceled' if status == 'canceled' else status}_at") or body["updated_at"]
             events.append(OrderEvent(client_order_id=client_order_id, status=ORDER_STATUS[status], event_ts=parse_ts(at),
@@ -282,23 +298,36 @@ def _same_order(order: Order, body: dict) -> bool:
             and body.get("side") == order.side.lower())
 
 
-def _from_update(data: dict) -> OrderEvent | None:
-    """One trade_updates message's data as an event, None for a step we do not record."""
-    status = EVENT_STATUS.get(data["event"])
+def _from_update(data: Any) -> OrderEvent | None:
+    """One trade_updates message's data as an event, None for a step we do not record;
+    UnreadableReport (field named as in the message) for one that cannot be read."""
+    status = EVENT_STATUS.get(report_field(data, "event", "data."))
     if status is None:
         return None
-    order = data["order"]
-    coid = order["client_order_id"]
+    order = report_field(data, "order", "data.")
+    coid = report_field(order, "client_order_id", "data.order.")
     if not isinstance(coid, str) or not coid:
-        raise ValueError("order.client_order_id is not a string")
-    filled = Decimal(str(order.get("filled_qty") or 0))
-    at = parse_ts(data["timestamp"])
+        raise UnreadableReport("data.order.client_order_id", "not a string")
+    filled = report_decimal(order, "filled_qty", "data.order.") if order.get("filled_qty") else Decimal(0)
+    at = _report_ts(data, "timestamp", "data.")
     fill: dict[str, Any] = {}
     if status in (OrderStatus.PARTIAL, OrderStatus.FILLED):
-        fill = {"last_fill_qty": Decimal(str(data["qty"])), "last_fill_price": Decimal(str(data["price"])),
-                "fill_id": str(data["execution_id"])}
-        if fill["last_fill_qty"] <= 0 or fill["last_fill_price"] <= 0:
-            raise ValueError("fill qty and price must be positive")
+        fill = {"last_fill_qty": report_decimal(data, "qty", "data.", positive=True),
+                "last_fill_price": report_decimal(data, "price", "data.", positive=True),
+                "fill_id": str(report_field(data, "execution_id", "data."))}
     reason = f"alpaca: {data['event']}" if status.terminal and status is not OrderStatus.FILLED else ""
-    return OrderEvent(client_order_id=coid, status=status, event_ts=at, filled_qty=filled, broker_order_id=order["id"],
-                      reason=reason, **fill)
+    return OrderEvent(client_order_id=coid, status=status, event_ts=at, filled_qty=filled,
+                      broker_order_id=str(report_field(order, "id", "data.order.")), reason=reason, **fill)
+
+
+def _report_ts(data: Any, key: str, where: str = "") -> datetime:
+    value = report_field(data, key, where)
+    try:
+        return parse_ts(str(value))
+    except ValueError:
+        raise UnreadableReport(f"{where}{key}", f"not an ISO 8601 time: {str(value)[:40]!r}") from None
+
+
+def _as_mapping(message: Any) -> dict[str, Any]:
+    """The payload of a dead letter is an object: a message that is not one is kept under "message"."""
+    return message if isinstance(message, dict) else {"message": message}

@@ -3,6 +3,7 @@
     submit(order) -> OrderEvent      ACK or REJECTED, returned once the broker has answered
     cancel(client_order_id) -> OrderEvent
     poll_events() -> list[OrderEvent]
+    poll_malformed() -> list[MalformedReport]
     order_history(client_order_ids) -> list[OrderEvent]
 
 submit is idempotent on client_order_id: sending an order whose id the broker
@@ -31,6 +32,15 @@ order's complete history; an idempotent resubmit or a cancel of a terminal
 order adds nothing to it. fill_id is stable: a broker that re-sends a fill
 re-sends the same fill_id, and the exec ingester drops the copy.
 
+poll_malformed returns, without blocking, the venue's reports since the
+previous call that could not be read as an order event (a trade update
+without its order, a trade of zero quantity): each with the payload as
+received, once per process however often the venue sends it again. The
+adapter dead-letters them (ingest.dlq, kind venue_report), once: a restart
+that reads the same report again writes no second letter. The order's other
+reports go on as usual; a broker whose reports are built in-process (paper)
+has none.
+
 order_history returns, for the given orders, every event the broker holds,
 in the order they happened (a real broker's order-status and executions
 queries); an id the broker never received has no events (not an error). The
@@ -44,7 +54,8 @@ adapter must do.
 """
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Any, Mapping, Protocol, runtime_checkable
 
 from adapters.orders import Order, OrderEvent
 
@@ -57,6 +68,15 @@ class BrokerError(Exception):
         self.retryable = retryable
 
 
+@dataclass(frozen=True, slots=True)
+class MalformedReport:
+    """A venue report that could not be read as an order event, kept as received."""
+    venue: str                    # the broker's name: alpaca, ccxt:binance, ...
+    payload: Mapping[str, Any]    # the message or record as the venue sent it (decoded JSON)
+    field: str                    # the field at fault, as the venue names it
+    reason: str
+
+
 @runtime_checkable
 class Broker(Protocol):
     def submit(self, order: Order) -> OrderEvent: ...
@@ -64,5 +84,7 @@ class Broker(Protocol):
     def cancel(self, client_order_id: str) -> OrderEvent: ...
 
     def poll_events(self) -> list[OrderEvent]: ...
+
+    def poll_malformed(self) -> list[MalformedReport]: ...
 
     def order_history(self, client_order_ids: list[str]) -> list[OrderEvent]: ...

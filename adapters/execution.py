@@ -17,7 +17,11 @@ No lost and no duplicated submission across restarts:
   the broker);
 - an order event is written only if that (order, status, filled qty) is not
   recorded yet, its fill (if any) only with it, and fills are idempotent by
-  (order_id, fill_id).
+  (order_id, fill_id);
+- a venue report that cannot be read (Broker.poll_malformed) is dead-lettered
+  (kind venue_report, source the venue, reason VENUE_REPORT_MALFORMED) with
+  the reports it came with, once: its dlq_id is a hash of its content, and a
+  letter already listed is not written again when a restart reads it anew.
 
 One clock per order: each recorded event gets the next per-order `seq` (the
 gate's NEW has none and counts as 0; `orders` is the highest seq) and an
@@ -42,15 +46,17 @@ from typing import Callable
 
 import psycopg
 
-from adapters.broker import Broker
+from adapters.broker import Broker, MalformedReport
 from adapters.changefeed import ChangeFeed, FeedPositionStore
 from adapters.orders import ORDER_EVENT_COLUMNS, Order, OrderEvent, OrderStatus, OrderType, Side, TimeInForce
 from adapters.resilience import BreakerState, ResilientBroker
+from ingest.dlq import Rejection, storable, write_new_rejections
 from ingest.execs import ExecIngester, Fill
 from tradeflow import engine
 from tradeflow.clock import utc_now
 from tradeflow.config import Settings
 from tradeflow.ops.metrics import PROCESS_METRICS, feed_age
+from tradeflow.reasons import ReasonCode
 from tradeflow.writer import insert_rows
 
 log = logging.getLogger("tradeflow.adapter")
@@ -62,6 +68,7 @@ BREAKER_STATES = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerStat
 # the adapter's order events carry their per-order sequence number; the gate's NEW has none (0)
 RECORDED_EVENT_COLUMNS = (*ORDER_EVENT_COLUMNS, "seq")
 OPEN_STATUSES = ("NEW", "ACK", "PARTIAL")
+VENUE_REPORT_KIND = "venue_report"  # dead_letter.kind of a venue report that could not be read
 # every order action is logged: submits and fills where they happen, these as they are recorded
 ENDED_WITHOUT_FILL = (OrderStatus.CANCELLED, OrderStatus.EXPIRED, OrderStatus.REJECTED)
 
@@ -178,10 +185,12 @@ class ExecutionAdapter:
         ingester) and, given one, a feed position those reports cover: one unit."""
         with self._timed("poll_events"):
             events = self.broker.poll_events()
-        if not events and not self._waiting and positions is None:
+        malformed = self.broker.poll_malformed()
+        if not events and not malformed and not self._waiting and positions is None:
             return 0
         with self.unit():
             self._record(events)
+            self._dead_letter(malformed)
             if positions is not None:
                 positions.save(position)
                 crash_point("position_saved")
@@ -258,6 +267,19 @@ class ExecutionAdapter:
             insert_rows(self.conn, "order_events", RECORDED_EVENT_COLUMNS, rows, batch_rows=500)
             crash_point("events_written")
         return len(rows)
+
+    def _dead_letter(self, reports: list[MalformedReport]) -> None:
+        """Each venue's unreadable reports to the dead-letter table, the ones not listed there yet."""
+        for venue in sorted({report.venue for report in reports}):
+            rejections = [Rejection(payload=storable(r.payload), field=r.field,
+                                    code=ReasonCode.VENUE_REPORT_MALFORMED, reason=r.reason)
+                          for r in reports if r.venue == venue]
+            written = write_new_rejections(self.conn, VENUE_REPORT_KIND, rejections, source=venue,
+                                           batch_id=self.ingester.batch_id, received_at=self.clock(),
+                                           batch_rows=500)
+            if written:
+                log.warning("%d malformed %s report(s) dead-lettered: see `tradeflow dlq list --kind %s`",
+                            written, venue, VENUE_REPORT_KIND)
 
     def _timed(self, call: str) -> AbstractContextManager[object]:
         return PROCESS_METRICS["adapter_broker_latency_seconds"].labels(self.broker_label, call).time()

@@ -52,7 +52,7 @@ from datetime import UTC, datetime, time, timedelta
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from typing import Callable, Literal, Mapping, NamedTuple
 
-from adapters.broker import BrokerError
+from adapters.broker import BrokerError, MalformedReport
 from adapters.orders import Order, OrderEvent, OrderStatus, OrderType, Side, TimeInForce, is_shadow
 from tradeflow.ops.sessions import SymbolCalendars
 from tradeflow.reasons import ReasonCode
@@ -267,6 +267,10 @@ class PaperBroker:
     def poll_events(self) -> list[OrderEvent]:
         events, self._events = self._events, []
         return events
+
+    def poll_malformed(self) -> list[MalformedReport]:
+        """None: the book builds its reports itself."""
+        return []
 
     def order_history(self, client_order_ids: list[str]) -> list[OrderEvent]:
         """Every event of these orders since this book opened (a restored order's

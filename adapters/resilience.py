@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Callable, TypeVar
 
-from adapters.broker import Broker, BrokerError
+from adapters.broker import Broker, BrokerError, MalformedReport
 from adapters.orders import Order, OrderEvent
 
 T = TypeVar("T")
@@ -191,6 +191,9 @@ class ResilientBroker:
     def poll_events(self) -> list[OrderEvent]:
         # Reading reports places nothing; a failed poll is simply polled again by the caller's loop.
         return self.inner.poll_events()
+
+    def poll_malformed(self) -> list[MalformedReport]:
+        return self.inner.poll_malformed()
 
     def order_history(self, client_order_ids: list[str]) -> list[OrderEvent]:
         # A read, safe to retry: start-up reconciliation must not give up on one timeout.

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection
 
-from adapters.broker import Broker, BrokerError
+from adapters.broker import Broker, BrokerError, MalformedReport
 from adapters.orders import Order, OrderEvent, is_shadow
 
 
@@ -43,6 +43,9 @@ class RoutingBroker:
 
     def poll_events(self) -> list[OrderEvent]:
         return self.paper.poll_events() + self.venue.poll_events()
+
+    def poll_malformed(self) -> list[MalformedReport]:
+        return self.paper.poll_malformed() + self.venue.poll_malformed()
 
     def order_history(self, client_order_ids: list[str]) -> list[OrderEvent]:
         paper, venue = [], []

@@ -3,7 +3,8 @@ behind ResilientBroker (retry with backoff around a circuit breaker).
 
     alpaca-paper   Alpaca's paper endpoints    keys: APCA_API_KEY_ID, APCA_API_SECRET_KEY
     alpaca         Alpaca's live endpoints     same keys (live ones)
-    ccxt:binance   Binance spot through ccxt   keys: BINANCE_API_KEY, BINANCE_API_SECRET
+    ccxt:<id>      a ccxt spot exchange        keys: <ID>_API_KEY, <ID>_API_SECRET (+ _PASSWORD, _UID where
+                                               required), e.g. BINANCE_API_KEY; adapters/ccxt_exchanges.py
 
 TRADEFLOW_ALPACA_URL and TRADEFLOW_ALPACA_STREAM_URL point the SDK elsewhere
 (a proxy, or the fake venue of the tests), TRADEFLOW_BINANCE_URL Binance's REST. Keys come from the environment or
@@ -18,7 +19,7 @@ from adapters.broker import Broker
 from adapters.resilience import CircuitBreaker, ResilientBroker, RetryPolicy
 from tradeflow.ops.venue_keys import venue_secret
 
-BROKERS = ("paper", "alpaca-paper", "alpaca", "ccxt:binance")
+BROKERS = ("paper", "alpaca-paper", "alpaca", "ccxt:<exchange id>")
 
 
 class UnknownVenue(ValueError):
@@ -34,13 +35,25 @@ def make_broker(name: str, environ: Mapping[str, str] | None = None) -> Broker:
         key, secret = (venue_secret(var, env) for var in KEY_VARS)
         inner = AlpacaBroker(key, secret, paper=name == "alpaca-paper", url_override=env.get("TRADEFLOW_ALPACA_URL"),
                              stream_url_override=env.get("TRADEFLOW_ALPACA_STREAM_URL"))
-    elif name.startswith("ccxt:") and name in BROKERS:
+    elif name.startswith("ccxt:"):
         from adapters.ccxt_broker import CcxtBroker
-        from adapters.ccxt_exchanges import KEY_VARS as CCXT_KEY_VARS, exchange_id, rest_exchange, urls_from
+        from adapters.ccxt_exchanges import (
+            UnsupportedExchange,
+            check_broker,
+            credential_vars,
+            exchange_id,
+            rest_exchange,
+            urls_from,
+        )
 
-        exchange = exchange_id(name)
-        key, secret = (venue_secret(var, env) for var in CCXT_KEY_VARS[exchange])
-        inner = CcxtBroker(rest_exchange(exchange, key, secret, rest_url=urls_from(exchange, env)[0]))
+        try:
+            exchange = exchange_id(name)
+            check_broker(rest_exchange(exchange))  # before asking for keys: an unusable exchange needs none
+            variables = credential_vars(exchange)
+        except UnsupportedExchange as err:
+            raise UnknownVenue(str(err)) from None
+        credentials = {field: venue_secret(var, env) for field, var in variables.items()}
+        inner = CcxtBroker(rest_exchange(exchange, credentials, rest_url=urls_from(exchange, env)[0]))
     else:
         raise UnknownVenue(f"broker: {name!r} is not one of {', '.join(BROKERS)}")
     return ResilientBroker(inner, CircuitBreaker(failure_threshold=5, recovery_timeout=30.0),

@@ -1,13 +1,15 @@
-"""Crypto bars through ccxt (Binance first), a BarSource for ingest.venue_feeds:
-downloads and backfill use its history, `ingest live` its stream through the
-same LiveBarFeed as Alpaca (gap and reconnect backfill, duplicates dropped by
-(symbol, ts), malformed messages dead-lettered, feed metrics).
+"""Crypto bars through ccxt, a BarSource for ingest.venue_feeds: downloads and
+backfill use its history (any ccxt exchange with 1-minute fetchOHLCV), `ingest
+live` its stream (Binance only) through the same LiveBarFeed as Alpaca (gap and
+reconnect backfill, duplicates dropped by (symbol, ts), malformed messages
+dead-lettered, feed metrics).
 
 Symbols are ccxt's unified names (BTC/USDT). Market data needs no keys.
 
-history  fetch_ohlcv(symbol, "1m", since, limit=1000, until) page by page
-         (GET /api/v3/klines; a short page ends the window), kept to
-         start <= ts < end; a rate limit or a
+history  fetch_ohlcv(symbol, "1m", since, limit, until) page by page, limit the
+         exchange's most candles per request (ccxt's features; Binance 1000,
+         GET /api/v3/klines; a short page ends the window, and without a known
+         limit an empty one), kept to start <= ts < end; a rate limit or a
          dropped connection is retried with backoff (adapters.resilience.retry).
          ccxt hands OHLCV back as floats: Binance's decimal strings have at most
          15 significant digits, so the float's shortest repr is that string.
@@ -34,13 +36,12 @@ import ccxt
 import ccxt.pro
 import pandas as pd
 
-from adapters.ccxt_exchanges import rest_exchange, stream_exchange
+from adapters.ccxt_exchanges import UnsupportedExchange, check_bars, rest_exchange, stream_exchange
 from adapters.resilience import retry
 from ingest.feeds import CANONICAL_COLUMNS
 
 log = logging.getLogger("tradeflow.venue.feed")
 MINUTE_MS = 60_000
-PAGE = 1000  # Binance's most klines per request
 
 
 def _utc(ms: int) -> datetime:
@@ -68,13 +69,19 @@ class _KlineStream(ccxt.pro.binance):
 
 
 class CcxtBars:
-    def __init__(self, exchange: str = "binance", *, rest_url: str | None = None, stream_url: str | None = None,
-                 reconnect_min_backoff: float = 1.0, reconnect_max_backoff: float = 30.0,
+    def __init__(self, exchange: str = "binance", rest_url: str | None = None, stream_url: str | None = None, *,
+                 live: bool = False, reconnect_min_backoff: float = 1.0, reconnect_max_backoff: float = 30.0,
                  sleep: Callable[[float], None] | None = None) -> None:
-        if exchange != "binance":
-            raise ValueError(f"source: live and historical candles are built for ccxt:binance, not {exchange!r}")
+        """UnsupportedExchange (one line) for an exchange without 1-minute history, or with live
+        for one other than Binance: its kline stream is the only one read here."""
         self.name = f"ccxt:{exchange}"
         self._rest = rest_exchange(exchange, rest_url=rest_url)
+        check_bars(self._rest)
+        if live and exchange != "binance":
+            raise UnsupportedExchange(f"ccxt exchange {exchange!r}: live candles are built for ccxt:binance only"
+                                      " (history and backfill work: tradeflow data download)")
+        spot = (self._rest.features or {}).get("spot") or {}
+        self._page = (spot.get("fetchOHLCV") or {}).get("limit")  # the most candles per request, if ccxt knows
         self._rest_url, self._stream_url = rest_url, stream_url
         self._min_backoff, self._max_backoff = reconnect_min_backoff, reconnect_max_backoff
         self._retry_sleep = sleep
@@ -83,14 +90,14 @@ class CcxtBars:
         since, until = int(start.timestamp() * 1000), int(end.timestamp() * 1000)
         rows: list[list] = []
         while since < until:
-            page = retry(lambda: self._rest.fetch_ohlcv(symbol, "1m", since, PAGE, {"until": until - 1}),
+            page = retry(lambda: self._rest.fetch_ohlcv(symbol, "1m", since, self._page, {"until": until - 1}),
                          attempts=5, base_delay=0.5, max_delay=10.0, retry_on=(ccxt.OperationFailed,),
                          **({"sleep": self._retry_sleep} if self._retry_sleep else {}))
-            full = len(page) == PAGE
+            short = self._page is not None and len(page) < self._page
             page = [row for row in page if since <= row[0] < until]
             rows += page
-            if not full or not page:
-                break  # fewer than a page: the venue had no more in the window
+            if short or not page:
+                break  # fewer than a page (or none): the venue had no more in the window
             since = page[-1][0] + MINUTE_MS
         return pd.DataFrame([{"symbol": symbol, "ts": _utc(ms), "open": o, "high": h, "low": lo, "close": c,
                               "volume": v} for ms, o, h, lo, c, v in rows], columns=list(CANONICAL_COLUMNS))

@@ -133,6 +133,20 @@ def write_rejections(conn: psycopg.Connection, kind: str, rejections: Iterable[R
     return insert_rows(conn, "dead_letter", DLQ_COLUMNS, rows, batch_rows)
 
 
+def write_new_rejections(conn: psycopg.Connection, kind: str, rejections: Iterable[Rejection], *,
+                         source: str, batch_id: str, received_at: datetime, batch_rows: int) -> int:
+    """write_rejections of the letters not listed yet (by dlq_id): for a source that
+    reads the same records again after a restart (a venue's order history), so that
+    each is written once. Returns how many were written."""
+    letters = {dlq_id(kind, r): r for r in rejections}
+    if not letters:
+        return 0
+    listed = {row[0] for row in conn.execute(
+        "SELECT dlq_id FROM stg_dead_letter WHERE kind = %s AND dlq_id = ANY(%s)", (kind, sorted(letters)))}
+    return write_rejections(conn, kind, (r for i, r in letters.items() if i not in listed), source=source,
+                            batch_id=batch_id, received_at=received_at, batch_rows=batch_rows)
+
+
 def pending(conn: psycopg.Connection, *, kind: str | None = None, ids: Iterable[str] = (),
             limit: int | None = None) -> list[DeadLetter]:
     """Dead letters not yet replayed successfully, oldest first (stg_dead_letter)."""

@@ -117,7 +117,7 @@ def test_version_short_help_and_help_at_80_columns():
     (("show", "indicators", "--timeframe", "5min"), "'1m', '5m', '15m', '1h'"),
     (("policy", "kill-switch", "A", "maybe"), "'on', 'off'"),
     (("orders", "submit", "A", "AAA", "BUY", "1", "--tif", "FOK"), "'DAY', 'GTC', 'IOC'"),
-    (("adapter", "run", "--broker", "ib"), "'paper'"),
+    (("adapter", "run", "--broker", "ib"), "not one of paper, alpaca-paper, alpaca, ccxt:<exchange id>"),
 ])
 def test_invalid_choices_are_one_error_listing_the_valid_values(args, valid):
     code, text = fails(*args)

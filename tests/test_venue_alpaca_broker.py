@@ -1,29 +1,28 @@
 """AlpacaBroker (alpaca-py pointed at a fake Alpaca on 127.0.0.1) behind the
 broker port and the execution adapter: partial fills, a reject, a cancel
 racing a fill, a disconnect mid-order with a duplicated update after the
-reconnect, rate limits, malformed updates."""
+reconnect, rate limits, malformed updates dead-lettered once."""
 from __future__ import annotations
 
+import json
 import random
 import time
-from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from fakes.alpaca import KEY, SECRET, FakeAlpaca
 from positions_helpers import T0, rows
+from typer.testing import CliRunner
+from venue_helpers import adapter_with_one_order
 
 from adapters.alpaca import AlpacaBroker
-from adapters.broker import BrokerError
-from adapters.changefeed import PostgresPollingFeed, position_store
-from adapters.execution import ACCEPTED_ORDER_KEY, ACCEPTED_ORDERS, ExecutionAdapter
+from adapters.broker import BrokerError, MalformedReport
+from adapters.execution import ExecutionAdapter
 from adapters.orders import Order, OrderEvent, OrderStatus, Side
 from adapters.resilience import CircuitBreaker, ResilientBroker, RetryPolicy
-from tradeflow import engine
+from tradeflow.cli import app
 from tradeflow.clock import utc_now
 from tradeflow.ops.venue_keys import Secret
-from tradeflow.trading import accounts, policy
-from tradeflow.trading.gate import DecisionGate, Signal
 
 
 @pytest.fixture
@@ -133,14 +132,18 @@ def test_updates_missed_while_disconnected_come_from_rest_and_a_resent_update_is
     events += events_until(broker, lambda es: len(es) == 1)
     venue.resend(-1)  # the venue re-sends the partial fill after the reconnect
     venue.resend(-1)
-    venue.send_raw({"stream": "trade_updates", "data": {"event": "fill"}})  # malformed: no order
+    malformed = {"stream": "trade_updates", "data": {"event": "fill"}}  # no order
+    venue.send_raw(malformed)
+    venue.send_raw(malformed)  # sent again: set aside once
+    reports = []
     deadline = time.monotonic() + 5
-    while not broker.malformed and time.monotonic() < deadline:
+    while not reports and time.monotonic() < deadline:
+        reports += broker.poll_malformed()
         time.sleep(0.01)
     events += broker.poll_events()
     assert statuses(events) == [("ACK", 0), ("PARTIAL", 4), ("FILLED", 10)]
-    assert broker.reconnects == 1 and len(broker.malformed) == 1
-    assert "order" in broker.malformed[0]["reason"]
+    assert broker.reconnects == 1 and reports == [MalformedReport("alpaca", malformed, "data.order", "missing")]
+    assert broker.poll_malformed() == []
 
 
 def test_rate_limit_answers_are_retried_with_backoff_through_the_resilient_broker(venue, broker):
@@ -169,24 +172,8 @@ def test_bad_credentials_are_a_permanent_error_without_the_key(venue):
 
 
 # -- through the execution adapter -----------------------------------------------------------
-def signal(n: int) -> Signal:
-    return Signal(signal_id=f"s:AAPL:{n}", strategy_id="sma_crossover", symbol="AAPL", timeframe="1m",
-                  signal_ts=T0 + timedelta(minutes=n), action="BUY", size_hint=1.0, confidence=1.0,
-                  ref_price=Decimal("100"), atr_14=5.0)
-
-
 def test_a_duplicated_update_after_a_reconnect_records_one_fill(conn, embedded_settings, venue, broker):
-    accounts.add(conn, "A1", capital="1000000", max_leverage="1")
-    policy.update(conn, "A1", max_open_symbols=10)
-    now = T0 + timedelta(minutes=1)
-    decision = DecisionGate(conn, embedded_settings, clock=lambda: now).decide(signal(0))
-    conn.execute("TRUNCATE adapter_feed_position")
-    store = position_store(embedded_settings, conn, "alpaca-test")
-    feed = PostgresPollingFeed(lambda: engine.connect(embedded_settings), embedded_settings.schema, ACCEPTED_ORDERS,
-                               ACCEPTED_ORDER_KEY, consumer="alpaca-test", start_position=None, poll_interval=0.05)
-    # the venue stamps its reports with the wall clock: so does the adapter
-    adapter = ExecutionAdapter(conn, embedded_settings, broker, feed, store, clock=utc_now)
-    assert adapter.submit_accepted(timeout=2) == 1
+    adapter, feed, decision = adapter_with_one_order(conn, embedded_settings, broker, "AAPL", "alpaca-test")
     coid = decision.client_order_id
     half = str(decision.qty / 2)
     venue.fill(coid, half, "100")
@@ -205,4 +192,59 @@ def test_a_duplicated_update_after_a_reconnect_records_one_fill(conn, embedded_s
     assert {f["venue"] for f in fills} == {"BROKER"}
     [position] = rows(conn, "SELECT net_qty FROM open_positions_rollup WHERE account_id = 'A1'")
     assert position["net_qty"] == decision.qty
+    feed.close()
+
+
+def dead_letters(conn) -> list[dict]:
+    return rows(conn, "SELECT kind, payload, field, reason_code, source FROM dead_letter WHERE kind = 'venue_report'"
+                      " ORDER BY field")
+
+
+def test_a_malformed_trade_update_is_dead_lettered_once_and_the_other_orders_fill(conn, embedded_settings, venue,
+                                                                                broker, caplog):
+    adapter, feed, decision = adapter_with_one_order(conn, embedded_settings, broker, "AAPL", "alpaca-test")
+    coid = decision.client_order_id
+    # a fill of our order whose price is not a number, then one with no quantity: neither can be an event
+    bad_price = {"stream": "trade_updates", "data": {
+        "event": "partial_fill", "order": dict(venue.order(coid), filled_qty="1"), "timestamp": "2024-03-04T14:31:00Z",
+        "execution_id": "x-1", "price": "n/a", "qty": "1"}}
+    no_qty = {"stream": "trade_updates", "data": dict(bad_price["data"], price="100", qty=None, execution_id="x-2")}
+    venue.send_raw(bad_price)
+    venue.fill(coid, str(decision.qty), "100")
+    venue.send_raw(no_qty)
+    venue.resend(-1)  # the good fill again
+    deadline = time.monotonic() + 10
+    while rows(conn, "SELECT status FROM orders WHERE client_order_id = %s", (coid,))[0]["status"] != "FILLED" \
+            or len(dead_letters(conn)) < 2:
+        assert time.monotonic() < deadline, "order never filled, or the malformed updates never dead-lettered"
+        adapter.process_reports()
+        time.sleep(0.02)
+    letters = dead_letters(conn)
+    assert [(d["payload"], d["field"], d["reason_code"], d["source"]) for d in letters] == [
+        (bad_price, "data.price", "VENUE_REPORT_MALFORMED", "alpaca"),
+        (no_qty, "data.qty", "VENUE_REPORT_MALFORMED", "alpaca")]
+    [fill] = rows(conn, "SELECT fill_qty, fill_price FROM exec_report_history WHERE order_id = %s", (coid,))
+    assert (fill["fill_qty"], fill["fill_price"]) == (decision.qty, 100)
+    # a restart reads the same updates again: no second letter
+    caplog.clear()
+    again = AlpacaBroker(Secret("k", KEY), Secret("s", SECRET), url_override=venue.http,
+                         stream_url_override=f"{venue.ws}/stream")
+    try:
+        venue.wait_for(lambda: venue.trade_connections == 2)
+        restarted = ExecutionAdapter(conn, embedded_settings, again, feed, adapter.positions, clock=utc_now)
+        venue.send_raw(bad_price)
+        deadline = time.monotonic() + 5
+        while "malformed alpaca report" not in caplog.text:  # set aside by the restarted broker
+            assert time.monotonic() < deadline, "the restarted broker never read the update"
+            time.sleep(0.01)
+        restarted.process_reports()
+    finally:
+        again.close()
+    assert len(dead_letters(conn)) == 2
+    listed = CliRunner().invoke(app, ["dlq", "list", "--kind", "venue_report", "--json"])
+    assert listed.exit_code == 0, listed.output
+    assert {(d["field"], d["source"]) for d in json.loads(listed.output)} == {("data.price", "alpaca"),
+                                                                              ("data.qty", "alpaca")}
+    refused = CliRunner().invoke(app, ["dlq", "replay", "--kind", "venue_report"])
+    assert refused.exit_code == 2 and "has no replay" in refused.output
     feed.close()

@@ -1,10 +1,12 @@
 """CcxtBroker (ccxt pointed at a fake Binance on 127.0.0.1) behind the broker port and
 the execution adapter: newClientOrderId, partial fills, a reject, a cancel racing a
 fill, a disconnect mid-order and a duplicated trade after it, rate limits, bad keys,
-an expiry, start-up history, routing by account."""
+an expiry, start-up history, routing by account, malformed trades dead-lettered once;
+the capability check of other ccxt exchanges (their classes, no network)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
 import time
 from datetime import timedelta
@@ -15,20 +17,19 @@ import pytest
 from fakes.binance import KEY, SECRET, FakeBinance
 from positions_helpers import T0, rows
 from typer.testing import CliRunner
+from venue_helpers import adapter_with_one_order, buy_signal
 
-from adapters.broker import BrokerError
+from adapters.broker import BrokerError, MalformedReport
 from adapters.ccxt_broker import CcxtBroker
-from adapters.ccxt_exchanges import rest_exchange
-from adapters.changefeed import PostgresPollingFeed, position_store
-from adapters.execution import ACCEPTED_ORDER_KEY, ACCEPTED_ORDERS, ExecutionAdapter
+from adapters.ccxt_exchanges import UnsupportedExchange, check_bars, check_broker, exchange_id, rest_exchange
+from adapters.execution import ExecutionAdapter
 from adapters.orders import Order, OrderEvent, OrderStatus, OrderType, Side, TimeInForce
 from adapters.resilience import CircuitBreaker, ResilientBroker, RetryPolicy
 from ingest.prices import PriceIngester
-from tradeflow import engine
 from tradeflow.cli import app
 from tradeflow.clock import utc_now
 from tradeflow.ops.venue_keys import Secret
-from tradeflow.trading import accounts, policy
+from tradeflow.trading import accounts
 from tradeflow.trading.daemon import PaperAdapter
 from tradeflow.trading.gate import DecisionGate, Signal
 
@@ -43,8 +44,8 @@ def venue():
 
 
 def binance(venue: FakeBinance, key: str = KEY, secret: str = SECRET, **kwargs) -> CcxtBroker:
-    exchange = rest_exchange("binance", Secret("BINANCE_API_KEY", key), Secret("BINANCE_API_SECRET", secret),
-                             rest_url=venue.http)
+    exchange = rest_exchange("binance", {"apiKey": Secret("BINANCE_API_KEY", key),
+                                         "secret": Secret("BINANCE_API_SECRET", secret)}, rest_url=venue.http)
     return CcxtBroker(exchange, poll_interval=0, **kwargs)
 
 
@@ -201,10 +202,8 @@ def test_order_history_after_a_restart_needs_the_symbol_and_reads_fills(venue, b
 
 
 # -- through the execution adapter -----------------------------------------------------------
-def signal(n: int, symbol: str = SYMBOL) -> Signal:
-    return Signal(signal_id=f"s:{symbol}:{n}", strategy_id="sma_crossover", symbol=symbol, timeframe="1m",
-                  signal_ts=T0 + timedelta(minutes=n), action="BUY", size_hint=1.0, confidence=1.0,
-                  ref_price=Decimal("100"), atr_14=5.0)
+def signal(n: int) -> Signal:
+    return buy_signal(SYMBOL, n)
 
 
 def wait_status(conn, adapter_step, coid: str, status: str) -> None:
@@ -216,15 +215,7 @@ def wait_status(conn, adapter_step, coid: str, status: str) -> None:
 
 
 def test_a_trade_listed_again_after_a_disconnect_records_one_fill(conn, embedded_settings, venue, broker):
-    accounts.add(conn, "A1", capital="1000000", max_leverage="1")
-    policy.update(conn, "A1", max_open_symbols=10)
-    decision = DecisionGate(conn, embedded_settings, clock=lambda: T0 + timedelta(minutes=1)).decide(signal(0))
-    conn.execute("TRUNCATE adapter_feed_position")
-    store = position_store(embedded_settings, conn, "binance-test")
-    feed = PostgresPollingFeed(lambda: engine.connect(embedded_settings), embedded_settings.schema, ACCEPTED_ORDERS,
-                               ACCEPTED_ORDER_KEY, consumer="binance-test", start_position=None, poll_interval=0.05)
-    adapter = ExecutionAdapter(conn, embedded_settings, broker, feed, store, clock=utc_now)
-    assert adapter.submit_accepted(timeout=2) == 1
+    adapter, feed, decision = adapter_with_one_order(conn, embedded_settings, broker, SYMBOL, "binance-test")
     coid = decision.client_order_id
     half = decision.qty / 2
     venue.fill(coid, str(half), "100")
@@ -286,3 +277,98 @@ def test_adapter_run_with_binance_and_no_keys_is_one_line_naming_the_variable(em
     assert result.exit_code == 2
     assert result.output.strip() == ("missing credential: set BINANCE_API_KEY"
                                      " (or in a file named by TRADEFLOW_VENUE_CREDENTIALS_FILE)")
+
+
+# -- malformed trades ------------------------------------------------------------------------
+def test_a_malformed_trade_is_set_aside_once_and_the_order_and_the_others_go_on(venue, broker):
+    broker.submit(order(1))
+    broker.submit(order(2))
+    coid2 = "tf-00000000000000000002"
+    venue.fill(COID, "0", "60000")  # a trade of no quantity: not a fill
+    venue.fill(COID, "0.5", "60000")
+    venue.fill(coid2, "0.5", "61000")
+    events = broker.poll_events()
+    assert sorted((e.client_order_id, str(e.status), e.filled_qty) for e in events) == [
+        (COID, "ACK", 0), (COID, "FILLED", Decimal("0.5")), (coid2, "ACK", 0), (coid2, "FILLED", Decimal("0.5"))]
+    [report] = broker.poll_malformed()
+    assert report == MalformedReport("ccxt:binance", venue.trades[0], "amount", "must be positive, got 0")
+    broker.order_history([COID])  # read again (a resync): set aside once
+    assert broker.poll_malformed() == []
+
+
+def test_an_order_done_at_the_venue_whose_trades_cannot_add_up_is_not_polled_forever(venue, broker):
+    broker.submit(order())
+    venue.fill(COID, "0.2", "60000")
+    venue.fill(COID, "0.3", "0")  # a price of 0: the order is FILLED at the venue, its last trade unreadable
+    assert statuses(broker.poll_events()) == [("ACK", 0), ("PARTIAL", Decimal("0.2"))]
+    [report] = broker.poll_malformed()
+    assert (report.payload, report.field) == (venue.trades[1], "price")
+    requests = len(venue.requests)
+    assert broker.poll_events() == [] and len(venue.requests) == requests  # held: the venue is not asked again
+
+
+def test_a_malformed_trade_reaches_the_dead_letter_table_once_with_its_payload(conn, embedded_settings, venue,
+                                                                              broker):
+    adapter, feed, decision = adapter_with_one_order(conn, embedded_settings, broker, SYMBOL, "binance-test")
+    coid = decision.client_order_id
+    venue.fill(coid, "0", "100")
+    venue.fill(coid, str(decision.qty), "100")
+    wait_status(conn, adapter.process_reports, coid, "FILLED")
+    adapter.process_reports()
+    letters = rows(conn, "SELECT payload, field, reason_code, source FROM dead_letter WHERE kind = 'venue_report'")
+    assert letters == [{"payload": venue.trades[0], "field": "amount", "reason_code": "VENUE_REPORT_MALFORMED",
+                        "source": "ccxt:binance"}]
+    [fill] = rows(conn, "SELECT fill_qty, fill_price FROM exec_report_history WHERE order_id = %s", (coid,))
+    assert (fill["fill_qty"], fill["fill_price"]) == (decision.qty, 100)
+    # a restart re-reads the order's history (here asked for it again): no second letter
+    restarted = ExecutionAdapter(conn, embedded_settings, binance(venue, symbol_of={coid: SYMBOL}.get), feed,
+                                 adapter.positions, clock=utc_now)
+    assert restarted.broker.order_history([coid])
+    restarted.process_reports()
+    assert rows(conn, "SELECT count(*) AS n FROM dead_letter WHERE kind = 'venue_report'") == [{"n": 1}]
+    listed = CliRunner().invoke(app, ["dlq", "list", "--kind", "venue_report", "--json"])
+    assert listed.exit_code == 0, listed.output
+    assert [(d["reason_code"], d["source"]) for d in json.loads(listed.output)] == [
+        ("VENUE_REPORT_MALFORMED", "ccxt:binance")]
+    feed.close()
+
+
+# -- other ccxt exchanges (their classes as ccxt describes them: no network) ------------------------------
+@pytest.mark.parametrize("name", ["binance", "kraken", "coinbase", "bybit", "okx"])
+def test_exchanges_with_the_needed_capabilities_pass_the_broker_and_bar_checks(name):
+    exchange = rest_exchange(exchange_id(f"ccxt:{name}"))
+    check_broker(exchange)
+    check_bars(exchange)
+
+
+@pytest.mark.parametrize(("name", "check", "missing"), [
+    ("bitflyer", check_broker, "createOrder's clientOrderId param"),  # ccxt's bitflyer sends no client id
+    ("bitflyer", check_bars, "fetchOHLCV"),
+])
+def test_an_exchange_without_a_capability_is_one_line_naming_it(name, check, missing):
+    with pytest.raises(UnsupportedExchange) as err:
+        check(rest_exchange(name))
+    assert str(err.value) == f"ccxt exchange {name!r} cannot be {'a broker' if check is check_broker else 'a bar source'}" \
+                             f": ccxt gives it no {missing}"
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["adapter", "run", "--broker", "ccxt:nosuchexchange", "--once"],
+     "ccxt exchange 'nosuchexchange' is unknown: the valid ids are ccxt.exchanges"
+     " (python -c 'import ccxt; print(ccxt.exchanges)')"),
+    (["adapter", "run", "--broker", "ccxt:bitflyer", "--once"],
+     "ccxt exchange 'bitflyer' cannot be a broker: ccxt gives it no createOrder's clientOrderId param"),
+    (["adapter", "run", "--broker", "ccxt:kraken", "--once"],
+     "missing credential: set KRAKEN_API_KEY (or in a file named by TRADEFLOW_VENUE_CREDENTIALS_FILE)"),
+    (["data", "download", "--source", "ccxt:bitflyer", "--symbols", "BTC/JPY", "--from", "2024-01-01",
+      "--to", "2024-01-02"], "error: ccxt exchange 'bitflyer' cannot be a bar source: ccxt gives it no fetchOHLCV"),
+    (["ingest", "live", "--source", "ccxt:kraken", "--symbols", "BTC/USD"],
+     "error: ccxt exchange 'kraken': live candles are built for ccxt:binance only"
+     " (history and backfill work: tradeflow data download)"),
+])
+def test_an_unusable_ccxt_exchange_is_one_line(embedded_settings, monkeypatch, args, message):
+    for var in ("KRAKEN_API_KEY", "KRAKEN_API_SECRET", "TRADEFLOW_VENUE_CREDENTIALS_FILE"):
+        monkeypatch.delenv(var, raising=False)
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert result.output.strip() == message

@@ -40,18 +40,18 @@ def test_alpaca_paper_history_and_an_unknown_order():
 def test_binance_history_and_an_unknown_order():
     """Binance's public klines need no keys; the order query needs BINANCE_API_KEY and BINANCE_API_SECRET."""
     from adapters.ccxt_broker import CcxtBroker
-    from adapters.ccxt_exchanges import KEY_VARS, rest_exchange
+    from adapters.ccxt_exchanges import credential_vars, rest_exchange
     from ingest.ccxt_bars import CcxtBars
 
     if os.environ.get("TRADEFLOW_VENUE_TESTS") != "1":
         pytest.skip("real-venue test: set TRADEFLOW_VENUE_TESTS=1 with network access and Binance keys"
                     " (BINANCE_API_KEY, BINANCE_API_SECRET) to run it")
     try:
-        key, secret = (venue_secret(var) for var in KEY_VARS["binance"])
+        credentials = {field: venue_secret(var) for field, var in credential_vars("binance").items()}
     except MissingCredential as err:
         pytest.skip(f"real-venue test: {err}")
     end = datetime.now(timezone.utc).replace(second=0, microsecond=0) - timedelta(hours=1)
     bars = CcxtBars("binance").history("BTC/USDT", end - timedelta(hours=2), end)
     assert len(bars) == 120 and list(bars.columns) == ["symbol", "ts", "open", "high", "low", "close", "volume"]
-    broker = CcxtBroker(rest_exchange("binance", key, secret), symbol_of=lambda coid: "BTC/USDT")
+    broker = CcxtBroker(rest_exchange("binance", credentials), symbol_of=lambda coid: "BTC/USDT")
     assert broker.order_history(["tf-never-placed-by-tradeflow"]) == []

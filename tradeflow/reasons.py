@@ -39,6 +39,7 @@ class ReasonCode(StrEnum):
     NOT_A_BOOLEAN = "NOT_A_BOOLEAN"
     NON_POSITIVE_STEP = "NON_POSITIVE_STEP"
     UNKNOWN_MARGIN_CLASS = "UNKNOWN_MARGIN_CLASS"
+    VENUE_REPORT_MALFORMED = "VENUE_REPORT_MALFORMED"
     # -- routing and pre-trade risk (decision gate) --------------------------
     OPEN_LIMIT_EXCEEDED = "OPEN_LIMIT_EXCEEDED"
     NO_OPEN_POSITION = "NO_OPEN_POSITION"
@@ -104,6 +105,10 @@ _DESCRIPTIONS: dict[ReasonCode, str] = {
     ReasonCode.NOT_A_BOOLEAN: "A yes/no field (shortable) is not true/false, yes/no, 1/0.",
     ReasonCode.NON_POSITIVE_STEP: "An instrument's lot_size or tick_size is zero or negative.",
     ReasonCode.UNKNOWN_MARGIN_CLASS: "An instrument's margin_class is not one of the margin_classes dbt var's classes.",
+    ReasonCode.VENUE_REPORT_MALFORMED: ("A venue's order report (an Alpaca trade update, a ccxt order or trade) cannot"
+                                        " be read as an execution report: a field missing, not a number, a fill"
+                                        " quantity or price not positive. The payload keeps the report as received;"
+                                        " the order's other reports are recorded."),
     ReasonCode.OPEN_LIMIT_EXCEEDED: "Every eligible account already has max_open_symbols open or pending symbols.",
     ReasonCode.NO_OPEN_POSITION: "SELL without an open position (a net long one in strict mode) to close.",
     ReasonCode.ACCOUNT_BLOCKED: "No ACTIVE account can take new risk (status BLOCKED).",

@@ -116,7 +116,7 @@ GRANT SELECT ON TABLE :"schema".strategy_signal_history, :"schema".account_risk_
 -- fills through the exec ingester, its feed positions
 GRANT INSERT, SELECT ON TABLE :"schema".order_events, :"schema".exec_report_history, :"schema".adapter_feed_position, :"schema".risk_events TO tradeflow_adapter;
 GRANT INSERT ON TABLE :"schema".dead_letter, :"schema".late_arrivals TO tradeflow_adapter;
-GRANT SELECT ON TABLE :"schema".order_commands, :"schema".price_1m_history, :"schema".accepted_trade_signal_history, :"schema".orders, :"schema".stg_execs, :"schema".stg_accounts, :"schema".stg_instruments TO tradeflow_adapter;
+GRANT SELECT ON TABLE :"schema".order_commands, :"schema".price_1m_history, :"schema".accepted_trade_signal_history, :"schema".orders, :"schema".stg_execs, :"schema".stg_accounts, :"schema".stg_instruments, :"schema".stg_dead_letter TO tradeflow_adapter;
 
 -- operator: new versions on top of the current ones, cancels, the kill-switch risk event, the audit trail
 GRANT INSERT, SELECT ON TABLE :"schema".account_policy TO tradeflow_operator;

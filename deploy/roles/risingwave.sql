@@ -95,7 +95,7 @@ GRANT INSERT, SELECT ON TABLE :"schema".order_events, :"schema".exec_report_hist
 GRANT INSERT ON TABLE :"schema".dead_letter, :"schema".late_arrivals TO tradeflow_adapter;
 GRANT SELECT ON TABLE :"schema".order_commands, :"schema".price_1m_history TO tradeflow_adapter;
 GRANT SELECT ON MATERIALIZED VIEW :"schema".accepted_trade_signal_history, :"schema".orders TO tradeflow_adapter;
-GRANT SELECT ON MATERIALIZED VIEW :"schema".stg_execs, :"schema".stg_accounts, :"schema".stg_instruments TO tradeflow_adapter;
+GRANT SELECT ON MATERIALIZED VIEW :"schema".stg_execs, :"schema".stg_accounts, :"schema".stg_instruments, :"schema".stg_dead_letter TO tradeflow_adapter;
 -- the subscriptions `tradeflow adapter run` follows (consumer "adapter", retention as in open_feed)
 CREATE SUBSCRIPTION IF NOT EXISTS :"schema"."adapter-orders_sub" FROM :"schema".accepted_trade_signal_history WITH (retention = '1D');
 CREATE SUBSCRIPTION IF NOT EXISTS :"schema"."adapter-bars_sub" FROM :"schema".price_1m_history WITH (retention = '1D');

@@ -35,9 +35,8 @@ def group(help_text: str) -> typer.Typer:
 
 # Allowed values of options and arguments (typed so, any other value is a usage
 # error that lists them; lower-case ones are given case_sensitive=False)
-DlqKind = Literal["price", "exec"]
+DlqKind = Literal["price", "exec", "venue_report"]  # venue_report: listed only, no replay (docs/venues.md)
 OnOff = Literal["on", "off"]
-Broker = Literal["paper", "alpaca-paper", "alpaca", "ccxt:binance"]  # adapters.venues.BROKERS
 OrderType = Literal["MARKET", "LIMIT", "STOP"]
 TimeInForce = Literal["DAY", "GTC", "IOC"]
 Timeframe = Literal["1m", "5m", "15m", "1h"]  # int_bars_multi_timeframe's

@@ -14,13 +14,15 @@ from tradeflow import engine as engine_mod
 from tradeflow.cli._common import _ingest_process, console
 
 data_app = typer.Typer(no_args_is_help=True, help="Market data from real venues.")
-SOURCES = ("alpaca", "ccxt:binance")
+SOURCES = ("alpaca", "ccxt:<exchange id>")
 
 
-def bar_source(name: str):
+def bar_source(name: str, *, live: bool = False):
     """The named venue's bar source, keys from the environment or TRADEFLOW_VENUE_CREDENTIALS_FILE;
     TRADEFLOW_ALPACA_DATA_URL / TRADEFLOW_ALPACA_DATA_STREAM_URL, TRADEFLOW_BINANCE_URL /
-    TRADEFLOW_BINANCE_STREAM_URL point the SDKs elsewhere."""
+    TRADEFLOW_BINANCE_STREAM_URL point the SDKs elsewhere. An exchange that cannot serve
+    (history, or with live its stream) is one line naming what it lacks."""
+    from adapters.ccxt_exchanges import UnsupportedExchange
     from ingest.venue_feeds import AlpacaBars
     from tradeflow.ops.venue_keys import CredentialsError, venue_secret
 
@@ -30,12 +32,13 @@ def bar_source(name: str):
                               feed=os.environ.get("TRADEFLOW_ALPACA_FEED", "iex"),
                               url_override=os.environ.get("TRADEFLOW_ALPACA_DATA_URL"),
                               stream_url_override=os.environ.get("TRADEFLOW_ALPACA_DATA_STREAM_URL"))
-        if name == "ccxt:binance":  # public market data: no keys
+        if name.startswith("ccxt:"):  # public market data: no keys
+            from adapters.ccxt_exchanges import exchange_id, urls_from
             from ingest.ccxt_bars import CcxtBars
 
-            return CcxtBars("binance", rest_url=os.environ.get("TRADEFLOW_BINANCE_URL"),
-                            stream_url=os.environ.get("TRADEFLOW_BINANCE_STREAM_URL"))
-    except CredentialsError as err:
+            exchange = exchange_id(name)
+            return CcxtBars(exchange, *urls_from(exchange, os.environ), live=live)
+    except (CredentialsError, UnsupportedExchange) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2)
     typer.echo(f"error: source: {name!r} is not one of {', '.join(SOURCES)}", err=True)
@@ -58,7 +61,7 @@ def _last_stored(conn, symbols: list[str], start: datetime, end: datetime) -> di
 
 @data_app.command("download")
 def data_download(
-    source: str = typer.Option(..., help="alpaca or ccxt:binance"),
+    source: str = typer.Option(..., help="alpaca or ccxt:<exchange id>, e.g. ccxt:binance (docs/venues.md)"),
     symbols: str = typer.Option(..., help="Comma-separated symbols, e.g. AAPL,MSFT."),
     from_: str = typer.Option(..., "--from", help="Start (ISO date or time, UTC unless an offset is given)."),
     to: str = typer.Option(..., help="End, exclusive."),
@@ -107,7 +110,7 @@ def run_live(source: str, symbols: str, metrics_port: Optional[int], metrics_add
     from ingest.venue_feeds import LiveBarFeed
     from tradeflow.trading.daemon import stop_on_signals
 
-    bars_source = bar_source(source)
+    bars_source = bar_source(source, live=True)
     names = [s.strip() for s in symbols.split(",") if s.strip()]
     stop = stop_on_signals()
     with _ingest_process(metrics_port, metrics_addr) as settings, engine_mod.connect(settings) as conn:

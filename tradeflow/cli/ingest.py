@@ -69,7 +69,7 @@ def ingest_synthetic(
 
 @ingest_app.command("live")
 def ingest_live(
-    source: str = typer.Option(..., help="alpaca or ccxt:binance (docs/venues.md)."),
+    source: str = typer.Option(..., help="alpaca or ccxt:binance (docs/venues.md: live candles are Binance's)."),
     symbols: str = typer.Option(..., help="Comma-separated symbols."),
     metrics_port: Optional[int] = METRICS_PORT, metrics_addr: str = METRICS_ADDR,
 ) -> None:
@@ -149,10 +149,13 @@ def dlq_replay(
     set_: list[str] = typer.Option([], "--set", help="Fix a field before replay: field=value."),
 ) -> None:
     """Re-validate pending records (optionally fixed with --set) and ingest those that now pass."""
-    from ingest.replay import replay
+    from ingest.replay import INGESTERS, replay
 
     overrides = dict(item.split("=", 1) for item in set_)
     settings = _settings()
+    if kind.lower() not in INGESTERS:  # venue_report: a venue's own report, fixed at the venue, not replayed
+        typer.echo(f"error: kind {kind.lower()!r} has no replay (replayable: {', '.join(INGESTERS)})", err=True)
+        raise typer.Exit(2)
     with engine_mod.connect(settings) as conn:
         outcome = replay(conn, settings, kind=kind.lower(), ids=ids or [], overrides=overrides)
     console.print_json(json.dumps(outcome))

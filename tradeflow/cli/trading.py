@@ -9,8 +9,8 @@ import typer
 
 from tradeflow import engine as engine_mod
 from tradeflow.cli import _fill_model as fill_flags
-from tradeflow.cli._common import (AS_CSV, AS_JSON, Broker, OnOff, OrderType, TimeInForce, _ensure_deployed,
-                                   _print_query, _print_rows, _settings, console, group, rows_of, to_json)
+from tradeflow.cli._common import (AS_CSV, AS_JSON, OnOff, OrderType, TimeInForce, _ensure_deployed, _print_query,
+                                   _print_rows, _settings, console, group, rows_of, to_json)
 
 accounts_app = group("Trading accounts (append-only versions).")
 policy_app = group("Per-account risk policy (versioned, audited).")
@@ -170,8 +170,8 @@ def gate_run(once: bool = typer.Option(False, help="Decide what is pending, then
 
 
 @adapter_app.command("run")
-def adapter_run(broker: Broker = typer.Option("paper", case_sensitive=False,
-                                           help="paper, alpaca-paper, alpaca or ccxt:binance (docs/venues.md)."),
+def adapter_run(broker: str = typer.Option("paper", help="paper, alpaca-paper, alpaca or ccxt:<exchange id>, e.g."
+                                                         " ccxt:binance (docs/venues.md)."),
                 once: bool = typer.Option(False, help="One step (submit, trade new bars, record), then exit."),
                 interval: float = typer.Option(0.5, help="Longest wait for new orders per step (s)."),
                 metrics_port: Optional[int] = typer.Option(None, help="Serve /metrics and /health on this port."),

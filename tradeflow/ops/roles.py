@@ -84,11 +84,12 @@ ROLES = (
          insert=("trade_decisions", "order_events", "risk_events", "accounts", "audit_log")),
     # adapters/execution.py, daemon.py, changefeed.py: accepted orders, order
     # state and fills; the feeds read the raw bars and order_commands; fills go
-    # through the exec ingester (its lookups, dead letters and risk events).
+    # through the exec ingester (its lookups, dead letters and risk events);
+    # malformed venue reports are dead-lettered once (stg_dead_letter lookup).
     Role("tradeflow_adapter",
          select=("accepted_trade_signal_history", "orders", "stg_execs", "order_events", "order_commands",
                  "price_1m_history", "adapter_feed_position", "exec_report_history", "risk_events",
-                 "stg_accounts", "stg_instruments"),
+                 "stg_accounts", "stg_instruments", "stg_dead_letter"),
          insert=("order_events", "exec_report_history", "adapter_feed_position", "dead_letter", "risk_events",
                  "late_arrivals")),
     # tradeflow/accounts.py, policy.py, orders.py, weights.py: versions on top
