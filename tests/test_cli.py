@@ -59,6 +59,19 @@ def test_dlq_replay_with_a_fix(embedded_settings, prices_csv):
     assert json.loads(invoke("dlq", "list", "--json")) == []
 
 
+def test_dead_lettered_instruments_are_listed_and_replayed(embedded_settings, tmp_path):
+    path = tmp_path / "instruments.csv"
+    path.write_text("symbol,asset_class,sector,industry,currency,lot_size,tick_size,calendar,shortable,margin_class\n"
+                    "AAA,equity,TECH,software,USD,1,0.01,XNYS,true,standard\n"
+                    "BBB,equity,TECH,hardware,USD,0,0.05,XNYS,true,standard\n")  # a lot size of 0
+    invoke("ingest", "instruments", str(path))
+    [letter] = json.loads(invoke("dlq", "list", "--kind", "instrument", "--json"))
+    assert (letter["field"], letter["reason_code"]) == ("lot_size", "NON_POSITIVE_STEP")
+    outcome = json.loads(invoke("dlq", "replay", "--kind", "instrument", "--set", "lot_size=10"))
+    assert outcome["inserted"] == 1
+    assert json.loads(invoke("dlq", "list", "--kind", "instrument", "--json")) == []
+
+
 def test_show_indicators_and_signals_after_synthetic_ingest(embedded_settings):
     report = counts(invoke("ingest", "synthetic", "--symbols", "2", "--days", "1", "--seed", "3"))
     assert report["inserted"] == 2 * 390

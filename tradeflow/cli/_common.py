@@ -35,7 +35,7 @@ def group(help_text: str) -> typer.Typer:
 
 # Allowed values of options and arguments (typed so, any other value is a usage
 # error that lists them; lower-case ones are given case_sensitive=False)
-DlqKind = Literal["price", "exec", "venue_report"]  # venue_report: listed only, no replay (docs/venues.md)
+DlqKind = Literal["price", "exec", "instrument", "venue_report"]  # venue_report: listed only, no replay (docs/venues.md)
 OnOff = Literal["on", "off"]
 OrderType = Literal["MARKET", "LIMIT", "STOP"]
 TimeInForce = Literal["DAY", "GTC", "IOC"]
