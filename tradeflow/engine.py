@@ -29,13 +29,20 @@ def embedded(settings: Settings) -> EmbeddedEngine:
     return EmbeddedEngine(settings)
 
 
-def conninfo(settings: Settings) -> dict[str, Any]:
-    """Connection parameters for the target; starts the embedded engine if it is down."""
+def conninfo(settings: Settings, *, start: bool = True) -> dict[str, Any]:
+    """Connection parameters for the target; starts the embedded engine if it is down
+    (start=False: an OperationalError instead, for daemons that wait for it)."""
     if settings.target == "embedded":
+        server = embedded(settings)
+        # start=False reads the running server's address and never calls start(): a start
+        # waiting for a stop in progress (the engine lock) would start it again
+        info = server.start() if start else server.status()
+        if info is None:
+            raise psycopg.OperationalError("the embedded server is not running")
         # Our prepared statements are the ingesters' multi-row INSERTs: a
         # custom plan per execution of a 5000-row VALUES list costs more than
         # the insert itself.
-        return {**embedded(settings).start().conninfo(), "options": "-c plan_cache_mode=force_generic_plan"}
+        return {**info.conninfo(), "options": "-c plan_cache_mode=force_generic_plan"}
     return remote_conninfo(settings.target)
 
 
@@ -44,8 +51,8 @@ def search_path(schema: str) -> str:
     return f'"{schema}", public'
 
 
-def connect(settings: Settings, *, autocommit: bool = True) -> psycopg.Connection:
-    conn = psycopg.connect(**conninfo(settings), autocommit=autocommit)
+def connect(settings: Settings, *, autocommit: bool = True, start: bool = True) -> psycopg.Connection:
+    conn = psycopg.connect(**conninfo(settings, start=start), autocommit=autocommit)
     conn.execute(f"SET search_path TO {search_path(settings.schema)}")
     return conn
 
@@ -120,28 +127,60 @@ def _text_array(values: Sequence[str]) -> str:
     return "{" + ",".join(quoted) + "}"
 
 
+class ConnectionPool:
+    """Connections of a few threads of their own, kept between calls: `map` runs jobs
+    side by side, one connection per thread. The embedded engine runs one query on
+    one core: independent reads and bulk writes (one symbol group each, one result
+    table each, one timeframe's signals each) use the others. A job that fails
+    closes every connection (the next `map` reconnects) and its error is raised."""
+
+    def __init__(self, settings: Settings, workers: int | None = None, *, start: bool = True) -> None:
+        """start=False: a connection opened while the embedded server is down fails
+        instead of starting it (a daemon's pool: the daemon waits for the server)."""
+        self.settings, self._start = settings, start
+        self.workers = max(1, workers or os.cpu_count() or 1)
+        self._pool: ThreadPoolExecutor | None = None
+        self._local = threading.local()
+        self._opened: list[psycopg.Connection] = []
+
+    def map(self, jobs: Sequence[Callable[[psycopg.Connection], T]]) -> list[T]:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="tradeflow-conn")
+            self._local = threading.local()
+        try:
+            return list(self._pool.map(self._run, jobs))
+        except BaseException:
+            self.close()
+            raise
+
+    def _run(self, job: Callable[[psycopg.Connection], T]) -> T:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = connect(self.settings, start=self._start)
+            self._opened.append(conn)
+        return job(conn)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        for conn in self._opened:
+            conn.close()
+        self._opened = []
+
+    def __enter__(self) -> "ConnectionPool":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def in_parallel(settings: Settings, jobs: Sequence[Callable[[psycopg.Connection], T]],
                 workers: int | None = None) -> list[T]:
     """Each job run with a connection of its own thread, up to `workers` (default:
-    the CPU count) at once; results in the jobs' order. The embedded engine runs
-    one query on one core: independent reads and bulk writes (one symbol group
-    each, one result table each) use the others."""
-    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
-    local = threading.local()
-    opened: list[psycopg.Connection] = []
-
-    def run(job: Callable[[psycopg.Connection], T]) -> T:
-        if not hasattr(local, "conn"):
-            local.conn = connect(settings)
-            opened.append(local.conn)
-        return job(local.conn)
-
-    try:
-        with ThreadPoolExecutor(workers) as pool:
-            return list(pool.map(run, jobs))
-    finally:
-        for conn in opened:
-            conn.close()
+    the CPU count) at once; results in the jobs' order (ConnectionPool, for once)."""
+    with ConnectionPool(settings, min(workers or os.cpu_count() or 1, len(jobs))) as pool:
+        return pool.map(jobs)
 
 
 def dbt_env(settings: Settings) -> dict[str, str]:

@@ -94,12 +94,6 @@ def _models_deployed(conn: psycopg.Connection, settings: Settings, relation: str
         bootstrap.passed("models")
 
 
-def _connect(settings: Settings, *, reconnecting: bool) -> psycopg.Connection:
-    if reconnecting and settings.target == "embedded" and engine.embedded(settings).status() is None:
-        raise psycopg.OperationalError("the embedded server is not running")
-    return engine.connect(settings)
-
-
 def _serve(settings: Settings, readiness: Readiness, stop: threading.Event,
            session: Callable[[psycopg.Connection], None]) -> None:
     """Run session(conn) on a fresh connection until it returns; when the database
@@ -107,7 +101,7 @@ def _serve(settings: Settings, readiness: Readiness, stop: threading.Event,
     delay, reconnecting = RECONNECT_DELAY, False
     while True:
         try:
-            with _connect(settings, reconnecting=reconnecting) as conn:
+            with engine.connect(settings, start=not reconnecting) as conn:  # a reconnect waits for the server
                 readiness.bootstrap.passed("engine")
                 readiness.states["database"].set()
                 if reconnecting:
@@ -187,8 +181,8 @@ def run_gate(settings: Settings, *, once: bool = False, interval: float = 1.0,
             if not held:
                 return
             readiness.states["lease"].set()
+            gate = DecisionGate(conn, settings, gate_id="gate", max_signal_age=max_signal_age, shadow=shadow)
             try:
-                gate = DecisionGate(conn, settings, gate_id="gate", max_signal_age=max_signal_age, shadow=shadow)
                 log.info("gate started: target %s, schema %s, max_signal_age %.0f s, shadow %s", settings.target,
                          settings.schema, max_signal_age.total_seconds(), "on" if shadow else "off")
                 if stale := gate.count_stale():
@@ -205,6 +199,7 @@ def run_gate(settings: Settings, *, once: bool = False, interval: float = 1.0,
                     if once or stop.wait(interval):
                         return
             finally:
+                gate.close()  # its feeds and reader connections
                 readiness.states["lease"].clear()  # lost with the connection, or given back
 
     with _health_server(metrics_port, metrics_addr, readiness):

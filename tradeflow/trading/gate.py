@@ -49,7 +49,7 @@ from adapters.orders import (
 )
 from tradeflow.clock import utc_now
 from tradeflow.config import Settings
-from tradeflow.engine import read_scope
+from tradeflow.engine import ConnectionPool, read_scope
 from tradeflow.reasons import ReasonCode
 from tradeflow.trading import accounts, orders
 from tradeflow.trading.book import AccountBook, AccountState, Pending
@@ -444,6 +444,7 @@ class DecisionGate:
         self._follower: BookFollower | None = None
         self._next_reconcile = 0.0
         self._lock = threading.Lock()
+        self._readers: ConnectionPool | None = None  # the timeframes' signal reads, side by side
 
     @property
     def book(self) -> AccountBook:
@@ -455,13 +456,19 @@ class DecisionGate:
         return self._follower is not None
 
     def close(self) -> None:
+        self._close_follower()
+        if self._readers is not None:
+            self._readers.close()
+            self._readers = None
+
+    def _close_follower(self) -> None:
         if self._follower is not None:
             self._follower.close()
             self._follower = None
 
     # -- the book ------------------------------------------------------------------------
     def _rebuild(self) -> None:
-        self.close()
+        self._close_follower()
         book = AccountBook()
         # feeds first: what arrives during the bootstrap read is seen twice and applied once
         follower = BookFollower(self.conn, self.settings, book, consumer=self.gate_id)
@@ -510,22 +517,32 @@ class DecisionGate:
     def undecided_signals(self, limit: int = 1000) -> list[Signal]:
         """Undecided signals of fresh bars, oldest first. Each timeframe is read
         over its live window only: the newest live_warmup_bars bars of the
-        symbols that have a fresh bar."""
+        symbols that have a fresh bar. Timeframes are read side by side, each on
+        a connection of its own (the embedded engine computes a read on one core)."""
         now = self.clock()
-        signals: list[Signal] = []
-        for (timeframe,) in self.conn.execute(
-                "SELECT DISTINCT timeframe FROM strategy_config WHERE enabled ORDER BY timeframe").fetchall():
+        timeframes = [row[0] for row in self.conn.execute(
+            "SELECT DISTINCT timeframe FROM strategy_config WHERE enabled ORDER BY timeframe").fetchall()]
+
+        def read(conn: psycopg.Connection, timeframe: str) -> list[Signal]:
             bar = TIMEFRAMES[timeframe]
             since = now - self.max_signal_age - bar
-            with read_scope(self.conn, self.settings, as_of=now, live_since=since,
+            with read_scope(conn, self.settings, as_of=now, live_since=since,
                             live_bars=self.settings.live_warmup_bars * (bar // TIMEFRAMES["1m"]) or None):
-                rows = self.conn.execute(
+                rows = conn.execute(
                     "SELECT s.signal_id, s.strategy_id, s.symbol, s.timeframe, s.signal_ts, s.action, s.size_hint,"
                     " s.confidence, s.ref_price, s.atr_14 FROM strategy_signal_history s"
                     " LEFT JOIN trade_decisions d ON d.decision_id = s.signal_id"
                     " WHERE s.timeframe = %s AND s.signal_ts >= %s AND d.decision_id IS NULL"
                     " ORDER BY s.signal_ts, s.signal_id LIMIT %s", (timeframe, since, limit)).fetchall()
-            signals += [Signal(*row) for row in rows]
+            return [Signal(*row) for row in rows]
+
+        if len(timeframes) > 1:
+            # never starts a stopped embedded server: the daemon waits for it (it reconnects)
+            self._readers = self._readers or ConnectionPool(self.settings, len(timeframes), start=False)
+            by_timeframe = self._readers.map([lambda c, tf=tf: read(c, tf) for tf in timeframes])
+        else:
+            by_timeframe = [read(self.conn, tf) for tf in timeframes]
+        signals = [signal for each in by_timeframe for signal in each]
         return sorted(signals, key=lambda s: (s.signal_ts, s.signal_id))[:limit]
 
     def count_stale(self) -> int:
