@@ -9,6 +9,8 @@ from decimal import Decimal as D
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tradeflow.research import performance as perf
 
@@ -478,3 +480,34 @@ def test_buy_and_hold_splits_the_money_evenly_at_each_first_close():
     # A: 50 shares from 10; B: 500 in cash until its first bar, then 10 shares from 50
     assert out.equity.tolist() == [1000.0, 550 + 500, 600 + 250]
     assert out.ts.tolist() == list(ts)
+
+
+def _intervals_step_by_step(fills: pd.DataFrame) -> list[tuple]:
+    """The definition, one fill at a time: per (account, symbol) in time order, an
+    interval opens when the position leaves zero and closes when it is back."""
+    out = []
+    for _, group in fills.sort_values("ts", kind="stable").groupby(["account_id", "symbol"], sort=False):
+        position, opened = D(0), None
+        for ts, side, qty in zip(group.ts, group.side, group.qty):
+            position += qty if side == "BUY" else -qty
+            if opened is None and position != 0:
+                opened = ts
+            elif opened is not None and position == 0:
+                out.append((opened, ts))
+                opened = None
+        if opened is not None:
+            out.append((opened, None))
+    return sorted(out, key=lambda row: (row[0], row[1] is None, row[1] or row[0]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 30), st.sampled_from("AB"), st.sampled_from("XY"),
+                          st.sampled_from(["BUY", "SELL"]), st.integers(1, 3)), min_size=1, max_size=40),
+       st.booleans())
+def test_position_intervals_match_the_step_by_step_definition(rows, as_float):
+    fills = pd.DataFrame(rows, columns=["minute", "account_id", "symbol", "side", "qty"])
+    fills["ts"] = pd.Timestamp("2024-01-02", tz="UTC") + pd.to_timedelta(fills.pop("minute"), unit="min")
+    expected = _intervals_step_by_step(fills.assign(qty=fills.qty.map(D)))
+    given_fills = fills.assign(qty=fills.qty * 0.1) if as_float else fills.assign(qty=fills.qty.map(D))
+    got = perf.position_intervals(given_fills)
+    assert [(a, b if pd.notna(b) else None) for a, b in zip(got.open_ts, got.close_ts)] == expected
