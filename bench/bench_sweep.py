@@ -87,8 +87,8 @@ def main() -> None:
         for i in range(args.repeat):
             runner = Sweep(bt, replace(grid, config={**grid.config, "run_id": f"sweep-{i}"}))
             decisions: list[int] = []
-            inner = runner.bt._decide_and_store
-            runner.bt._decide_and_store = lambda *a, _inner=inner, _seen=decisions, **k: _counted(_inner(*a, **k), _seen)
+            inner = runner.bt._finish
+            runner.bt._finish = lambda *a, _inner=inner, _seen=decisions, **k: _counted(_inner(*a, **k), _seen)
             started = time.perf_counter()
             outcome = runner.run(bars)
             sweeps.append({"seconds": round(time.perf_counter() - started, 3), "runs": len(outcome.ranking),
