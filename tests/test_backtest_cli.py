@@ -88,13 +88,21 @@ def test_yaml_and_toml_config_files_run_the_same_backtest(engine_settings, tmp_p
     assert 'id="config-table"' in html and "<td>session_end</td><td>20:00</td>" in html
 
 
-def test_a_sweep_point_is_the_single_run_and_the_grid_is_ranked(embedded_settings, tmp_path):
-    engine_settings = embedded_settings
-    with engine.connect(engine_settings) as conn:  # every point trades SYM0001 in lots of 25, as the single runs
-        InstrumentIngester(conn, engine_settings, source="test").ingest_frame(pd.DataFrame(
+@pytest.fixture
+def sym0001_in_lots_of_25(embedded_settings):
+    """An instruments row in the main schema for the test (backtests copy them), none after it."""
+    with engine.connect(embedded_settings) as conn:
+        InstrumentIngester(conn, embedded_settings, source="test").ingest_frame(pd.DataFrame(
             [("SYM0001", "equity", "TECH", "software", "USD", "25", "0.05", "XNYS", "true", "standard")],
             columns=["symbol", "asset_class", "sector", "industry", "currency", "lot_size", "tick_size", "calendar",
                      "shortable", "margin_class"], dtype=object))
+    yield embedded_settings
+    with engine.connect(embedded_settings) as conn:
+        conn.execute("TRUNCATE instruments")
+
+
+def test_a_sweep_point_is_the_single_run_and_the_grid_is_ranked(sym0001_in_lots_of_25, tmp_path):
+    engine_settings = sym0001_in_lots_of_25  # every point trades SYM0001 in lots of 25, as the single runs
     common = ["--from", "2024-01-02", "--to", "2024-01-03", "--synthetic", "3", "--strategies", "sma_crossover"]
     invoke("backtest", *common, "--run-id", "single")
     invoke("backtest", *common, "--set", "sma_crossover.fast=10", "--slippage-bps", "10", "--run-id", "single-last")
