@@ -6,7 +6,7 @@ Both on the same synthetic bars (``--symbols`` x ``--days``, default 10 x 20), s
 sma_crossover, the default fill model, one account; the sweep is ``sma_crossover.fast`` 5,10,20 x
 ``sma_crossover.slow`` 21,50,200 (``tradeflow backtest --sweep ...``): one ingest, one signal read
 for all nine parameter sets, then nine replays, each stored under its run_id with its metrics and
-round trips. The one run is ``tradeflow backtest`` with the default parameters (5, 21).
+round trips (each point's write, check, store and metrics run while the next point replays). The one run is ``tradeflow backtest`` with the default parameters (5, 21).
 
 Each backtest schema deployment (dbt, once per set of models and vars: the one run's, the sweep's
 with its nine variants) happens before the clock starts and is reported on its own
