@@ -6,7 +6,7 @@ Both on the same synthetic bars (``--symbols`` x ``--days``, default 10 x 20), s
 sma_crossover, the default fill model, one account; the sweep is ``sma_crossover.fast`` 5,10,20 x
 ``sma_crossover.slow`` 21,50,200 (``tradeflow backtest --sweep ...``): one ingest, one signal read
 for all nine parameter sets, then nine replays, each stored under its run_id with its metrics and
-round trips. The one run is ``tradeflow backtest`` with the default parameters (5, 21).
+round trips (each point's write, check, store and metrics run while the next point replays). The one run is ``tradeflow backtest`` with the default parameters (5, 21).
 
 Each backtest schema deployment (dbt, once per set of models and vars: the one run's, the sweep's
 with its nine variants) happens before the clock starts and is reported on its own
@@ -87,8 +87,8 @@ def main() -> None:
         for i in range(args.repeat):
             runner = Sweep(bt, replace(grid, config={**grid.config, "run_id": f"sweep-{i}"}))
             decisions: list[int] = []
-            inner = runner.bt._decide_and_store
-            runner.bt._decide_and_store = lambda *a, _inner=inner, _seen=decisions, **k: _counted(_inner(*a, **k), _seen)
+            inner = runner.bt._finish
+            runner.bt._finish = lambda *a, _inner=inner, _seen=decisions, **k: _counted(_inner(*a, **k), _seen)
             started = time.perf_counter()
             outcome = runner.run(bars)
             sweeps.append({"seconds": round(time.perf_counter() - started, 3), "runs": len(outcome.ranking),

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from ingest.instruments import InstrumentIngester
 from tradeflow import engine
 from tradeflow.cli import app
 from tradeflow.research.backtest import Backtest
@@ -87,9 +88,24 @@ def test_yaml_and_toml_config_files_run_the_same_backtest(engine_settings, tmp_p
     assert 'id="config-table"' in html and "<td>session_end</td><td>20:00</td>" in html
 
 
-def test_a_sweep_point_is_the_single_run_and_the_grid_is_ranked(engine_settings, tmp_path):
+@pytest.fixture
+def sym0001_in_lots_of_25(embedded_settings):
+    """An instruments row in the main schema for the test (backtests copy them), none after it."""
+    with engine.connect(embedded_settings) as conn:
+        InstrumentIngester(conn, embedded_settings, source="test").ingest_frame(pd.DataFrame(
+            [("SYM0001", "equity", "TECH", "software", "USD", "25", "0.05", "XNYS", "true", "standard")],
+            columns=["symbol", "asset_class", "sector", "industry", "currency", "lot_size", "tick_size", "calendar",
+                     "shortable", "margin_class"], dtype=object))
+    yield embedded_settings
+    with engine.connect(embedded_settings) as conn:
+        conn.execute("TRUNCATE instruments")
+
+
+def test_a_sweep_point_is_the_single_run_and_the_grid_is_ranked(sym0001_in_lots_of_25, tmp_path):
+    engine_settings = sym0001_in_lots_of_25  # every point trades SYM0001 in lots of 25, as the single runs
     common = ["--from", "2024-01-02", "--to", "2024-01-03", "--synthetic", "3", "--strategies", "sma_crossover"]
     invoke("backtest", *common, "--run-id", "single")
+    invoke("backtest", *common, "--set", "sma_crossover.fast=10", "--slippage-bps", "10", "--run-id", "single-last")
     out = invoke("backtest", *common, "--sweep", "sma_crossover.fast=5,10", "--sweep", "slippage_bps=2,10",
                  "--rank-by", "total_return", "--run-id", "grid", "--report", str(tmp_path / "sweep.html"))
     assert "ranked by total_return" in out
@@ -101,12 +117,20 @@ def test_a_sweep_point_is_the_single_run_and_the_grid_is_ranked(engine_settings,
     returns = [r["total_return"] for r in ranking]
     assert returns == sorted(returns, reverse=True) and [r["rank"] for r in ranking] == [1, 2, 3, 4]
     default_point = next(run_id for run_id, point in points.items() if point == (5, 2))
-    # the variant is the strategy: the point's round trips and matches (what a sweep run keeps) are the single run's
-    for table, columns in (("backtest_trades", ("trade_id, entry_ts, exit_ts, qty, entry_price, exit_price,"
-                                                " realized_pnl")),
-                           ("backtest_matches", "match_id, matched_qty, realized_pnl, match_ts")):
-        assert len(rows(engine_settings, table, columns, "single")) > 5
-        assert rows(engine_settings, table, columns, default_point) == rows(engine_settings, table, columns, "single")
+    last_point = next(run_id for run_id, point in points.items() if point == (10, 10))
+    assert (default_point, last_point) == ("grid-1", "grid-4")  # the first point, and one stored after the others
+    # the variant is the strategy: the point's round trips, matches (what a sweep run keeps) and metrics (from the
+    # views, as the single run's from the same views stored) are the single run's
+    for table, columns, least in (("backtest_trades", ("trade_id, entry_ts, exit_ts, qty, entry_price, exit_price,"
+                                                       " realized_pnl"), 5),
+                                  ("backtest_matches", "match_id, matched_qty, realized_pnl, match_ts", 5),
+                                  ("backtest_metrics", "scope || ':' || key, metrics", 3)):
+        for point, single in ((default_point, "single"), (last_point, "single-last")):
+            assert len(rows(engine_settings, table, columns, single)) >= least
+            assert rows(engine_settings, table, columns, point) == rows(engine_settings, table, columns, single)
+    with engine.connect(engine_settings) as conn:
+        lots = conn.execute("SELECT qty % 25 FROM backtest_trades WHERE run_id = 'grid-4' AND symbol = 'SYM0001'")
+        assert {remainder for (remainder,) in lots} == {0}
     configs = dict(stored)
     assert configs[default_point]["sweep"] == {} and configs[default_point]["set"] == {"sma_crossover.fast": 5}
     assert configs[default_point]["outputs"] == "full"  # the stored config repeats the point in full

@@ -18,16 +18,17 @@ STRATEGIES = ("green_candles", "ma_50_200", "momentum", "rsi_threshold", "sma_cr
 SHRINKAGE = 20  # scoreboard_shrinkage_trades default
 
 # Round trips per (account, strategy, symbol): the fills of each one close what
-# it opened. (side, qty, price, fee) in FIFO order.
+# it opened. (side, qty, price, fee) in order. A trade is a round trip (the
+# trades view), net of all its fees, its return on the entry notional.
 SMA_PAPER = [
     ("BUY", 10, 100, 1), ("SELL", 10, 110, 1),          # LONG  net 100 - 2 = 98 on 10 x 100: 0.098
     ("SELL", 5, 200, "0.5"), ("BUY", 5, 190, "0.5"),    # SHORT net 50 - 1 = 49 on 5 x 200 (entry = sell): 0.049
-    ("BUY", 10, 50, 1), ("SELL", 4, 55, "0.4"),         # LONG  4 units: 20 - 4 x 0.2 = 19.2 on 4 x 50: 0.096
-    ("SELL", 6, 45, "0.6"),                             # LONG  6 units: -30 - 6 x 0.2 = -31.2 on 6 x 50: -0.104
+    ("BUY", 10, 50, 1), ("SELL", 4, 55, "0.4"),         # LONG  one round trip, two FIFO matches: exit notional
+    ("SELL", 6, 45, "0.6"),                             #       220 + 270 - 500 = -10, fees 2: -12 on 500: -0.024
     ("BUY", 2, 100, 0), ("SELL", 2, 95, 0),             # LONG  -10 on 200: -0.05
 ]
-SMA_RETURNS = [0.098, 0.049, 0.096, -0.104, -0.05]
-SMA_NET, SMA_FEES = D("125.0"), D("5.0")  # 98 + 49 + 19.2 - 31.2 - 10; 2 + 1 + 0.8 + 1.2 + 0
+SMA_RETURNS = [0.098, 0.049, -0.024, -0.05]
+SMA_NET, SMA_FEES = D("125.0"), D("5.0")  # 98 + 49 - 12 - 10; 2 + 1 + 2 + 0
 
 MOMENTUM_PAPER = [
     ("BUY", 1, 10, "0.01"), ("SELL", 1, 12, "0.01"),    # LONG  2 - 0.02 = 1.98 on 10: 0.198
@@ -139,7 +140,30 @@ def test_strategy_perf_matches_numpy(book, strategy_id, returns, net_pnl, fees):
             assert row[column] == pytest.approx(expected, rel=1e-12, abs=1e-15), column
     assert (row["net_pnl"], row["fees"]) == (net_pnl, fees)  # exact NUMERIC sums
     assert row["window_trades"] == 100
-    assert (row["first_match_ts"] < row["last_match_ts"]) == (len(returns) > 1)
+    assert (row["first_exit_ts"] < row["last_exit_ts"]) == (len(returns) > 1)
+
+
+def test_one_buy_closed_by_two_sells_is_one_trade(conn, ingest):
+    ingest("paper:momentum", "momentum", "AAA", [("BUY", 10, 50, 1), ("SELL", 4, 55, "0.4"), ("SELL", 6, 45, "0.6")])
+    assert len(rows(conn, "SELECT * FROM paper_trade_match_history")) == 2  # matches stay matches
+    row = perf(conn)["momentum"]
+    assert (row["trades"], row["net_pnl"], row["fees"]) == (1, D("-12.0"), D("2.0"))
+    assert row["mean_return"] == pytest.approx(-0.024, rel=1e-12)
+
+
+@pytest.mark.parametrize(("fills", "round_trips", "matches"), [
+    ([("BUY", 10, 10, 0), ("SELL", 15, 12, "1.5"), ("BUY", 5, 11, "0.5")], 2, 2),  # a flip closes one, opens one
+    ([("BUY", 3, 10, 0), ("BUY", 2, 11, 0), ("SELL", 5, 12, 0), ("SELL", 1, 12, 0)], 1, 2),  # scaled in; a short open
+    ([("SELL", 2, 20, 0), ("BUY", 1, 19, 0), ("BUY", 1, 18, 0), ("BUY", 4, 17, 0), ("SELL", 4, 18, 0)], 2, 3),
+])
+def test_the_scoreboard_counts_the_trades_views_round_trips(conn, ingest, fills, round_trips, matches):
+    ingest("paper:momentum", "momentum", "AAA", fills)
+    trips = rows(conn, "SELECT return_pct, realized_pnl, fees FROM trades WHERE account_id = 'paper:momentum'")
+    assert (len(trips), len(rows(conn, "SELECT * FROM paper_trade_match_history"))) == (round_trips, matches)
+    row = perf(conn)["momentum"]
+    assert row["trades"] == round_trips
+    assert row["mean_return"] == pytest.approx(np.mean([float(t["return_pct"]) for t in trips]), rel=1e-12)
+    assert (row["net_pnl"], row["fees"]) == (sum(t["realized_pnl"] for t in trips), sum(t["fees"] for t in trips))
 
 
 def test_returns_without_dispersion_have_no_sharpe_ratio(conn, ingest):

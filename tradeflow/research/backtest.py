@@ -481,8 +481,7 @@ class Backtest:
             bars = self._load_bars(conn, spec, bars)
             run_id = run_id or f"bt-{spec.fingerprint(bars)}"
             self._open_accounts(conn, spec)
-            if engine.relation_exists(conn, self.settings.schema, "instruments"):  # none in a never-deployed schema
-                conn.execute(f'INSERT INTO instruments SELECT * FROM "{self.settings.schema}".instruments')
+            self._copy_instruments(conn)
             seconds["ingest"] = time.perf_counter() - started
             lap = time.perf_counter()
             signals = self._signals(conn, spec, bars)
@@ -502,20 +501,34 @@ class Backtest:
     def _decide_and_store(self, conn: psycopg.Connection, spec: BacktestSpec, bars: pd.DataFrame,
                           signals: pd.DataFrame, run_id: str, seconds: dict[str, float], *,
                           on_progress: Callable[[int], None] | None, report: Path | None, tz: str,
-                          config: dict[str, object] | None,
-                          terms: tuple[dict[str, Sizing], dict[str, Decimal]] | None = None) -> BacktestResult:
+                          config: dict[str, object] | None) -> BacktestResult:
         """The decision-dependent part of a run over bars and signals already in place:
-        replay, write and check, store, metrics (terms: the gate's, default as loaded)."""
+        replay, write and check, store, metrics."""
         lap = time.perf_counter()
         # the replay's rows are written while it goes on
         with BackgroundCopy(lambda: engine.connect(self.bt_settings), WRITTEN_COLUMNS) as sink:
-            replay = SequentialReplay(spec, *(terms or load_terms(conn)), source=f"backtest:{run_id}", sink=sink.put,
-                                      risk_refresh=self.settings.risk_refresh,
-                                      risk_window_days=self._model_var("risk_window_days"))
-            load_market(conn, replay.book)  # instruments (copied from the main schema) and margin rates
-            replay.broker.set_steps(instrument_steps(conn))
-            replay.run(bars, signals, on_progress)
+            replay = self._replay(conn, spec, bars, signals, run_id, sink.put, on_progress)
         seconds["replay"] = time.perf_counter() - lap
+        return self._finish(conn, spec, bars, signals, run_id, replay, seconds, report=report, tz=tz, config=config)
+
+    def _replay(self, conn: psycopg.Connection, spec: BacktestSpec, bars: pd.DataFrame, signals: pd.DataFrame,
+                run_id: str, sink: Callable[[dict[str, list[tuple]]], None],
+                on_progress: Callable[[int], None] | None,
+                terms: tuple[dict[str, Sizing], dict[str, Decimal]] | None = None) -> SequentialReplay:
+        """The sequential part, its rows handed to `sink` (conn: read only, the market; terms: the
+        gate's, default as loaded)."""
+        replay = SequentialReplay(spec, *(terms or load_terms(conn)), source=f"backtest:{run_id}", sink=sink,
+                                  risk_refresh=self.settings.risk_refresh,
+                                  risk_window_days=self._model_var("risk_window_days"))
+        load_market(conn, replay.book)  # instruments (copied from the main schema) and margin rates
+        replay.broker.set_steps(instrument_steps(conn))
+        replay.run(bars, signals, on_progress)
+        return replay
+
+    def _finish(self, conn: psycopg.Connection, spec: BacktestSpec, bars: pd.DataFrame, signals: pd.DataFrame,
+                run_id: str, replay: SequentialReplay, seconds: dict[str, float], *, report: Path | None, tz: str,
+                config: dict[str, object] | None) -> BacktestResult:
+        """After a replay whose rows are written: write, check against the views and store, metrics."""
         lap = time.perf_counter()
         self._write(conn, spec, replay)
         seconds["write"] = time.perf_counter() - lap
@@ -648,6 +661,10 @@ class Backtest:
             " AND table_name <> 'backtest_deployment' AND NOT table_name = ANY(%s) ORDER BY table_name",
             (self.bt_settings.schema, list(keep)))]
         conn.execute("TRUNCATE " + ", ".join(f'"{self.bt_settings.schema}".{t}' for t in tables))
+
+    def _copy_instruments(self, conn: psycopg.Connection) -> None:
+        if engine.relation_exists(conn, self.settings.schema, "instruments"):  # none in a never-deployed schema
+            conn.execute(f'INSERT INTO instruments SELECT * FROM "{self.settings.schema}".instruments')
 
     @staticmethod
     def _open_accounts(conn: psycopg.Connection, spec: BacktestSpec) -> None:

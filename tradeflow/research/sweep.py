@@ -5,9 +5,12 @@ fields). What the points share is done once: the bars go into the backtest schem
 every strategy parameter set of the grid is registered as a variant of its strategy (an entry
 of the `strategies` dbt var with `of: <strategy>`, macros/strategies.sql), so one read of
 `strategy_signal_history` computes each timeframe's indicators once and every variant's
-signals from them. Then each point runs the decision-dependent part alone (replay, write and
-check, store, metrics: Backtest._decide_and_store) on its variants' signals, renamed to the
-strategy's own id: a point's stored run is the single run with those parameters, row for row.
+signals from them. Then each point runs the decision-dependent part alone (Backtest._replay,
+then Backtest._finish: write, check against the views, store, metrics) on its variants'
+signals, renamed to the strategy's own id: a point's stored run is the single run with those
+parameters, row for row. The points are pipelined over the machine's cores: a point's replay
+(Python, in memory) runs while the engine writes, checks, stores and measures the previous
+point; the raw tables are emptied for a point, and its rows written, once that is done.
 
 Walk-forward (TRAIN:TEST trading days): rolling windows; in each, every point runs on the
 TRAIN days, the best by `rank_by` runs on the TEST days that follow (out of sample). The
@@ -18,7 +21,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -27,11 +32,14 @@ import pandas as pd
 from adapters.paper import FILL_MODEL_FIELDS, fill_model
 from tradeflow import engine
 from tradeflow.research import performance
-from tradeflow.research.backtest import Backtest, BacktestError, BacktestResult, BacktestSpec
+from tradeflow.research.backtest import (WRITTEN_COLUMNS, Backtest, BacktestError, BacktestResult, BacktestSpec,
+                                         SequentialReplay)
 from tradeflow.research.report import write_sweep_report
 from tradeflow.research.run_config import RunPlan
 from tradeflow.trading.gate import load_terms
+from tradeflow.writer import BackgroundCopy
 
+SHARED_TABLES = ("price_1m_history", "instruments")  # raw tables every point reads as they were loaded
 LOWER_IS_BETTER = {"max_drawdown_duration", "annual_volatility", "fees_paid", "turnover"}
 RANKING_METRICS = ("total_return", "sharpe", "max_drawdown", "trades", "win_rate", "profit_factor", "realized_pnl")
 
@@ -67,13 +75,14 @@ class Sweep:
         with engine.connect(bt.bt_settings) as conn:
             bt._empty_raw_tables(conn)
             bars = bt._load_bars(conn, spec, bars)
+            bt._copy_instruments(conn)
             sweep_id = plan.config["run_id"] or self._sweep_id(bars)
             signals = bt._signals(conn, replace(spec, strategies=self._strategies(conn)), bars)
             terms = load_terms(conn)
             if plan.walk_forward is None:
                 self.total = len(self.points)
-                results = [self._run_point(conn, point, spec, bars, signals, terms, f"{sweep_id}-{k}")
-                           for k, point in enumerate(self.points, 1)]
+                results = self._run_points(conn, [(point, spec, bars, signals, f"{sweep_id}-{k}")
+                                                  for k, point in enumerate(self.points, 1)], terms)
                 ranking = self._ranking(results)
                 walk = None
             else:
@@ -84,23 +93,72 @@ class Sweep:
                                metric=plan.config["rank_by"], ranking=ranking, walk_forward=walk)
         return SweepOutcome(sweep_id, ranking, walk)
 
-    # -- one run ----------------------------------------------------------------------------
-    def _run_point(self, conn, point: _Point, spec: BacktestSpec, bars: pd.DataFrame, signals: pd.DataFrame,
-                   terms: tuple[dict, dict], run_id: str) -> tuple[_Point, BacktestResult]:
-        bt = self.bt
-        bt._empty_raw_tables(conn, keep=("price_1m_history",))
-        fills = {k: v for k, v in point.values.items() if k in FILL_MODEL_FIELDS}
-        spec = replace(spec, paper=fill_model(fills, spec.paper)) if fills else spec
-        bt._open_accounts(conn, spec)
-        sizing, multipliers = terms
-        sizing = {**sizing, **{strategy: sizing[variant] for strategy, variant in point.variants.items()}}
-        result = bt._decide_and_store(
-            conn, spec, bars, self._signals_of(point, signals), run_id, {}, on_progress=None, report=None,
-            tz=self.plan.config["tz"], config=self._config_of(point, spec, run_id), terms=(sizing, multipliers))
+    # -- the runs ---------------------------------------------------------------------------
+    def _run_points(self, conn, runs: list[tuple[_Point, BacktestSpec, pd.DataFrame, pd.DataFrame, str]],
+                    terms: tuple[dict, dict]) -> list[tuple[_Point, BacktestResult]]:
+        """Each run (point, spec, bars, signals, run_id) in order: its replay on this thread, then its
+        write, check, store and metrics (Backtest._finish) on a thread and connection of their own
+        while the next run replays. A run's first rows for the raw tables wait for the previous
+        run's finish: only then are the raw tables emptied and the run's accounts opened."""
+        bt, done = self.bt, []
+        previous: Future | None = None
+        with ThreadPoolExecutor(1, thread_name_prefix="sweep-finish") as finisher, \
+                engine.connect(bt.bt_settings) as finish_conn:
+            for point, spec, bars, signals, run_id in runs:
+                spec, signals, seconds = self._spec_of(point, spec), self._signals_of(point, signals), {"waited": 0.0}
+                started = time.perf_counter()
+                with BackgroundCopy(lambda: engine.connect(bt.bt_settings), WRITTEN_COLUMNS) as copy:
+                    replay = bt._replay(conn, spec, bars, signals, run_id,
+                                        self._sink_after(conn, previous, spec, copy, done, seconds), None,
+                                        self._terms_of(point, terms))
+                seconds["replay"] = time.perf_counter() - started - seconds.pop("waited")
+                previous = finisher.submit(self._finish, finish_conn, point, spec, bars, signals, run_id, replay,
+                                           seconds)
+            if previous is not None:
+                self._collect(previous, done)
+        return done
+
+    def _sink_after(self, conn, previous: Future | None, spec: BacktestSpec, copy: BackgroundCopy,
+                    done: list[tuple[_Point, BacktestResult]], seconds: dict[str, float]
+                    ) -> Callable[[dict[str, list[tuple]]], None]:
+        """A replay's sink whose first rows wait for the previous run to finish (raising what it
+        raised), then empty the raw tables and open this run's accounts; rows go to `copy`."""
+        ready = False
+
+        def sink(rows: dict[str, list[tuple]]) -> None:
+            nonlocal ready
+            if not ready:
+                waiting = time.perf_counter()
+                if previous is not None:
+                    self._collect(previous, done)
+                self.bt._empty_raw_tables(conn, keep=SHARED_TABLES)
+                self.bt._open_accounts(conn, spec)
+                seconds["waited"] += time.perf_counter() - waiting
+                ready = True
+            copy.put(rows)
+        return sink
+
+    def _collect(self, finished: Future, done: list[tuple[_Point, BacktestResult]]) -> None:
+        done.append(finished.result())
         self.done += 1
         if self.on_run:
             self.on_run(self.done, self.total)
-        return point, result
+
+    def _finish(self, conn, point: _Point, spec: BacktestSpec, bars: pd.DataFrame, signals: pd.DataFrame,
+                run_id: str, replay: SequentialReplay, seconds: dict[str, float]) -> tuple[_Point, BacktestResult]:
+        return point, self.bt._finish(conn, spec, bars, signals, run_id, replay, seconds, report=None,
+                                      tz=self.plan.config["tz"], config=self._config_of(point, spec, run_id))
+
+    @staticmethod
+    def _spec_of(point: _Point, spec: BacktestSpec) -> BacktestSpec:
+        fills = {k: v for k, v in point.values.items() if k in FILL_MODEL_FIELDS}
+        return replace(spec, paper=fill_model(fills, spec.paper)) if fills else spec
+
+    @staticmethod
+    def _terms_of(point: _Point, terms: tuple[dict, dict]) -> tuple[dict, dict]:
+        """The gate's terms with each swept strategy sized as its variant."""
+        sizing, multipliers = terms
+        return {**sizing, **{strategy: sizing[variant] for strategy, variant in point.variants.items()}}, multipliers
 
     def _signals_of(self, point: _Point, signals: pd.DataFrame) -> pd.DataFrame:
         """The point's signals under the strategies' own ids (other points' variants dropped)."""
@@ -151,12 +209,12 @@ class Sweep:
             edges = [days[first], days[first + train], days[first + train + test - 1] + pd.Timedelta(days=1)]
             in_spec, out_spec = (replace(spec, start=a.to_pydatetime(), end=b.to_pydatetime())
                                  for a, b in ((edges[0], edges[1]), (edges[1], edges[2])))
-            results = [self._run_point(conn, point, in_spec, *_window(bars, signals, in_spec), terms,
-                                       f"{sweep_id}-w{w}-{k}") for k, point in enumerate(self.points, 1)]
+            results = self._run_points(conn, [(point, in_spec, *_window(bars, signals, in_spec), f"{sweep_id}-w{w}-{k}")
+                                              for k, point in enumerate(self.points, 1)], terms)
             ranking = self._ranking(results)
             winner = next(point for point, result in results if result.run_id == ranking.run_id.iloc[0])
-            _, oos = self._run_point(conn, winner, out_spec, *_window(bars, signals, out_spec), terms,
-                                     f"{sweep_id}-w{w}-oos")
+            [(_, oos)] = self._run_points(conn, [(winner, out_spec, *_window(bars, signals, out_spec),
+                                                  f"{sweep_id}-w{w}-oos")], terms)
             out_run = oos.metrics_by_account.loc[performance.RUN_LABEL]
             rankings.append(ranking.assign(window=w))
             windows.append({"window": w, "train": f"{edges[0]:%Y-%m-%d} → {edges[1]:%Y-%m-%d}",

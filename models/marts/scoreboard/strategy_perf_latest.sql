@@ -1,35 +1,37 @@
--- Strategy scoreboard: each strategy scored over its last N paper trades
--- (var scoreboard_window_trades), net of fees. A trade is one matched FIFO
--- segment of paper_trade_match_history; its return is
---   r = realized_pnl / (matched_qty * entry price)
--- with the entry price the buy price of a closed LONG and the sell price of a
--- closed SHORT. Over the window: mean and sample standard deviation of r,
--- per-trade Sharpe = mean / stddev, t-stat = mean / (stddev / sqrt(n)), and
--- the Sharpe shrunk toward 0 by n / (n + k) (var scoreboard_shrinkage_trades),
--- so a strategy with few trades cannot earn a large weight.
+-- Strategy scoreboard: each strategy scored over its last N paper round trips
+-- (var scoreboard_window_trades), net of fees. A trade is one round trip of
+-- the strategy's paper account: a row of `trades` (a position cycle of
+-- (account, strategy, symbol) from flat to flat, or up to a flip) whose
+-- account_id is 'paper:<strategy_id>'; a position opened by one fill and
+-- closed by two is one trade. Its return is the trades view's return_pct:
+--   r = realized_pnl / entry notional (qty x the average entry price),
+-- net of every fee of the round trip. Over the window: mean and sample
+-- standard deviation of r, per-trade Sharpe = mean / stddev, t-stat = mean /
+-- (stddev / sqrt(n)), and the Sharpe shrunk toward 0 by n / (n + k) (var
+-- scoreboard_shrinkage_trades), so a strategy with few trades cannot earn a
+-- large weight.
 -- Fewer than 2 trades (or returns with no dispersion): sharpe and t_stat are
 -- NULL and shrunk_sharpe is 0. Returns and statistics are float8; P&L and
 -- fees are exact NUMERIC sums.
 {% set window_trades = var('scoreboard_window_trades') | int %}
 {% set shrinkage = var('scoreboard_shrinkage_trades') %}
 
-with trades as (
+with paper_trades as (
     select
         strategy_id,
-        match_id,
-        match_ts,
+        trade_id,
+        exit_ts,
         realized_pnl,
-        fee_share,
-        cast(realized_pnl as float8)
-            / cast(matched_qty * case when closed_side = 'LONG' then buy_price else sell_price end as float8)
-            as trade_return
-    from {{ ref('paper_trade_match_history') }}
+        fees,
+        cast(return_pct as float8) as trade_return
+    from {{ ref('trades') }}
+    where account_id like 'paper:%'
 ),
 
 windowed as (
-    -- the newest N per strategy; match_id breaks ties between segments closed by one fill
-    {{ first_k_per_key('trades', 'strategy_id', 'match_ts desc, match_id desc', window_trades,
-                       ['strategy_id', 'match_id', 'match_ts', 'realized_pnl', 'fee_share', 'trade_return']) }}
+    -- the newest N per strategy; trade_id breaks ties between round trips closed at one instant
+    {{ first_k_per_key('paper_trades', 'strategy_id', 'exit_ts desc, trade_id desc', window_trades,
+                       ['strategy_id', 'trade_id', 'exit_ts', 'realized_pnl', 'fees', 'trade_return']) }}
 ),
 
 stats as (
@@ -39,9 +41,9 @@ stats as (
         avg(trade_return) as mean_return,
         stddev_samp(trade_return) as stddev_return,
         sum(realized_pnl) as net_pnl,
-        sum(fee_share) as fees,
-        min(match_ts) as first_match_ts,
-        max(match_ts) as last_match_ts
+        sum(fees) as fees,
+        min(exit_ts) as first_exit_ts,
+        max(exit_ts) as last_exit_ts
     from windowed
     group by strategy_id
 ),
@@ -63,7 +65,7 @@ select
     coalesce(sharpe * trades / cast(trades + {{ shrinkage }} as float8), 0) as shrunk_sharpe,
     net_pnl,
     fees,
-    first_match_ts,
-    last_match_ts,
+    first_exit_ts,
+    last_exit_ts,
     {{ window_trades }} as window_trades
 from scored
