@@ -81,7 +81,7 @@
         and {{ embedded_setting('live_bars', 'int') }} is not null
         and {{ in_symbol_scope('symbol') }}
   ) as live
-  cross join lateral (
+  inner join lateral (
       -- only index conditions here: the planner then reads the newest bars backwards
       -- by (symbol, ts), live_bars of them, not every bar of the symbol and a sort
       select prices.*
@@ -89,7 +89,7 @@
       where prices.symbol = live.symbol and {{ closed_before_as_of('prices.ts') }}
       order by prices.ts desc
       limit {{ embedded_setting('live_bars', 'int') }}
-  ) as recent
+  ) as recent on recent.symbol = live.symbol
 {%- endmacro %}
 
 {#- dbt-risingwave and dbt-materialize inherit PostgreSQL's dispatch: stay on the default. #}
