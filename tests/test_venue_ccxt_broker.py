@@ -362,9 +362,8 @@ def test_an_exchange_without_a_capability_is_one_line_naming_it(name, check, mis
      "missing credential: set KRAKEN_API_KEY (or in a file named by TRADEFLOW_VENUE_CREDENTIALS_FILE)"),
     (["data", "download", "--source", "ccxt:bitflyer", "--symbols", "BTC/JPY", "--from", "2024-01-01",
       "--to", "2024-01-02"], "error: ccxt exchange 'bitflyer' cannot be a bar source: ccxt gives it no fetchOHLCV"),
-    (["ingest", "live", "--source", "ccxt:kraken", "--symbols", "BTC/USD"],
-     "error: ccxt exchange 'kraken': live candles are built for ccxt:binance only"
-     " (history and backfill work: tradeflow data download)"),
+    (["ingest", "live", "--source", "ccxt:bitflyer", "--symbols", "BTC/JPY"],
+     "error: ccxt exchange 'bitflyer' cannot be a bar source: ccxt gives it no fetchOHLCV"),
 ])
 def test_an_unusable_ccxt_exchange_is_one_line(embedded_settings, monkeypatch, args, message):
     for var in ("KRAKEN_API_KEY", "KRAKEN_API_SECRET", "TRADEFLOW_VENUE_CREDENTIALS_FILE"):
