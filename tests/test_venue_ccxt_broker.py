@@ -28,6 +28,7 @@ from adapters.resilience import CircuitBreaker, ResilientBroker, RetryPolicy
 from ingest.prices import PriceIngester
 from tradeflow.cli import app
 from tradeflow.clock import utc_now
+from tradeflow.ops.metrics import PROCESS_REGISTRY
 from tradeflow.ops.venue_keys import Secret
 from tradeflow.trading import accounts
 from tradeflow.trading.daemon import PaperAdapter
@@ -309,6 +310,11 @@ def test_an_order_done_at_the_venue_whose_trades_cannot_add_up_is_not_polled_for
 
 def test_a_malformed_trade_reaches_the_dead_letter_table_once_with_its_payload(conn, embedded_settings, venue,
                                                                               broker):
+    def dead_lettered() -> float:
+        return PROCESS_REGISTRY.get_sample_value("adapter_venue_reports_dead_lettered_total",
+                                                 {"venue": "ccxt:binance"}) or 0
+
+    counted = dead_lettered()
     adapter, feed, decision = adapter_with_one_order(conn, embedded_settings, broker, SYMBOL, "binance-test")
     coid = decision.client_order_id
     venue.fill(coid, "0", "100")
@@ -326,6 +332,7 @@ def test_a_malformed_trade_reaches_the_dead_letter_table_once_with_its_payload(c
     assert restarted.broker.order_history([coid])
     restarted.process_reports()
     assert rows(conn, "SELECT count(*) AS n FROM dead_letter WHERE kind = 'venue_report'") == [{"n": 1}]
+    assert dead_lettered() == counted + 1  # the letter written, not each time the trade was read
     listed = CliRunner().invoke(app, ["dlq", "list", "--kind", "venue_report", "--json"])
     assert listed.exit_code == 0, listed.output
     assert [(d["reason_code"], d["source"]) for d in json.loads(listed.output)] == [
