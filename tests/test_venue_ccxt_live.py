@@ -5,8 +5,6 @@ a candle is a bar once a later one started or its minute is over, gaps and recon
 backfilled, nothing written twice, malformed candles dead-lettered."""
 from __future__ import annotations
 
-import threading
-import time
 from datetime import datetime, timedelta, timezone
 
 import pandas as pd
@@ -14,6 +12,7 @@ import pytest
 from fakes.binance import FakeBinance, kline
 from fakes.bitstamp import FakeBitstamp, candle
 from positions_helpers import rows
+from venue_helpers import consuming, until
 
 from ingest.ccxt_bars import CandleCloser, CcxtBars, live_method
 from ingest.prices import PriceIngester
@@ -36,13 +35,6 @@ class Clock:
 
     def now(self) -> datetime:
         return self.at
-
-
-def until(predicate, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.01)
 
 
 @pytest.mark.parametrize(("exchange", "method"), [("binance", "kline"), ("kraken", "watch"), ("okx", "watch"),
@@ -84,13 +76,6 @@ def binance():
     fake.stop()
 
 
-def run_feed(feed: LiveBarFeed) -> tuple[list[pd.DataFrame], threading.Thread]:
-    frames: list[pd.DataFrame] = []
-    consumer = threading.Thread(target=lambda: frames.extend(feed.batches()))
-    consumer.start()
-    return frames, consumer
-
-
 def stored(conn, symbol: str) -> list[tuple[datetime, float]]:
     return [(r["ts"], float(r["close"])) for r in
             rows(conn, "SELECT ts, close FROM price_1m_history WHERE symbol = %s ORDER BY ts", (symbol,))]
@@ -103,8 +88,7 @@ def test_polled_candles_are_bars_once_closed_with_gaps_and_a_failed_poll_backfil
     bars = CcxtBars("bitstamp", rest_url=bitstamp.http, clock_ms=clock.ms, tick=0.01, reconnect_min_backoff=0.05)
     assert bars.method == "poll"
     feed = LiveBarFeed(bars, ["BTC/USD"], clock=clock.now, idle=0.05)
-    frames, consumer = run_feed(feed)
-    try:
+    with consuming(feed) as frames:
         until(lambda: feed.stats["messages"] == 1)  # minute 1; minute 2 is open (minute 0 is before the start)
         venue[2] = candle(T_S + 120)  # minute 2's last trade, then minute 3
         venue += [candle(T_S + 180), candle(T_S + 300, "60010")]
@@ -120,9 +104,6 @@ def test_polled_candles_are_bars_once_closed_with_gaps_and_a_failed_poll_backfil
         until(lambda: feed.stats["reconnects"] == 1 and feed.stats["messages"] == 5)  # 6 (also backfilled); 7 open
         clock.at = T + timedelta(minutes=8, seconds=4)  # a quiet minute 8: minute 7 is over
         until(lambda: feed.stats["messages"] == 6)
-    finally:
-        feed.stop.set()
-        consumer.join(15)
     assert feed.stats == {"messages": 6, "gaps": 1, "backfilled": 1, "reconnects": 1, "malformed": 0}
     report = PriceIngester(conn, embedded_settings, source=feed.name).ingest(frames)
     assert (report.inserted, report.duplicates, report.rejected) == (6, 1, 0)
@@ -137,8 +118,7 @@ def test_watched_candles_are_bars_once_closed_with_a_reconnect_backfilled_and_ma
     bars = CcxtBars("binance", rest_url=binance.http, stream_url=f"{binance.ws}/stream", method="watch",
                     clock_ms=clock.ms, tick=0.01, reconnect_min_backoff=0.05)
     feed = LiveBarFeed(bars, ["BTC/USDT"], clock=clock.now, idle=0.05)
-    frames, consumer = run_feed(feed)
-    try:
+    with consuming(feed) as frames:
         binance.wait_for(lambda: binance.stream_connections == 1)
         binance.push_kline("BTCUSDT", kline(T_MS, "59990.00"), closed=False)  # ccxt.pro keeps every update
         binance.push_kline("BTCUSDT", kline(T_MS, "60000.00"))
@@ -158,9 +138,6 @@ def test_watched_candles_are_bars_once_closed_with_a_reconnect_backfilled_and_ma
         until(lambda: feed.stats["malformed"] == 1)
         clock.at = T + timedelta(minutes=5, seconds=4)
         until(lambda: feed.stats["messages"] == 4)
-    finally:
-        feed.stop.set()
-        consumer.join(15)
     assert feed.stats == {"messages": 4, "gaps": 0, "backfilled": 2, "reconnects": 1, "malformed": 1}
     report = PriceIngester(conn, embedded_settings, source=feed.name).ingest(frames)
     assert (report.inserted, report.rejected) == (5, 1)
