@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-import pandas as pd
 import pytest
 from fakes.binance import FakeBinance, kline
 from fakes.bitstamp import FakeBitstamp, candle
