@@ -8,6 +8,7 @@ proxy, and reads a ccxt failure as retryable or not.
                    where the exchange requires them: ccxt's requiredCredentials)
     ccxt:binance   TRADEFLOW_BINANCE_URL         REST base (…/api/v3 is appended)
                    TRADEFLOW_BINANCE_STREAM_URL  websocket base, ending in /stream
+    ccxt:bitstamp  TRADEFLOW_BITSTAMP_URL        REST base (…/api/v2 is appended)
 
 Capabilities, checked from ccxt's own description of the exchange (no network):
 a broker needs createOrder taking ccxt's clientOrderId param, cancelOrder,
@@ -35,6 +36,7 @@ import re
 from collections.abc import Mapping
 
 import ccxt
+import ccxt.async_support
 import ccxt.pro
 
 from tradeflow.ops.venue_keys import Secret
@@ -43,8 +45,12 @@ from tradeflow.ops.venue_keys import Secret
 CREDENTIAL_VARS = {"apiKey": "API_KEY", "secret": "API_SECRET", "password": "API_PASSWORD", "uid": "API_UID"}
 # per-exchange options: Binance loads spot markets only, without currencies or margin pairs
 OPTIONS = {"binance": {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False, "fetchMargins": False}}
-# exchanges whose URLs can be pointed elsewhere (the tests' fake, a proxy)
-URL_VARS = {"binance": ("TRADEFLOW_BINANCE_URL", "TRADEFLOW_BINANCE_STREAM_URL")}
+# exchanges whose URLs can be pointed elsewhere (the tests' fake, a proxy): their variables, the REST
+# path ccxt's urls['api'] entries end in, and the urls['api']['ws'] key of the spot websocket
+URL_VARS = {"binance": ("TRADEFLOW_BINANCE_URL", "TRADEFLOW_BINANCE_STREAM_URL"),
+            "bitstamp": ("TRADEFLOW_BITSTAMP_URL", None)}
+_REST_SUFFIX = {"binance": "/api/v3", "bitstamp": "/api"}
+_STREAM_KEY = {"binance": "spot"}  # ccxt.pro tells a Binance spot connection by "/stream" in its URL
 _READS_CLIENT_ID = re.compile(r"safe_\w+\(\s*\w+,\s*(?:\[[^\]]*'clientOrderId'|(?:'\w+',\s*)?'clientOrderId')")
 _CALLS = re.compile(r"self\.(\w+)\(")
 
@@ -145,16 +151,13 @@ def _config(name: str, credentials: Mapping[str, Secret] | None) -> dict:
 
 
 def _point(exchange: ccxt.Exchange, rest_url: str | None, stream_url: str | None) -> None:
-    """Binance's URLs (URL_VARS): others are not pointed elsewhere."""
-    if exchange.id != "binance":
-        return
-    if rest_url:
-        base = rest_url.rstrip("/") + "/api/v3"
+    """The URLs of an exchange in URL_VARS: others are not pointed elsewhere."""
+    if rest_url and exchange.id in _REST_SUFFIX:
+        base = rest_url.rstrip("/") + _REST_SUFFIX[exchange.id]
         exchange.urls["api"]["public"] = base
         exchange.urls["api"]["private"] = base
-    if stream_url:
-        # ccxt.pro tells a spot connection by "/stream" in its URL
-        exchange.urls["api"]["ws"]["spot"] = stream_url.rstrip("/")
+    if stream_url and exchange.id in _STREAM_KEY:
+        exchange.urls["api"]["ws"][_STREAM_KEY[exchange.id]] = stream_url.rstrip("/")
 
 
 def rest_exchange(name: str, credentials: Mapping[str, Secret] | None = None, *,
@@ -165,9 +168,13 @@ def rest_exchange(name: str, credentials: Mapping[str, Secret] | None = None, *,
     return exchange
 
 
-def stream_exchange(cls: type, *, rest_url: str | None = None, stream_url: str | None = None) -> ccxt.pro.Exchange:
-    """An instance of cls (a ccxt.pro Binance class or a subclass), public data only."""
-    exchange = cls(_config("binance", None))
+def stream_exchange(name: str, cls: type | None = None, *, rest_url: str | None = None,
+                    stream_url: str | None = None) -> ccxt.async_support.Exchange:
+    """The exchange's asyncio client for public data: cls (a subclass of its ccxt.pro class), else its ccxt.pro
+    class, else (no websocket support in ccxt) its ccxt.async_support class. Make it on the loop it runs on."""
+    if cls is None:
+        cls = getattr(ccxt.pro, name, None) or getattr(ccxt.async_support, name)
+    exchange = cls(_config(name, None))
     _point(exchange, rest_url, stream_url)
     return exchange
 

@@ -277,6 +277,7 @@ class ExecutionAdapter:
             written = write_new_rejections(self.conn, VENUE_REPORT_KIND, rejections, source=venue,
                                            batch_id=self.ingester.batch_id, received_at=self.clock(),
                                            batch_rows=500)
+            PROCESS_METRICS["adapter_venue_reports_dead_lettered_total"].labels(venue).inc(written)
             if written:
                 log.warning("%d malformed %s report(s) dead-lettered: see `tradeflow dlq list --kind %s`",
                             written, venue, VENUE_REPORT_KIND)

@@ -28,6 +28,7 @@ from adapters.resilience import CircuitBreaker, ResilientBroker, RetryPolicy
 from ingest.prices import PriceIngester
 from tradeflow.cli import app
 from tradeflow.clock import utc_now
+from tradeflow.ops.metrics import PROCESS_REGISTRY
 from tradeflow.ops.venue_keys import Secret
 from tradeflow.trading import accounts
 from tradeflow.trading.daemon import PaperAdapter
@@ -309,6 +310,11 @@ def test_an_order_done_at_the_venue_whose_trades_cannot_add_up_is_not_polled_for
 
 def test_a_malformed_trade_reaches_the_dead_letter_table_once_with_its_payload(conn, embedded_settings, venue,
                                                                               broker):
+    def dead_lettered() -> float:
+        return PROCESS_REGISTRY.get_sample_value("adapter_venue_reports_dead_lettered_total",
+                                                 {"venue": "ccxt:binance"}) or 0
+
+    counted = dead_lettered()
     adapter, feed, decision = adapter_with_one_order(conn, embedded_settings, broker, SYMBOL, "binance-test")
     coid = decision.client_order_id
     venue.fill(coid, "0", "100")
@@ -326,6 +332,7 @@ def test_a_malformed_trade_reaches_the_dead_letter_table_once_with_its_payload(c
     assert restarted.broker.order_history([coid])
     restarted.process_reports()
     assert rows(conn, "SELECT count(*) AS n FROM dead_letter WHERE kind = 'venue_report'") == [{"n": 1}]
+    assert dead_lettered() == counted + 1  # the letter written, not each time the trade was read
     listed = CliRunner().invoke(app, ["dlq", "list", "--kind", "venue_report", "--json"])
     assert listed.exit_code == 0, listed.output
     assert [(d["reason_code"], d["source"]) for d in json.loads(listed.output)] == [
@@ -362,9 +369,8 @@ def test_an_exchange_without_a_capability_is_one_line_naming_it(name, check, mis
      "missing credential: set KRAKEN_API_KEY (or in a file named by TRADEFLOW_VENUE_CREDENTIALS_FILE)"),
     (["data", "download", "--source", "ccxt:bitflyer", "--symbols", "BTC/JPY", "--from", "2024-01-01",
       "--to", "2024-01-02"], "error: ccxt exchange 'bitflyer' cannot be a bar source: ccxt gives it no fetchOHLCV"),
-    (["ingest", "live", "--source", "ccxt:kraken", "--symbols", "BTC/USD"],
-     "error: ccxt exchange 'kraken': live candles are built for ccxt:binance only"
-     " (history and backfill work: tradeflow data download)"),
+    (["ingest", "live", "--source", "ccxt:bitflyer", "--symbols", "BTC/JPY"],
+     "error: ccxt exchange 'bitflyer' cannot be a bar source: ccxt gives it no fetchOHLCV"),
 ])
 def test_an_unusable_ccxt_exchange_is_one_line(embedded_settings, monkeypatch, args, message):
     for var in ("KRAKEN_API_KEY", "KRAKEN_API_SECRET", "TRADEFLOW_VENUE_CREDENTIALS_FILE"):

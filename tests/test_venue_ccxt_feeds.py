@@ -6,7 +6,6 @@ ingester)."""
 from __future__ import annotations
 
 import threading
-import time
 from datetime import datetime, timedelta, timezone
 
 import pandas as pd
@@ -14,6 +13,7 @@ import pytest
 from fakes.binance import FakeBinance, kline
 from positions_helpers import rows
 from typer.testing import CliRunner
+from venue_helpers import until
 
 from ingest.ccxt_bars import CcxtBars
 from ingest.prices import PriceIngester
@@ -39,13 +39,6 @@ def venue():
 def source(venue: FakeBinance, **kwargs) -> CcxtBars:
     return CcxtBars("binance", rest_url=venue.http, stream_url=f"{venue.ws}/stream", reconnect_min_backoff=0.05,
                     **kwargs)
-
-
-def until(predicate, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.01)
 
 
 def test_history_pages_through_klines_and_keeps_the_window(venue):

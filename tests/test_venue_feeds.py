@@ -5,7 +5,6 @@ to Parquet or through the price ingester."""
 from __future__ import annotations
 
 import threading
-import time
 from datetime import datetime, timedelta, timezone
 
 import pandas as pd
@@ -13,6 +12,7 @@ import pytest
 from fakes.alpaca import KEY, SECRET, FakeAlpaca
 from positions_helpers import rows
 from typer.testing import CliRunner
+from venue_helpers import until
 
 from ingest.prices import PriceIngester
 from ingest.validation import RAW_TEXT
@@ -39,13 +39,6 @@ def venue():
 def source(venue: FakeAlpaca) -> AlpacaBars:
     return AlpacaBars(Secret("k", KEY), Secret("s", SECRET), url_override=venue.http,
                       stream_url_override=f"{venue.ws}/v2/iex", reconnect_min_backoff=0.05)
-
-
-def until(predicate, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.01)
 
 
 def test_live_bars_gaps_and_reconnects_are_backfilled_and_nothing_is_written_twice(conn, embedded_settings, venue):

@@ -1,8 +1,15 @@
-"""One accepted order, submitted by a real ExecutionAdapter (embedded engine) to a broker on a fake venue."""
+"""Venue tests' helpers: one accepted order, submitted by a real ExecutionAdapter (embedded engine) to a broker
+on a fake venue; a live feed consumed on a thread; waiting for a condition with a deadline."""
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from decimal import Decimal
+
+import pandas as pd
 
 from positions_helpers import T0
 
@@ -34,3 +41,23 @@ def adapter_with_one_order(conn, settings, broker, symbol: str, consumer: str
     adapter = ExecutionAdapter(conn, settings, broker, feed, store, clock=utc_now)
     assert adapter.submit_accepted(timeout=2) == 1
     return adapter, feed, decision
+
+
+def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.01)
+
+
+@contextmanager
+def consuming(feed) -> Iterator[list[pd.DataFrame]]:
+    """The frames of feed.batches(), read on a thread until the block ends (then the feed is stopped)."""
+    frames: list[pd.DataFrame] = []
+    consumer = threading.Thread(target=lambda: frames.extend(feed.batches()))
+    consumer.start()
+    try:
+        yield frames
+    finally:
+        feed.stop.set()
+        consumer.join(15)

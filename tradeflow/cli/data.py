@@ -17,11 +17,11 @@ data_app = typer.Typer(no_args_is_help=True, help="Market data from real venues.
 SOURCES = ("alpaca", "ccxt:<exchange id>")
 
 
-def bar_source(name: str, *, live: bool = False):
+def bar_source(name: str):
     """The named venue's bar source, keys from the environment or TRADEFLOW_VENUE_CREDENTIALS_FILE;
     TRADEFLOW_ALPACA_DATA_URL / TRADEFLOW_ALPACA_DATA_STREAM_URL, TRADEFLOW_BINANCE_URL /
-    TRADEFLOW_BINANCE_STREAM_URL point the SDKs elsewhere. An exchange that cannot serve
-    (history, or with live its stream) is one line naming what it lacks."""
+    TRADEFLOW_BINANCE_STREAM_URL, TRADEFLOW_BITSTAMP_URL point the SDKs elsewhere. An exchange
+    without 1-minute history is one line naming what it lacks (live candles need nothing more)."""
     from adapters.ccxt_exchanges import UnsupportedExchange
     from ingest.venue_feeds import AlpacaBars
     from tradeflow.ops.venue_keys import CredentialsError, venue_secret
@@ -37,7 +37,7 @@ def bar_source(name: str, *, live: bool = False):
             from ingest.ccxt_bars import CcxtBars
 
             exchange = exchange_id(name)
-            return CcxtBars(exchange, *urls_from(exchange, os.environ), live=live)
+            return CcxtBars(exchange, *urls_from(exchange, os.environ))
     except (CredentialsError, UnsupportedExchange) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2)
@@ -110,7 +110,7 @@ def run_live(source: str, symbols: str, metrics_port: Optional[int], metrics_add
     from ingest.venue_feeds import LiveBarFeed
     from tradeflow.trading.daemon import stop_on_signals
 
-    bars_source = bar_source(source, live=True)
+    bars_source = bar_source(source)
     names = [s.strip() for s in symbols.split(",") if s.strip()]
     stop = stop_on_signals()
     with _ingest_process(metrics_port, metrics_addr) as settings, engine_mod.connect(settings) as conn:

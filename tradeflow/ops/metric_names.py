@@ -35,6 +35,8 @@ ADAPTER_METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "adapter_circuit_breaker_state": ("gauge", ("broker",), "0 closed, 1 half-open, 2 open"),
     "adapter_feed_lag_seconds": ("gauge", ("feed",), "Age of the newest change the adapter has processed"),
     "adapter_fills_ingested_total": ("counter", ("broker",), "Fills sent back through the exec ingester"),
+    "adapter_venue_reports_dead_lettered_total": ("counter", ("venue",),
+                                                  "Unreadable venue reports written to dead_letter (kind venue_report)"),
 }
 
 # process metrics of the ingesters
