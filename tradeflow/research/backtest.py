@@ -721,9 +721,13 @@ class Backtest:
             conn.execute(f"CREATE TABLE IF NOT EXISTS \"{main}\".{table} AS"
                          f" SELECT ''::text AS run_id, * FROM \"{self.bt_settings.schema}\".{relation} WITH NO DATA")
             conn.execute(f'CREATE INDEX IF NOT EXISTS {table}_run ON "{main}".{table} (run_id)')
-        mismatches, *_ = engine.in_parallel(self.bt_settings, [
+        # the equity curve (pnl_timeseries: a row per traded symbol and bar) is the longest job
+        # by far: started first, the other jobs fill the other connections meanwhile
+        equity_first = sorted(RESULTS, key=lambda table: table != "backtest_equity")
+        _, mismatches, *_ = engine.in_parallel(self.bt_settings, [
+            lambda c: self._store_result(c, spec, run_id, equity_first[0]),
             lambda c: reconcile(c, self.bt_settings, book, spec.end),
-            *(lambda c, table=table: self._store_result(c, spec, run_id, table) for table in RESULTS)])
+            *(lambda c, table=table: self._store_result(c, spec, run_id, table) for table in equity_first[1:])])
         if mismatches:
             for table in RESULTS:
                 conn.execute(f'DELETE FROM "{main}".{table} WHERE run_id = %s', (run_id,))
