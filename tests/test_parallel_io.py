@@ -2,6 +2,7 @@
 reads and writes in parallel, and rows COPYed from a background thread."""
 from __future__ import annotations
 
+import threading
 from datetime import datetime, timedelta, timezone
 
 import pandas as pd
@@ -53,6 +54,39 @@ def test_in_parallel_raises_the_first_failure(embedded_settings):
     with pytest.raises(psycopg.errors.UndefinedTable):
         engine.in_parallel(embedded_settings, [lambda c: c.execute("SELECT 1"),
                                                lambda c: c.execute("SELECT * FROM no_such_table")])
+
+
+def test_a_connection_pool_keeps_its_connections_and_reconnects_after_a_failure(embedded_settings):
+    pid = lambda c: c.execute("SELECT pg_backend_pid()").fetchone()[0]  # noqa: E731
+    both = threading.Barrier(2, timeout=30)  # the first two jobs run at once: each thread opens its connection
+
+    def together(c: psycopg.Connection) -> int:
+        both.wait()
+        return pid(c)
+
+    with engine.ConnectionPool(embedded_settings, 2) as pool:
+        first = set(pool.map([together, together]))
+        assert len(first) == 2
+        assert set(pool.map([pid, pid, pid])) <= first  # the same sessions, not new ones
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            pool.map([pid, lambda c: c.execute("SELECT * FROM no_such_table")])
+        # a failure closed every connection: the next map opens new ones and works
+        assert not set(pool.map([pid, pid])) & first
+
+
+def test_a_connection_that_may_not_start_the_server_fails_while_it_is_down(tmp_path):
+    settings = Settings(data_dir=tmp_path / "engine", embedded_durable=False)
+    server = engine.embedded(settings)
+    with pytest.raises(psycopg.OperationalError, match="not running"):
+        engine.connect(settings, start=False)
+    assert server.status() is None
+    try:
+        with engine.connect(settings) as conn:  # the default starts it
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        with engine.connect(settings, start=False) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        server.stop()
 
 
 def test_symbol_groups_cover_every_symbol_once_with_balanced_bars():
