@@ -68,14 +68,16 @@ BAR_COLUMNS = ("symbol", "ts", "open", "high", "low", "close", "volume", "source
 WRITTEN_COLUMNS = {"order_events": RECORDED_EVENT_COLUMNS, "trade_decisions": DECISION_COLUMNS,
                    "risk_events": RISK_EVENT_COLUMNS,
                    "exec_report_history": (*EXEC_FIELDS, "source", "batch_id", "received_at")}
-# result table -> (relation of the backtest schema, outputs that keep it)
+# result table -> (relation of the backtest schema, outputs that keep it), stored side by side in
+# this order: the equity curve (pnl_timeseries, a row per traded symbol and bar), by far the
+# longest, first, so the others fill the other connections meanwhile
 RESULTS = {
+    "backtest_equity": ("pnl_timeseries", {"full"}),
     "backtest_matches": ("trade_match_history", {"matches-only", "full"}),
     "backtest_trades": ("trades", {"matches-only", "full"}),
     "backtest_decisions": ("trade_decisions", {"full"}),
     "backtest_order_events": ("order_events", {"full"}),
     "backtest_fills": ("exec_report_history", {"full"}),
-    "backtest_equity": ("pnl_timeseries", {"full"}),
     "backtest_unrealized": ("unrealized_pnl_latest", {"full"}),
     "backtest_risk_events": ("risk_events", {"full"}),
 }
@@ -721,13 +723,9 @@ class Backtest:
             conn.execute(f"CREATE TABLE IF NOT EXISTS \"{main}\".{table} AS"
                          f" SELECT ''::text AS run_id, * FROM \"{self.bt_settings.schema}\".{relation} WITH NO DATA")
             conn.execute(f'CREATE INDEX IF NOT EXISTS {table}_run ON "{main}".{table} (run_id)')
-        # the equity curve (pnl_timeseries: a row per traded symbol and bar) is the longest job
-        # by far: started first, the other jobs fill the other connections meanwhile
-        equity_first = sorted(RESULTS, key=lambda table: table != "backtest_equity")
+        stored = [lambda c, table=table: self._store_result(c, spec, run_id, table) for table in RESULTS]
         _, mismatches, *_ = engine.in_parallel(self.bt_settings, [
-            lambda c: self._store_result(c, spec, run_id, equity_first[0]),
-            lambda c: reconcile(c, self.bt_settings, book, spec.end),
-            *(lambda c, table=table: self._store_result(c, spec, run_id, table) for table in equity_first[1:])])
+            stored[0], lambda c: reconcile(c, self.bt_settings, book, spec.end), *stored[1:]])
         if mismatches:
             for table in RESULTS:
                 conn.execute(f'DELETE FROM "{main}".{table} WHERE run_id = %s', (run_id,))
