@@ -45,7 +45,10 @@ class OrderStatus(StrEnum):
 
     @property
     def terminal(self) -> bool:
-        return self in {OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED, OrderStatus.EXPIRED}
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset({OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED, OrderStatus.EXPIRED})
 
 
 # Shadow (paper) accounts, one per strategy (account_id "paper:<strategy_id>"):

@@ -260,6 +260,11 @@ class PaperBroker:
         return bool(self._live)
 
     @property
+    def live_symbols(self) -> set[str]:
+        """The symbols whose bars can trade a live order."""
+        return {state.order.symbol for state in self._live.values()}
+
+    @property
     def open_orders(self) -> int:
         """Orders in the book that can still trade."""
         return len(self._live)

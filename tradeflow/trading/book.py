@@ -28,6 +28,7 @@ Conventions are the views' (docs/positions.md), one definition each:
 from __future__ import annotations
 
 import bisect
+import operator
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -139,8 +140,9 @@ class BookFill:
         return (self.exec_ts, self.order_id, self.fill_id)
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _Lot:
+    """Immutable, so a snapshot of the open lots is a shallow copy."""
     qty: Decimal            # remaining units, positive
     price: Decimal
     fee_per_unit: Decimal
@@ -177,16 +179,16 @@ class Position:
 
     _SCALARS = ("net_qty", "long", "realized_gross", "realized_fees", "avg_price", "avg_fee", "avg_realized_gross",
                 "avg_realized_fees")
+    _scalars_of = staticmethod(operator.attrgetter(*_SCALARS))
 
     def _snapshot(self) -> tuple:
-        return (tuple(getattr(self, name) for name in self._SCALARS),
-                [_Lot(lot.qty, lot.price, lot.fee_per_unit) for lot in self.lots])
+        return self._scalars_of(self), tuple(self.lots)
 
     def _restore(self, snapshot: tuple) -> None:
         scalars, lots = snapshot
         for name, value in zip(self._SCALARS, scalars):
             setattr(self, name, value)
-        self.lots = deque(_Lot(lot.qty, lot.price, lot.fee_per_unit) for lot in lots)
+        self.lots = deque(lots)
 
     def add(self, fill: BookFill) -> None:
         if not self.fills or fill.sort_key >= self.fills[-1].sort_key:
@@ -224,10 +226,11 @@ class Position:
             buy_price, sell_price = (fill.price, lot.price) if buying else (lot.price, fill.price)
             self.realized_gross += (sell_price - buy_price) * matched
             self.realized_fees += matched * (lot.fee_per_unit + fee_per_unit)
-            lot.qty -= matched
             remaining -= matched
-            if lot.qty == 0:
+            if matched == lot.qty:
                 self.lots.popleft()
+            else:
+                self.lots[0] = _Lot(lot.qty - matched, lot.price, lot.fee_per_unit)
         if remaining > 0:
             if not self.lots:
                 self.long = buying
@@ -286,6 +289,7 @@ class Account:
         self.status = status
         self.max_leverage = max_leverage
         self.policy: dict[str, object] = dict(POLICY_DEFAULTS)
+        self.policy_fields = _policy_fields(self.policy)  # AccountState's policy part, built once per version
         self.cash = initial_capital
         self.positions: dict[tuple[str, str], Position] = {}
         self.net: dict[tuple[str, str], Decimal] = {}        # non-zero net quantity per (strategy, symbol)
@@ -306,6 +310,16 @@ class Account:
     @property
     def equity(self) -> Decimal:
         return self.cash + self.total_market_value
+
+
+def _policy_fields(policy: Mapping[str, object]) -> dict[str, object]:
+    """The policy's part of an AccountState, typed."""
+    return {"kill_switch": bool(policy["kill_switch"]), "max_open_symbols": int(policy["max_open_symbols"]),
+            "allow_scale_in": bool(policy["allow_scale_in"]), "sell_requires_long": bool(policy["sell_requires_long"]),
+            "max_order_notional": policy["max_order_notional"], "max_position_qty": policy["max_position_qty"],
+            "max_concentration_pct": policy["max_concentration_pct"], "max_drawdown_pct": policy["max_drawdown_pct"],
+            "risk_per_trade_pct": Decimal(policy["risk_per_trade_pct"]),
+            "reservation_ttl_seconds": int(policy["reservation_ttl_seconds"])}
 
 
 class AccountBook:
@@ -345,6 +359,7 @@ class AccountBook:
                 policy[name] = Decimal(str(policy[name]))
         account = self._account(account_id)
         account.policy, account.portfolio = policy, PortfolioLimits.from_policy(policy)
+        account.policy_fields = _policy_fields(policy)
 
     def _account(self, account_id: str) -> Account:
         try:
@@ -359,7 +374,7 @@ class AccountBook:
         touched: set[str] = set()
         for symbol, ts, close in bars:
             if self._set_mark(symbol, ts, close):
-                touched |= self._holders.get(symbol, set())
+                touched.update(self._holders.get(symbol, ()))
         for account_id in touched:
             account = self.accounts[account_id]
             account.peak_equity = max(account.peak_equity, account.equity)
@@ -452,9 +467,15 @@ class AccountBook:
         mark: the last close at or before now; before the symbol's first close, the
         signed notional of the account's fills in it (pnl_timeseries, portfolio_state)."""
         mark = self.marks.get(symbol)
-        held = account.held_by_symbol.get(symbol, ())
-        if mark is None:
-            value = account.net_cost.get(symbol, ZERO) if held else ZERO
+        held = account.held_by_symbol.get(symbol)
+        if not held:
+            value = gross = ZERO
+        elif mark is None:
+            value = account.net_cost.get(symbol, ZERO)
+            gross = abs(value)
+        elif len(held) == 1:  # the common case, without the sums
+            for strategy_id in held:
+                value = account.positions[(strategy_id, symbol)].net_qty * mark[1]
             gross = abs(value)
         else:
             value = gross = ZERO
@@ -463,13 +484,14 @@ class AccountBook:
                 value += each
                 gross += abs(each)
         account.valuation += 1
-        account.total_market_value += value - account.market_value.get(symbol, ZERO)
-        account.gross_exposure += gross - account.exposure.get(symbol, ZERO)
+        market_value, exposure = account.market_value, account.exposure
+        account.total_market_value += value - market_value.get(symbol, ZERO)
+        account.gross_exposure += gross - exposure.get(symbol, ZERO)
         if held:
-            account.market_value[symbol], account.exposure[symbol] = value, gross
+            market_value[symbol], exposure[symbol] = value, gross
         else:
-            account.market_value.pop(symbol, None)
-            account.exposure.pop(symbol, None)
+            market_value.pop(symbol, None)
+            exposure.pop(symbol, None)
 
     # -- reading -----------------------------------------------------------------------
     def equity(self, account_id: str) -> Decimal:
@@ -479,21 +501,17 @@ class AccountBook:
         """The account as a decision reads it: positions and exposure are read-only views
         of the book's own maps (valid until its next event), so a decision costs no copy."""
         account = self._account(account_id)
-        policy = account.policy
-        ttl = timedelta(seconds=int(policy["reservation_ttl_seconds"]))
-        pending = tuple(Pending(o.strategy_id, o.symbol, o.side, o.remainder, o.ref_price)
-                        for o in account.working.values()
-                        if o.remainder > 0 and (o.acknowledged or o.decided_at + ttl > now))
+        fields = account.policy_fields
+        pending = ()
+        if account.working:
+            ttl = timedelta(seconds=fields["reservation_ttl_seconds"])
+            pending = tuple(Pending(o.strategy_id, o.symbol, o.side, o.remainder, o.ref_price)
+                            for o in account.working.values()
+                            if o.remainder > 0 and (o.acknowledged or o.decided_at + ttl > now))
         equity = account.equity
         return AccountState(
-            account_id=account_id, status=account.status, kill_switch=bool(policy["kill_switch"]),
-            max_open_symbols=int(policy["max_open_symbols"]), allow_scale_in=bool(policy["allow_scale_in"]),
-            sell_requires_long=bool(policy["sell_requires_long"]),
-            max_order_notional=policy["max_order_notional"], max_position_qty=policy["max_position_qty"],
-            max_concentration_pct=policy["max_concentration_pct"], max_drawdown_pct=policy["max_drawdown_pct"],
-            risk_per_trade_pct=Decimal(policy["risk_per_trade_pct"]), max_leverage=account.max_leverage,
-            reservation_ttl_seconds=int(policy["reservation_ttl_seconds"]), cash=account.cash, equity=equity,
-            peak_equity=max(account.peak_equity, account.initial_capital, equity),
+            account_id=account_id, status=account.status, max_leverage=account.max_leverage, **fields,
+            cash=account.cash, equity=equity, peak_equity=max(account.peak_equity, account.initial_capital, equity),
             gross_exposure=account.gross_exposure, positions=MappingProxyType(account.net),
             symbol_exposure=MappingProxyType(account.exposure), pending=pending,
             last_accepted_at=account.last_accepted_at, market_value=account.market_value_view,

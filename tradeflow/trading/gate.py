@@ -190,8 +190,7 @@ def drawdown_breached(account: AccountState) -> bool:
 def decide(signal: Signal, accounts_state: Iterable[AccountState], sizing: Sizing,
            market: MarketRisk | None = None) -> Decision:
     """Pure routing + sizing + risk: the same inputs always give the same decision."""
-    decision = _route(signal, list(accounts_state), sizing, market)
-    return replace(decision, terms=sizing) if decision.accepted else decision
+    return _route(signal, list(accounts_state), sizing, market)
 
 
 def _route(signal: Signal, states: list[AccountState], sizing: Sizing, market: MarketRisk | None) -> Decision:
@@ -224,7 +223,7 @@ def _route(signal: Signal, states: list[AccountState], sizing: Sizing, market: M
         code = ReasonCode.ZERO_SIZE if qty <= 0 else check_risk(account, signal.symbol, qty, signal.ref_price, market)
         if code is None:
             return Decision(signal, True, account.account_id, qty, None, {**inputs, "account": account.summary()},
-                            tuple(blocked))
+                            tuple(blocked), sizing)
         first_failure = first_failure or (account, code)
     account, code = first_failure
     return Decision(signal, False, account.account_id, Decimal(0), code, {**inputs, "account": account.summary()},
@@ -264,7 +263,8 @@ def _decide_sell(signal: Signal, states: list[AccountState], inputs: dict[str, o
     if qty <= 0:
         return Decision(signal, False, account.account_id, Decimal(0), ReasonCode.NO_OPEN_POSITION,
                         {**inputs, "account": account.summary()})
-    return Decision(signal, True, account.account_id, qty, None, {**inputs, "account": account.summary()})
+    return Decision(signal, True, account.account_id, qty, None, {**inputs, "account": account.summary()},
+                    terms=sizing)
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,7 +320,10 @@ class Gatekeeper:
         # the strategy's weight scales its size; TradePicker limits and risk checks still apply
         weighted = signal if multiplier == 1 else replace(signal, size_hint=signal.size_hint * float(multiplier))
         decision = decide(weighted, [a for a in states if not is_shadow(a.account_id)], sizing, self.book.risk)
-        decision = replace(decision, signal=signal, inputs={**decision.inputs, "size_multiplier": str(multiplier)})
+        # on the signal as received (not the weighted copy it was sized on); built, not replace()d: per decision
+        decision = Decision(signal, decision.accepted, decision.account_id, decision.qty, decision.code,
+                            {**decision.inputs, "size_multiplier": str(multiplier)}, decision.blocked_accounts,
+                            decision.terms)
         decisions = [decision]
         if self.shadow:  # the paper account has no open-symbol cap
             paper = [replace(a, max_open_symbols=PAPER_OPEN_SYMBOLS) for a in states if a.account_id == paper_id]
