@@ -115,6 +115,16 @@ def test_a_signal_is_decided_when_the_live_gate_first_sees_it(minutes, signal, e
     assert (pd.isna(got) and pd.isna(expected)) or got == expected
 
 
+@pytest.mark.parametrize("unit", ["s", "us", "ns"])
+def test_decision_times_do_not_depend_on_the_frames_time_unit(unit):
+    bars = pd.DataFrame({"symbol": "AAA", "ts": [at(m) for m in [0, 1, 2, 3, 6, 7]]})
+    signals = pd.DataFrame({"symbol": ["AAA", "AAA"], "timeframe": ["5m", "1m"], "signal_ts": [at(0), at(6)]})
+    as_unit = {"ts": bars.ts.astype(f"datetime64[{unit}, UTC]")}
+    got = decision_times(bars.assign(**as_unit), signals.assign(signal_ts=signals.signal_ts.astype(
+        f"datetime64[{unit}, UTC]")), timedelta(minutes=2))
+    assert got.tolist() == [at(7), at(7)]
+
+
 @pytest.mark.parametrize(("change", "field"), [
     ({"end": START}, "end"),
     ({"start": START.replace(tzinfo=None)}, "start/end"),

@@ -202,24 +202,26 @@ def decision_times(bars: pd.DataFrame, signals: pd.DataFrame, max_signal_age: ti
     once the symbol has a later bar (at that bar's close)."""
     if signals.empty:
         return pd.Series([], dtype="datetime64[ns, UTC]")
-    by_symbol = {symbol: frame.ts.sort_values().dt.tz_convert(None).to_numpy()
-                 for symbol, frame in bars.groupby("symbol")}
-    final_at: dict[object, pd.Timestamp] = {}
-    for timeframe, group in signals.groupby("timeframe"):
-        length = pd.Timedelta(TIMEFRAMES[timeframe])
-        minutes = int(length / pd.Timedelta(BAR))
-        for index, symbol, start in zip(group.index, group.symbol, group.signal_ts):
-            times = by_symbol.get(symbol)
-            if times is None:
-                continue
-            close = start + length
-            lo, hi = (times.searchsorted(t.tz_convert(None).to_datetime64()) for t in (start, close))
-            if hi - lo == minutes:
-                final_at[index] = close
-            elif hi < len(times):
-                final_at[index] = pd.Timestamp(times[hi]).tz_localize("UTC") + pd.Timedelta(BAR)
-    out = pd.Series(final_at, index=signals.index, dtype="datetime64[ns, UTC]")
-    stale = out - (signals.signal_ts + signals.timeframe.map(lambda tf: pd.Timedelta(TIMEFRAMES[tf])))
+    # nanoseconds whatever unit the frames hold
+    bar_ts = bars.ts.dt.tz_convert(None).to_numpy().astype("M8[ns]").view("i8")
+    signal_ts = signals.signal_ts.dt.tz_convert(None).to_numpy().astype("M8[ns]").view("i8")
+    final_at = np.full(len(signals), np.iinfo(np.int64).min)  # NaT
+    by_symbol = bars.groupby("symbol", sort=False).indices
+    # per (symbol, timeframe), every signal at once: two binary searches in the symbol's minutes
+    for (symbol, timeframe), rows in signals.groupby(["symbol", "timeframe"], sort=False).indices.items():
+        if symbol not in by_symbol:
+            continue
+        times = np.sort(bar_ts[by_symbol[symbol]])
+        length = pd.Timedelta(TIMEFRAMES[timeframe]).value
+        starts = signal_ts[rows]
+        lo, hi = times.searchsorted(starts), times.searchsorted(starts + length)
+        complete = hi - lo == length // pd.Timedelta(BAR).value
+        later = ~complete & (hi < len(times))
+        final_at[rows[complete]] = starts[complete] + length
+        final_at[rows[later]] = times[hi[later]] + pd.Timedelta(BAR).value
+    out = pd.Series(pd.to_datetime(final_at.view("M8[ns]")).tz_localize("UTC"), index=signals.index)
+    lengths = signals.timeframe.map({timeframe: pd.Timedelta(length) for timeframe, length in TIMEFRAMES.items()})
+    stale = out - (signals.signal_ts + lengths)
     return out.where(stale <= pd.Timedelta(max_signal_age))
 
 
@@ -296,16 +298,24 @@ class SequentialReplay:
         ends = np.r_[starts[1:], len(bars)]
         opens, highs, lows, closes, volumes = (bars[c].to_numpy() for c in ("open", "high", "low", "close", "volume"))
         last_row = np.full(len(symbols), -1)
+        row_numbers = np.arange(len(bars))
         code_of = {symbol: code for code, symbol in enumerate(symbols)}
         minute_ts = bars.ts.iloc[starts].dt.to_pydatetime()
         closes_by_day: DailyCloses | None = None  # built when a risk check first needs returns
         exact = ExactPrices()
+        # whether some account needs returns or post-trade checks: policy-derived, so looked at again
+        # only after a policy change or a new (paper) account, not every minute
+        flags_of: tuple[int, int] | None = None
         for lo, hi, bar_ts in zip(starts, ends, minute_ts):
             self.now = bar_ts + BAR  # the minute's bars are complete at their close
             while changes and changes[0].at <= self.now:
                 change = changes.pop(0)
                 self._set_policy(change.account_id, change.changes)
+            if flags_of != (len(self.book.accounts), len(changes)):
+                flags_of = (len(self.book.accounts), len(changes))
+                needs_returns, monitoring = returns_needed(self.book), self.keeper.monitoring
             at_close: list[OrderEvent] = []
+            wrote = False
             if self.broker.has_live_orders:
                 # a bar trades only its symbol's orders; the minute's first bar also expires any order
                 # past its session end: the other bars are no-ops for the broker
@@ -318,23 +328,26 @@ class SequentialReplay:
                 # a fill stamped at the close is not in that close's equity (pnl_timeseries): after the marks
                 at_close = [e for e in events if e.event_ts >= self.now]
                 self._record([e for e in events if e.event_ts < self.now])
-            last_row[codes[lo:hi]] = np.arange(lo, hi)
+                wrote = bool(events)
+            last_row[codes[lo:hi]] = row_numbers[lo:hi]
             held = [(symbol, bar_ts, exact(closes[row])) for symbol in self.book.held_symbols()
                     if lo <= (row := last_row[code_of[symbol]]) < hi]
             if held:
                 self.book.on_bars(held)
-            if returns_needed(self.book) and (self._next_risk_refresh is None or self.now >= self._next_risk_refresh):
+            if needs_returns and (self._next_risk_refresh is None or self.now >= self._next_risk_refresh):
                 self._next_risk_refresh = self.now + self.risk_refresh
                 closes_by_day = closes_by_day or DailyCloses(bars)
                 self.book.risk.set_returns(closes_by_day.returns(self.now, self.risk_window_days), self.now)
-            if self.keeper.monitoring:
+            if monitoring:
                 self.rows["risk_events"] += self.keeper.monitor(GATE_ID)
+                wrote = True
             if at_close:
                 self._record(at_close)
             pending = due.pop(self.now, None)
             if pending:
                 self._decide(pending, lambda symbol: self._mark_for(symbol, last_row, code_of, ts, closes, exact))
-            if sum(map(len, self.rows.values())) >= self.sink_rows:
+                wrote = True
+            if wrote and sum(map(len, self.rows.values())) >= self.sink_rows:
                 self._flush()
             if on_progress:
                 on_progress(hi - lo)
@@ -354,14 +367,14 @@ class SequentialReplay:
 
     @staticmethod
     def _signals_by_time(signals: pd.DataFrame) -> dict[datetime, list[Signal]]:
-        # whole columns converted at once, not row by row
-        columns = {c: signals[c].tolist() for c in signals.columns if c in Signal.__slots__}
+        # whole columns converted at once, not row by row; in Signal's field order, so built positionally
+        columns = {c: signals[c].tolist() for c in Signal.__slots__}
         columns["signal_ts"] = list(signals.signal_ts.dt.to_pydatetime())
         columns["atr_14"] = [None if pd.isna(x) else float(x) for x in columns["atr_14"]]
         columns["ref_price"] = [None if x is None or pd.isna(x) else Decimal(str(x)) for x in columns["ref_price"]]
         due: dict[datetime, list[Signal]] = {}
         for decide_at, values in zip(signals.decide_at.dt.to_pydatetime(), zip(*columns.values())):
-            due.setdefault(decide_at, []).append(Signal(**dict(zip(columns, values))))
+            due.setdefault(decide_at, []).append(Signal(*values))
         return due
 
     def _decide(self, signals: list[Signal], mark: Callable[[str], None]) -> None:

@@ -373,8 +373,9 @@ class AccountBook:
         equity is taken once, as pnl_timeseries has one row per account and bar close."""
         touched: set[str] = set()
         for symbol, ts, close in bars:
-            if self._set_mark(symbol, ts, close):
-                touched.update(self._holders.get(symbol, ()))
+            holders = self._set_mark(symbol, ts, close)
+            if holders:
+                touched.update(holders)
         for account_id in touched:
             account = self.accounts[account_id]
             account.peak_equity = max(account.peak_equity, account.equity)
@@ -386,14 +387,17 @@ class AccountBook:
         """A mark without an equity sample: a symbol about to be held, priced at its last close."""
         self._set_mark(symbol, ts, close)
 
-    def _set_mark(self, symbol: str, ts: datetime, close: Decimal) -> bool:
+    def _set_mark(self, symbol: str, ts: datetime, close: Decimal) -> set[str] | None:
+        """The accounts revalued (holding the symbol), or None for a late bar."""
         last = self.marks.get(symbol)
         if last is not None and ts < last[0]:
-            return False  # a late bar never moves the mark back
+            return None  # a late bar never moves the mark back
         self.marks[symbol] = (ts, close)
-        for account_id in self._holders.get(symbol, ()):
-            self._revalue(self.accounts[account_id], symbol)
-        return True
+        holders = self._holders.get(symbol)
+        if holders:
+            for account_id in holders:
+                self._revalue(self.accounts[account_id], symbol)
+        return holders
 
     def held_symbols(self) -> list[str]:
         """Symbols some account holds: the only ones whose bars move an equity."""
