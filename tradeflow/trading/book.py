@@ -88,7 +88,7 @@ class AccountState:
     equity: Decimal
     peak_equity: Decimal
     gross_exposure: Decimal
-    positions: Mapping[tuple[str, str], Decimal] = field(default_factory=dict)  # (strategy, symbol) -> net qty
+    positions: Mapping[tuple[str, str], Decimal] = field(default_factory=dict)  # (strategy, symbol) -> non-zero net qty
     symbol_exposure: Mapping[str, Decimal] = field(default_factory=dict)       # symbol -> |market value|
     pending: tuple[Pending, ...] = ()
     last_accepted_at: datetime | None = None
@@ -96,14 +96,11 @@ class AccountState:
     market_value: Mapping[str, Decimal] = field(default_factory=dict)         # symbol -> sum(net_qty * mark)
     portfolio: PortfolioLimits = NO_LIMITS
     valuation: int = 0                        # changes whenever market_value does
+    held_symbols: Mapping[str, object] = field(default_factory=dict)  # the symbols of `positions`, as keys
 
     @property
     def open_symbols(self) -> set[str]:
-        held = {symbol for (_, symbol), qty in self.positions.items() if qty != 0}
-        return held | {p.symbol for p in self.pending if p.action == "BUY"}
-
-    def holds(self, symbol: str) -> bool:
-        return any(qty != 0 for (_, s), qty in self.positions.items() if s == symbol)
+        return set(self.held_symbols).union(p.symbol for p in self.pending if p.action == "BUY")
 
     def summary(self) -> dict[str, object]:
         """The inputs a decision saw, stored with it."""
@@ -305,6 +302,7 @@ class Account:
         self.breaches: set[str] = set()                   # post-trade breaches raised and not yet over
         self.portfolio = NO_LIMITS                        # the policy's portfolio checks
         self.market_value_view = MappingProxyType(self.market_value)
+        self.held_view = MappingProxyType(self.held_by_symbol)
         self.valuation = 0                                # counts market_value's changes
 
     @property
@@ -519,7 +517,7 @@ class AccountBook:
             gross_exposure=account.gross_exposure, positions=MappingProxyType(account.net),
             symbol_exposure=MappingProxyType(account.exposure), pending=pending,
             last_accepted_at=account.last_accepted_at, market_value=account.market_value_view,
-            portfolio=account.portfolio, valuation=account.valuation)
+            portfolio=account.portfolio, valuation=account.valuation, held_symbols=account.held_view)
 
     def states(self, now: datetime) -> list[AccountState]:
         return [self.state(account_id, now) for account_id in sorted(self.accounts)]
