@@ -7,9 +7,18 @@ sma_crossover fire is inserted and timed through the loop:
   -> fill (next bar traded by the paper broker, reports recorded, fill ingested),
   -> updated position (open_positions_rollup read for the key).
 p50/p99 over the samples, and the ratio of the largest history's p99 to the
-smallest's. Target (issue 4): p99 bar -> accepted < 50 ms, flat within ±20%.
+smallest's. Target (issue 12): p99 bar -> accepted < 50 ms, flat within ±20%.
+
+Scaling in fresh symbols (--scale-symbols N, 0 to skip): a history of N
+symbols (--scale-bars bars each), then passes where k of them get a fresh bar
+(k from --scale-fresh), each pass timed bar -> decided (ingest, gate pass,
+submit); the others' bars are older than any fresh window. Reports the median
+pass per k, the least-squares slope in ms per fresh symbol and the marginal
+cost per symbol of each step of k. Target (issue 12): linear, at most 1 ms
+per fresh symbol at 200 symbols.
 
 Usage: python bench/bench_loop.py [--histories 10000,100000,1000000] [--samples 5] [--symbols 10]
+           [--scale-symbols 200] [--scale-fresh 1,50,100,200] [--scale-bars 2000] [--scale-samples 3]
 """
 from __future__ import annotations
 
@@ -100,17 +109,77 @@ def run_history(conn, settings, history: int, symbols: int, samples: int) -> dic
     return out
 
 
+def run_scaling(conn, settings, symbols: int, fresh_counts: list[int], bars_per_symbol: int, samples: int) -> dict:
+    for table in ("price_1m_history", "exec_report_history", "accounts", "account_policy", "trade_decisions",
+                  "order_events", "risk_events", "adapter_feed_position"):
+        conn.execute(f"TRUNCATE {table}")
+    days = -(-bars_per_symbol // 390)
+    frame = pd.concat(list(generate_bars(symbols=symbols, days=days, seed=11)), ignore_index=True)
+    frame = frame.groupby("symbol", group_keys=False).tail(bars_per_symbol)
+    now = {"t": frame.ts.max().to_pydatetime() + timedelta(minutes=1)}
+    clock = lambda: now["t"]  # noqa: E731
+    prices = PriceIngester(conn, settings, source="bench", clock=clock)
+    prices.ingest([frame.iloc[i:i + 100_000] for i in range(0, len(frame), 100_000)])
+    conn.execute("ANALYZE price_1m_history")
+    accounts.add(conn, "B1", capital="100000000", max_leverage="4")
+    policy.update(conn, "B1", max_open_symbols=100_000, allow_scale_in=True, risk_per_trade_pct=Decimal("0.0001"),
+                  updated_by="bench")
+    gate = DecisionGate(conn, settings, clock=clock)
+    gate.run_once(limit=1_000_000)
+    adapter = PaperAdapter(conn, settings, clock=clock, consumer="bench")
+    adapter.step(timeout=0)
+    last = {s: float(c) for s, c in frame.groupby("symbol").close.last().items()}
+    names = sorted(last)
+    ts = now["t"]
+    passes: dict[int, list[float]] = {k: [] for k in fresh_counts}
+    for sample in range(samples):
+        for k in fresh_counts:
+            # a gap longer than every fresh window (1h bars + max_signal_age): only these k are fresh
+            ts += timedelta(minutes=90)
+            rows = [shaped_bar(s, ts, last[s], 0.002 * (-1) ** sample) for s in names[:k]]
+            last.update({r["symbol"]: r["close"] for r in rows})
+            now["t"] = ts + timedelta(minutes=1)
+            t0 = time.perf_counter()
+            prices.ingest_frame(pd.DataFrame(rows))
+            gate.run_once()
+            adapter.adapter.submit_accepted(timeout=0)
+            passes[k].append((time.perf_counter() - t0) * 1000)
+    adapter.close()
+    medians = {k: statistics.median(v) for k, v in passes.items()}
+    ks = list(medians)
+    mean_k, mean_ms = statistics.fmean(ks), statistics.fmean(medians.values())
+    slope = (sum((k - mean_k) * (medians[k] - mean_ms) for k in ks) / sum((k - mean_k) ** 2 for k in ks)
+             if len(ks) > 1 else None)
+    steps = [{"fresh": f"{a}->{b}", "ms_per_symbol": round((medians[b] - medians[a]) / (b - a), 2)}
+             for a, b in zip(ks, ks[1:])]
+    return {"symbols": symbols, "bars_per_symbol": bars_per_symbol, "samples": samples,
+            "pass_ms_p50_by_fresh_symbols": {str(k): round(v, 1) for k, v in medians.items()},
+            "ms_per_fresh_symbol": None if slope is None else round(slope, 2),
+            "marginal_ms_per_symbol": steps,
+            # linear: the last step's cost per symbol over the first step's (1.0 = a straight line)
+            "marginal_ratio_last_to_first": (round(steps[-1]["ms_per_symbol"] / steps[0]["ms_per_symbol"], 2)
+                                             if len(steps) > 1 and steps[0]["ms_per_symbol"] > 0 else None)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--histories", default="10000,100000,1000000")
     parser.add_argument("--samples", type=int, default=5)
     parser.add_argument("--symbols", type=int, default=10)
+    parser.add_argument("--scale-symbols", type=int, default=200)
+    parser.add_argument("--scale-fresh", default="1,50,100,200")
+    parser.add_argument("--scale-bars", type=int, default=2000)
+    parser.add_argument("--scale-samples", type=int, default=3)
     args = parser.parse_args()
     with scratch_engine() as (settings, conn):
         results = [run_history(conn, settings, h, args.symbols, args.samples)
-                   for h in map(int, args.histories.split(","))]
-    first, last = results[0], results[-1]
+                   for h in map(int, args.histories.split(",")) if h]
+        scaling = (run_scaling(conn, settings, args.scale_symbols, [int(k) for k in args.scale_fresh.split(",")],
+                               args.scale_bars, args.scale_samples) if args.scale_symbols else None)
     summary = {"engine": "embedded (PostgreSQL 18, fsync off)", "symbols": args.symbols, "runs": results}
+    if scaling is not None:
+        summary["scaling"] = scaling
+    first, last = (results[0], results[-1]) if results else ({}, {})
     if "bar_to_accepted_ms" in first and "bar_to_accepted_ms" in last:
         summary["bar_to_accepted_p99_ratio_largest_to_smallest"] = round(
             last["bar_to_accepted_ms"]["p99"] / first["bar_to_accepted_ms"]["p99"], 2)
