@@ -64,8 +64,10 @@ def percentile(values: list[float], q: float) -> float:
 def shaped_bar(symbol: str, ts, last_close: float, move: float, spread: float = 0.0) -> dict:
     """A bar from last_close by move, its range widened by spread (a fraction of the close) and a cent."""
     close = round(last_close * (1 + move), 2)
-    return {"symbol": symbol, "ts": ts, "open": last_close, "high": round(max(last_close, close) * (1 + spread), 2) + 0.01,
-            "low": round(min(last_close, close) * (1 - spread), 2) - 0.01, "close": close, "volume": 1_000_000.0}
+    high = round(max(last_close, close) * (1 + spread), 2) + 0.01
+    low = round(min(last_close, close) * (1 - spread), 2) - 0.01
+    return {"symbol": symbol, "ts": ts, "open": last_close, "high": high, "low": low, "close": close,
+            "volume": 1_000_000.0}
 
 
 def run_history(conn, settings, history: int, symbols: int, samples: int) -> dict:
