@@ -8,8 +8,8 @@ unparseable/out-of-range/off-minute/future timestamp, per number non-numeric,
 non-finite, out of range, non-positive or too small a price, negative volume,
 high < low, open or close outside [low, high] (limits: ingest/validation.py).
 
-A live batch (a few bars, one per symbol, all valid and newer than anything
-stored) takes a short way (plain_new_bars): the same rules row by row, with
+A live batch (a few bars, all valid, each newer than its symbol's stored
+bars) takes a short way (plain_valid_bars): the same rules row by row, with
 no pandas call per rule, whose cost dominates ten rows. Any record that is not
 plainly typed and valid, a re-send or a late bar sends the whole batch the
 full way (validate_bars, then re-sends and conflicts), so rejections, dead
@@ -17,10 +17,9 @@ letters and duplicate counts come from one place.
 """
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-
-import math
 
 import numpy as np
 import pandas as pd

@@ -429,7 +429,8 @@ def last_minute_of_first_bar(since: datetime, bar: timedelta) -> datetime:
     minute on: a bar is final with all its minutes in (its last one among them) or once
     the symbol has a later bar. So the live read of a higher timeframe (live_since) skips
     the symbols whose newest minutes still belong to a bar already decided or not
-    closed: on a steady feed, 2 of every 5 passes read no 5m bars at all."""
+    closed: on a steady feed (and the default max_signal_age), 2 of every 5 passes read
+    no 5m bars at all."""
     first = BUCKET_ORIGIN + -((BUCKET_ORIGIN - since) // bar) * bar
     return first + bar - TIMEFRAMES["1m"]
 
