@@ -13,7 +13,8 @@ from adapters.orders import client_order_id
 from ingest.execs import ExecIngester, Fill
 from tradeflow.reasons import ReasonCode
 from tradeflow.trading import accounts
-from tradeflow.trading.gate import DecisionGate, Signal
+from tradeflow.engine import read_scope
+from tradeflow.trading.gate import TIMEFRAMES, DecisionGate, Signal, last_minute_of_first_bar
 
 
 def signal(n: int, symbol: str, action: str = "BUY", *, price: str = "100", atr: float = 1.0,
@@ -305,3 +306,52 @@ def test_invalid_manual_orders_name_the_field(gate, conn, args, kwargs, field):
     with pytest.raises(OrderCommandError, match=field):
         request_manual_order(conn, *args, **kwargs)
     assert rows(conn, "SELECT count(*) AS n FROM manual_order_requests") == [{"n": 0}]
+
+
+@pytest.mark.parametrize(("since", "bar", "expected"), [
+    ("10:00:00", timedelta(minutes=5), "10:04:00"),
+    ("10:00:01", timedelta(minutes=5), "10:09:00"),
+    ("10:04:59", timedelta(minutes=1), "10:05:00"),
+    ("10:05:00", timedelta(minutes=1), "10:05:00"),
+    ("10:00:01", timedelta(hours=1), "11:59:00"),
+])
+def test_last_minute_of_the_first_bar_after_since(since, bar, expected):
+    day = "2024-01-02T"
+    assert (last_minute_of_first_bar(datetime.fromisoformat(day + since + "+00:00"), bar)
+            == datetime.fromisoformat(day + expected + "+00:00"))
+
+
+def test_live_reads_find_every_fresh_signal_the_whole_history_has(conn, embedded_settings):
+    """The gate's bounded reads (newest bars of the symbols that can have a fresh final bar)
+    against the views over all history, bar by bar as a feed delivers them, the clock on
+    and off the minute, with a gap that leaves a 5m bar incomplete and a feed that stops."""
+    from ingest.prices import PriceIngester
+    from ingest.synthetic import generate_bars
+
+    frame = next(generate_bars(symbols=3, days=1, seed=7))
+    names = sorted(frame.symbol.unique())
+    gap = (frame.symbol == names[1]) & frame.ts.between(T0 + timedelta(minutes=157), T0 + timedelta(minutes=158))
+    stops = (frame.symbol == names[2]) & (frame.ts > T0 + timedelta(minutes=163))
+    frame = frame[~gap & ~stops]
+    clock = {"now": T0 + timedelta(minutes=125)}
+    prices = PriceIngester(conn, embedded_settings, source="test", clock=lambda: clock["now"])
+    gate = DecisionGate(conn, embedded_settings, clock=lambda: clock["now"])
+    prices.ingest([frame[frame.ts < T0 + timedelta(minutes=125)]])
+    seen = {"1m": 0, "5m": 0}
+    for minute in range(125, 176):
+        clock["now"] = T0 + timedelta(minutes=minute + 1)
+        assert prices.ingest_frame(frame[frame.ts == T0 + timedelta(minutes=minute)]).rejected == 0
+        for offset in (timedelta(minutes=1), timedelta(minutes=1, seconds=17)):
+            clock["now"] = now = T0 + timedelta(minutes=minute) + offset
+            live = {(s.signal_id, s.action) for s in gate.undecided_signals()}
+            whole = set()
+            for timeframe in seen:
+                since = now - gate.max_signal_age - TIMEFRAMES[timeframe]
+                with read_scope(conn, embedded_settings, as_of=now):
+                    found = set(conn.execute("SELECT signal_id, action FROM strategy_signal_history"
+                                             " WHERE timeframe = %s AND signal_ts >= %s", (timeframe, since)))
+                seen[timeframe] += len(found)
+                whole |= found
+            assert live == whole, now
+    gate.close()
+    assert min(seen.values()) > 0

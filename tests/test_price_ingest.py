@@ -2,14 +2,19 @@
 idempotent re-ingest, conflicting duplicates, replay."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
 
+import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
 from ingest.dlq import pending
-from ingest.prices import PriceIngester
+from ingest.prices import NUMERIC_FIELDS, PriceIngester, plain_valid_bars, validate_bars
 from ingest.replay import replay
+from tradeflow.config import Settings
 from tradeflow.reasons import ReasonCode
 
 NOW = datetime(2024, 3, 1, 21, 0, tzinfo=timezone.utc)
@@ -110,3 +115,76 @@ def test_replay_after_fix_inserts_and_clears_the_dead_letter(conn, embedded_sett
     outcome = replay(conn, embedded_settings, kind="price")
     assert outcome["rejected"] == 1 and "NEGATIVE_VOLUME" in outcome["still_rejected"][0]["reason"]
     assert len(pending(conn, kind="price")) == 1
+
+
+# -- the short way for live batches (plain_valid_bars): never looser than validate_bars ---------------------------
+
+LIVE_TS = datetime(2024, 3, 1, 14, 30, tzinfo=timezone.utc)
+PLAIN_NUMBERS = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True), st.integers(min_value=-2 ** 80, max_value=2 ** 80),
+    st.sampled_from([0, 0.0, -0.0, 1e-12, 9.99e-13, 1e-28, 1e-29, 5e-324, 1e15, 1e15 - 1, True, False, None,
+                     np.float32(1.5), np.int64(7), np.float32("nan"), "10", Decimal("10")]),
+    st.floats(min_value=9.0, max_value=11.0))
+PLAIN_STAMPS = st.one_of(
+    st.sampled_from([LIVE_TS, LIVE_TS.replace(tzinfo=None), LIVE_TS + timedelta(seconds=1),
+                     LIVE_TS + timedelta(microseconds=1), pd.Timestamp(LIVE_TS) + pd.Timedelta(1, "ns"),
+                     pd.NaT, None, "2024-03-01T14:30:00Z", datetime(1, 1, 1), datetime(1969, 12, 31, 23, 59),
+                     datetime(2200, 1, 1), datetime(2024, 3, 2, 14, 30, tzinfo=timezone.utc),
+                     datetime(2024, 3, 1, 16, 30, tzinfo=timezone(timedelta(hours=2))), date(2024, 3, 1)]),
+    st.datetimes(min_value=datetime(1960, 1, 1), max_value=datetime(2300, 1, 1), timezones=st.just(timezone.utc)))
+PLAIN_SYMBOLS = st.one_of(st.sampled_from(["AAA", " BBB ", "", "   ", "A\x00B", "S" * 200, "\udc80", None, 7, b"AAA"]),
+                          st.text(max_size=5))
+
+
+def plain_record(draw) -> dict[str, object]:
+    """A valid live bar with each field swapped, one time in six, for an edge value."""
+    pools = {"symbol": PLAIN_SYMBOLS, "ts": PLAIN_STAMPS, **{name: PLAIN_NUMBERS for name in NUMERIC_FIELDS}}
+    record = {"symbol": "AAA", "ts": LIVE_TS + timedelta(minutes=draw(st.integers(0, 3))), "open": 10.0,
+              "high": 10.5, "low": 9.5, "close": 10.2, "volume": 1000}
+    return {name: draw(pools[name]) if draw(st.integers(0, 5)) == 0 else value for name, value in record.items()}
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.data())
+def test_live_batches_short_way_agrees_with_the_rules(data):
+    """Whatever plain_valid_bars accepts, validate_bars accepts too, with the same typed values."""
+    records = [plain_record(data.draw) for _ in range(data.draw(st.integers(1, 3)))]
+    try:  # as a live feed builds it (types inferred), or as a file reader does (objects)
+        raw = pd.DataFrame(records, dtype=object if data.draw(st.booleans()) else None)
+    except UnicodeEncodeError:  # text pandas cannot infer as strings
+        raw = pd.DataFrame(records, dtype=object)
+    settings_ = Settings()
+    rows = plain_valid_bars(raw, now=NOW, settings=settings_)
+    valid, rejections = validate_bars(raw, now=NOW, settings=settings_)
+    event("short way" if rows is not None else "full way")
+    if rows is None:
+        return
+    assert rejections == []
+    assert rows == list(zip(valid["symbol"], valid["ts"], *(valid[name] for name in NUMERIC_FIELDS)))
+
+
+def test_a_plain_live_batch_takes_the_short_way():
+    raw = pd.DataFrame([{"symbol": s, "ts": pd.Timestamp(LIVE_TS), "open": 10.0, "high": 10.5, "low": 9.5,
+                         "close": 10.2, "volume": 1000} for s in ("AAA", "BBB")])
+    assert plain_valid_bars(raw, now=NOW, settings=Settings()) == [
+        (s, pd.Timestamp(LIVE_TS), 10.0, 10.5, 9.5, 10.2, 1000.0) for s in ("AAA", "BBB")]
+
+
+@pytest.mark.parametrize(("second", "expected"), [
+    # a new bar: the short way
+    ({"ts": LIVE_TS + timedelta(minutes=1), "close": 10.3}, {"inserted": 1, "duplicates": 0, "rejected": 0}),
+    # an exact re-send, a conflicting one, a bar older than the newest: the full way, as for files
+    ({"ts": LIVE_TS, "close": 10.2}, {"inserted": 0, "duplicates": 1, "rejected": 0}),
+    ({"ts": LIVE_TS, "close": 10.4}, {"inserted": 0, "duplicates": 0, "rejected": 1}),
+    ({"ts": LIVE_TS - timedelta(minutes=1), "close": 10.1}, {"inserted": 1, "duplicates": 0, "rejected": 0}),
+    # a bad record among good ones
+    ({"ts": LIVE_TS + timedelta(minutes=1), "close": 12.0}, {"inserted": 0, "duplicates": 0, "rejected": 1}),
+])
+def test_live_batches_count_resends_conflicts_and_rejections(conn, embedded_settings, second, expected):
+    ingester = PriceIngester(conn, embedded_settings, source="live", clock=lambda: NOW)
+    first = {"symbol": "AAA", "ts": LIVE_TS, "open": 10.0, "high": 10.5, "low": 9.5, "close": 10.2, "volume": 1000.0}
+    ingester.ingest_frame(pd.DataFrame([first]))
+    report = ingester.ingest_frame(pd.DataFrame([{**first, **second}]))
+    assert {k: report.as_dict()[k] for k in expected} == expected
+    assert count(conn, "price_1m_history") == 1 + expected["inserted"]
+    assert len(pending(conn, kind="price")) == expected["rejected"]
