@@ -39,7 +39,7 @@ from scratch import scratch_engine  # also puts the project on sys.path
 from ingest.prices import PriceIngester  # noqa: E402
 from ingest.synthetic import generate_bars  # noqa: E402
 from tradeflow.trading import accounts, policy  # noqa: E402
-from tradeflow.trading.daemon import PaperAdapter  # noqa: E402
+from tradeflow.trading.daemon import PaperAdapter, freeze_heap  # noqa: E402
 from tradeflow.trading.gate import DecisionGate  # noqa: E402
 
 
@@ -88,6 +88,7 @@ def run_history(conn, settings, history: int, symbols: int, samples: int) -> dic
     gate.run_once(limit=1_000_000)  # the history's own signals: decided before timing
     adapter = PaperAdapter(conn, settings, clock=clock, consumer="bench")
     adapter.step(timeout=0)
+    freeze_heap()  # as the gate daemon does once its book is built
     last = {s: float(c) for s, c in frame.groupby("symbol").close.last().items()}
     ts = now["t"]
     timings = {"bar_to_accepted_ms": [], "bar_to_accepted_cpu_ms": [], "accepted_to_fill_ms": [],
@@ -160,6 +161,7 @@ def run_scaling(conn, settings, symbols: int, fresh_counts: list[int], bars_per_
     gate.run_once(limit=1_000_000)
     adapter = PaperAdapter(conn, settings, clock=clock, consumer="bench")
     adapter.step(timeout=0)
+    freeze_heap()  # as the gate daemon does once its book is built
     last = {s: float(c) for s, c in frame.groupby("symbol").close.last().items()}
     names = sorted(last)
     ts = now["t"]

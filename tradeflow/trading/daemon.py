@@ -18,6 +18,7 @@ while it runs: a second gate refuses to start, or waits with wait_for_lease."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import random
 import signal
@@ -165,6 +166,16 @@ class GateCounts:
                 self.rejected += 1
 
 
+def freeze_heap() -> None:
+    """Once the book is built: what the process holds from then on (the book, every fill
+    since the start, the modules) goes to the collector's permanent generation, so a full
+    collection no longer walks it in the middle of a pass (bench/bench_decide.py: worst
+    decision 50 -> 3 ms of CPU). Reference counting still frees those objects; only a
+    cycle among them would outlive its use (the book has none)."""
+    gc.collect()
+    gc.freeze()
+
+
 def run_gate(settings: Settings, *, once: bool = False, interval: float = 1.0,
              max_signal_age: timedelta = timedelta(minutes=2), stop: threading.Event | None = None,
              metrics_port: int | None = None, metrics_addr: str = "127.0.0.1", shadow: bool = False,
@@ -191,13 +202,15 @@ def run_gate(settings: Settings, *, once: bool = False, interval: float = 1.0,
                                 " (%.0f s) ago; the gate acts only on fresh bars (--max-signal-age to widen)",
                                 stale, max_signal_age.total_seconds())
                 heartbeat = Heartbeat("gate")
+                counts.passed(gate.run_once())  # the first pass rebuilds the book from the views
+                freeze_heap()
                 while True:
-                    counts.passed(gate.run_once())
                     if heartbeat.due() or once:
                         heartbeat.beat("%d decided (%d accepted, %d rejected) since start", counts.decided,
                                        counts.accepted, counts.rejected)
                     if once or stop.wait(interval):
                         return
+                    counts.passed(gate.run_once())
             finally:
                 gate.close()  # its feeds and reader connections
                 readiness.states["lease"].clear()  # lost with the connection, or given back
