@@ -3,6 +3,9 @@
   consecutive red one. Fires once per run, not on every bar after.
   bars: a relation of the final bars of the strategy's timeframe with their indicators.
 #}
+{# The indicator columns of final_bars() it reads (atr_14 always comes). #}
+{% macro indicators_green_candles(strategy_id) %}{{ return([]) }}{% endmacro %}
+
 {% macro signals_green_candles(bars, strategy_id='green_candles') %}
 {% set n = strategy_cfg(strategy_id)['params']['count'] %}
 with bars as (

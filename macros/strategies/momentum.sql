@@ -3,6 +3,9 @@
   SELL when it falls through -threshold.
   bars: a relation of the final bars of the strategy's timeframe with their indicators.
 #}
+{# The indicator columns of final_bars() it reads (atr_14 always comes). #}
+{% macro indicators_momentum(strategy_id) %}{{ return([]) }}{% endmacro %}
+
 {% macro signals_momentum(bars, strategy_id='momentum') %}
 {% set p = strategy_cfg(strategy_id)['params'] %}
 with bars as (
