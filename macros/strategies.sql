@@ -40,6 +40,10 @@
       {%- for column in indicators %}, {{ column }}{% endfor %}
   from {{ ref('indicator_history') }}
   where timeframe = '{{ timeframe }}' and final
+  {#- the order of the strategies' windows (partition by symbol order by bar_ts: the bars are
+      of one timeframe): PostgreSQL sorts the CTE once, finding its bars presorted (they come in
+      (utc_day, bar_ts) order), instead of once per strategy #}
+  order by symbol, bar_ts
 {%- endmacro %}
 
 {#
@@ -105,7 +109,7 @@ spreads as (
     select
         symbol, timeframe, bar_ts, close, atr_14,
         {{ fast_col }} - {{ slow_col }} as spread,
-        lag({{ fast_col }} - {{ slow_col }}, 1) over (partition by symbol, timeframe order by bar_ts) as prev_spread
+        lag({{ fast_col }} - {{ slow_col }}, 1) over (partition by symbol order by bar_ts) as prev_spread
     from bars
 ),
 

@@ -23,12 +23,12 @@ colours as (
 runs as (
     select
         symbol, timeframe, bar_ts, close, atr_14,
-        sum(green) over (partition by symbol, timeframe order by bar_ts
+        sum(green) over (partition by symbol order by bar_ts
             rows between {{ n - 1 }} preceding and current row) as greens,
-        sum(red) over (partition by symbol, timeframe order by bar_ts
+        sum(red) over (partition by symbol order by bar_ts
             rows between {{ n - 1 }} preceding and current row) as reds,
-        lag(green, {{ n }}) over (partition by symbol, timeframe order by bar_ts) as green_before,
-        lag(red, {{ n }}) over (partition by symbol, timeframe order by bar_ts) as red_before
+        lag(green, {{ n }}) over (partition by symbol order by bar_ts) as green_before,
+        lag(red, {{ n }}) over (partition by symbol order by bar_ts) as red_before
     from colours
 ),
 

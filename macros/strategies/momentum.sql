@@ -15,14 +15,14 @@ with bars as (
 rates as (
     select
         symbol, timeframe, bar_ts, close, atr_14,
-        close / lag(close, {{ p['lookback'] }}) over (partition by symbol, timeframe order by bar_ts) - 1 as roc
+        close / lag(close, {{ p['lookback'] }}) over (partition by symbol order by bar_ts) - 1 as roc
     from bars
 ),
 
 crossings as (
     select
         rates.*,
-        lag(roc, 1) over (partition by symbol, timeframe order by bar_ts) as prev_roc
+        lag(roc, 1) over (partition by symbol order by bar_ts) as prev_roc
     from rates
 ),
 

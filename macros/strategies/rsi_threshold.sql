@@ -15,7 +15,7 @@ with bars as (
 rsi as (
     select
         symbol, timeframe, bar_ts, close, atr_14, rsi_14,
-        lag(rsi_14, 1) over (partition by symbol, timeframe order by bar_ts) as prev_rsi
+        lag(rsi_14, 1) over (partition by symbol order by bar_ts) as prev_rsi
     from bars
 ),
 
