@@ -9,15 +9,41 @@
 {% endmacro %}
 
 {#
-  Final bars of a timeframe with the indicators strategies may read. Naming
-  them (not *) lets the embedded engine skip computing the others (EMA, MACD,
-  Bollinger, VWAP) when it reads signals; a strategy that needs one more adds it here.
+  Final bars of a timeframe with the indicators its strategies read. A
+  strategy names them (columns of indicator_history) in a macro
+  indicators_<id>(strategy_id) next to its signals_<id>; without one it gets
+  final_bar_indicators(). Naming
+  them (not *) lets the embedded engine skip computing the others when it
+  reads signals: each moving mean is a NUMERIC difference per bar, and a
+  timeframe's bars are computed once for all its strategies (a CTE, which
+  PostgreSQL does not prune column by column).
 #}
-{% macro final_bars(timeframe) -%}
-  select symbol, timeframe, bar_ts, open, high, low, close, volume,
-      sma_5, sma_10, sma_20, sma_21, sma_50, sma_200, rsi_14, atr_14
+{% macro final_bar_indicators() %}
+  {{ return(['sma_5', 'sma_10', 'sma_20', 'sma_21', 'sma_50', 'sma_200', 'rsi_14', 'atr_14']) }}
+{% endmacro %}
+
+{% macro strategy_indicators(strategy_id) %}
+  {%- set base = strategy_cfg(strategy_id).get('of', strategy_id) -%}
+  {%- set declared = context.get('indicators_' ~ base) -%}
+  {#- atr_14 travels with every signal (emit_signals) -#}
+  {{ return((declared(strategy_id) if declared is not none else final_bar_indicators()) + ['atr_14']) }}
+{% endmacro %}
+
+{% macro final_bars(timeframe, strategy_ids) -%}
+  {%- set indicators = [] -%}
+  {%- for strategy_id in strategy_ids -%}
+    {%- for column in strategy_indicators(strategy_id) if column not in indicators -%}
+      {%- do indicators.append(column) -%}
+    {%- endfor -%}
+  {%- endfor -%}
+  select symbol, timeframe, bar_ts, open, high, low, close, volume
+      {%- for column in indicators %}, {{ column }}{% endfor %}
   from {{ ref('indicator_history') }}
   where timeframe = '{{ timeframe }}' and final
+  {#- the order of the strategies' windows (partition by symbol order by bar_ts: the bars are
+      of one timeframe): PostgreSQL sorts the CTE once, finding its bars presorted (they come in
+      (utc_day, bar_ts) order), instead of once per strategy #}
+  order by symbol, bar_ts
 {%- endmacro %}
 
 {#
@@ -40,7 +66,7 @@
 
 {# The body of models/strategies/strategy_<id>.sql. #}
 {% macro strategy_model(strategy_id) -%}
-  {{ strategy_signals(strategy_id, '(' ~ final_bars(strategy_cfg(strategy_id)['timeframe']) ~ ') as final_bars') }}
+  {{ strategy_signals(strategy_id, '(' ~ final_bars(strategy_cfg(strategy_id)['timeframe'], [strategy_id]) ~ ') as final_bars') }}
 {%- endmacro %}
 
 {#
@@ -83,7 +109,7 @@ spreads as (
     select
         symbol, timeframe, bar_ts, close, atr_14,
         {{ fast_col }} - {{ slow_col }} as spread,
-        lag({{ fast_col }} - {{ slow_col }}, 1) over (partition by symbol, timeframe order by bar_ts) as prev_spread
+        lag({{ fast_col }} - {{ slow_col }}, 1) over (partition by symbol order by bar_ts) as prev_spread
     from bars
 ),
 

@@ -151,8 +151,6 @@
       {{ a }} - {{ b }} as {{ name }}
       {%- endfor %}
   from carried
-  -- the windows' order, stated: a later smooth() over this relation then sorts nothing
-  order by symbol, timeframe, utc_day, bar_ts
 {%- endmacro %}
 
 {% macro smooth_lag_join(relation, specs, keep, differences) -%}

@@ -3,6 +3,9 @@
   consecutive red one. Fires once per run, not on every bar after.
   bars: a relation of the final bars of the strategy's timeframe with their indicators.
 #}
+{# The indicator columns of final_bars() it reads (atr_14 always comes). #}
+{% macro indicators_green_candles(strategy_id) %}{{ return([]) }}{% endmacro %}
+
 {% macro signals_green_candles(bars, strategy_id='green_candles') %}
 {% set n = strategy_cfg(strategy_id)['params']['count'] %}
 with bars as (
@@ -20,12 +23,12 @@ colours as (
 runs as (
     select
         symbol, timeframe, bar_ts, close, atr_14,
-        sum(green) over (partition by symbol, timeframe order by bar_ts
+        sum(green) over (partition by symbol order by bar_ts
             rows between {{ n - 1 }} preceding and current row) as greens,
-        sum(red) over (partition by symbol, timeframe order by bar_ts
+        sum(red) over (partition by symbol order by bar_ts
             rows between {{ n - 1 }} preceding and current row) as reds,
-        lag(green, {{ n }}) over (partition by symbol, timeframe order by bar_ts) as green_before,
-        lag(red, {{ n }}) over (partition by symbol, timeframe order by bar_ts) as red_before
+        lag(green, {{ n }}) over (partition by symbol order by bar_ts) as green_before,
+        lag(red, {{ n }}) over (partition by symbol order by bar_ts) as red_before
     from colours
 ),
 

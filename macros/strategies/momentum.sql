@@ -3,6 +3,9 @@
   SELL when it falls through -threshold.
   bars: a relation of the final bars of the strategy's timeframe with their indicators.
 #}
+{# The indicator columns of final_bars() it reads (atr_14 always comes). #}
+{% macro indicators_momentum(strategy_id) %}{{ return([]) }}{% endmacro %}
+
 {% macro signals_momentum(bars, strategy_id='momentum') %}
 {% set p = strategy_cfg(strategy_id)['params'] %}
 with bars as (
@@ -12,14 +15,14 @@ with bars as (
 rates as (
     select
         symbol, timeframe, bar_ts, close, atr_14,
-        close / lag(close, {{ p['lookback'] }}) over (partition by symbol, timeframe order by bar_ts) - 1 as roc
+        close / lag(close, {{ p['lookback'] }}) over (partition by symbol order by bar_ts) - 1 as roc
     from bars
 ),
 
 crossings as (
     select
         rates.*,
-        lag(roc, 1) over (partition by symbol, timeframe order by bar_ts) as prev_roc
+        lag(roc, 1) over (partition by symbol order by bar_ts) as prev_roc
     from rates
 ),
 

@@ -3,6 +3,9 @@
   SELL when it falls back below the upper one (leaving overbought).
   bars: a relation of the final bars of the strategy's timeframe with their indicators.
 #}
+{# The indicator columns of final_bars() it reads (atr_14 always comes). #}
+{% macro indicators_rsi_threshold(strategy_id) %}{{ return(['rsi_14']) }}{% endmacro %}
+
 {% macro signals_rsi_threshold(bars, strategy_id='rsi_threshold') %}
 {% set p = strategy_cfg(strategy_id)['params'] %}
 with bars as (
@@ -12,7 +15,7 @@ with bars as (
 rsi as (
     select
         symbol, timeframe, bar_ts, close, atr_14, rsi_14,
-        lag(rsi_14, 1) over (partition by symbol, timeframe order by bar_ts) as prev_rsi
+        lag(rsi_14, 1) over (partition by symbol order by bar_ts) as prev_rsi
     from bars
 ),
 

@@ -1,6 +1,8 @@
 -- 1-minute bars plus the higher timeframes of bar_timeframes() aggregated from
 -- them. A higher timeframe bar is final once all its minutes are in, or once
 -- the symbol has a bar after the bucket (sessions end and minutes go missing).
+-- The timeframes nest (each bucket a whole number of shorter ones, all aligned
+-- to the same origin), so a longer bucket aggregates the shorter buckets.
 {% set timeframes = {} %}
 {% for tf, minutes in bar_timeframes().items() if minutes > 1 %}{% do timeframes.update({tf: minutes}) %}{% endfor %}
 
@@ -15,17 +17,24 @@ symbol_clock as (
 ),
 
 {% for tf, minutes in timeframes.items() %}
+{#- a bucket is aggregated from the buckets of the largest shorter timeframe that divides it
+    (15m from 5m, 1h from 15m): each aggregation reads a fraction of the minutes -#}
+{%- set ns = namespace(source='minute_bars', source_minutes=1) -%}
+{%- for shorter in timeframes.values() if shorter < minutes and minutes % shorter == 0 and shorter > ns.source_minutes -%}
+  {%- set ns.source, ns.source_minutes = 'bucketed_' ~ shorter, shorter -%}
+{%- endfor %}
 bucketed_{{ minutes }} as (
     select
         symbol,
         date_bin(interval '{{ minutes }} minutes', bar_ts, timestamptz '2000-01-01 00:00:00+00') as bar_ts,
+        -- one order for both ends, so the embedded engine sorts each bucket's rows once
         (array_agg(open order by bar_ts))[1] as open,
         max(high) as high,
         min(low) as low,
-        (array_agg(close order by bar_ts desc))[1] as close,
+        (array_agg(close order by bar_ts))[count(*)] as close,
         sum(volume) as volume,
-        count(*) as minutes_in_bar
-    from minute_bars
+        {{ 'count(*)' if ns.source_minutes == 1 else 'sum(minutes_in_bar)' }} as minutes_in_bar
+    from {{ ns.source }}
     group by 1, 2
 ),
 

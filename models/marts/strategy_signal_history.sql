@@ -1,14 +1,14 @@
 -- Every signal of every registered strategy (the `strategies` var). Each
 -- timeframe's final bars and indicators are computed once, for all the
--- strategies on it.
-{% set timeframes = [] %}
-{% for strategy_id, cfg in var('strategies').items() if cfg['timeframe'] not in timeframes %}
-  {% do timeframes.append(cfg['timeframe']) %}
+-- strategies on it, with the indicators those strategies read.
+{% set strategies_by_timeframe = {} %}
+{% for strategy_id, cfg in var('strategies').items() %}
+  {% do strategies_by_timeframe.setdefault(cfg['timeframe'], []).append(strategy_id) %}
 {% endfor %}
 with
-{% for timeframe in timeframes %}
+{% for timeframe, strategy_ids in strategies_by_timeframe.items() %}
 final_bars_{{ timeframe }} as (
-    {{ final_bars(timeframe) }}
+    {{ final_bars(timeframe, strategy_ids) }}
 ){{ ',' if not loop.last }}
 {% endfor %}
 
