@@ -554,6 +554,7 @@ class Backtest:
         self.check_main_schema(bars is None)
         self._prepare_schema()
         with engine.connect(self.bt_settings) as conn:
+            self.ensure_result_tables(conn)
             self._empty_raw_tables(conn)
             bars = self._load_bars(conn, spec, bars)
             run_id = run_id or f"bt-{spec.fingerprint(bars)}"
@@ -789,15 +790,20 @@ class Backtest:
         for table in WRITTEN_COLUMNS:
             conn.execute(f"ANALYZE {table}")
 
-    def _check_and_store(self, conn: psycopg.Connection, spec: BacktestSpec, run_id: str, book: AccountBook) -> None:
-        """The book's final state checked against the views, every account (positions,
-        cash, realized P&L), while the run's views are stored (_store_result); a run
-        whose book and views differ fails and keeps no results."""
+    def ensure_result_tables(self, conn: psycopg.Connection) -> None:
+        """The main schema's results tables (RESULTS), once per run or sweep, not per stored run:
+        a sweep point's storing waits on each statement."""
         main = self.settings.schema
         for table, (relation, _) in RESULTS.items():
             conn.execute(f"CREATE TABLE IF NOT EXISTS \"{main}\".{table} AS"
                          f" SELECT ''::text AS run_id, * FROM \"{self.bt_settings.schema}\".{relation} WITH NO DATA")
             conn.execute(f'CREATE INDEX IF NOT EXISTS {table}_run ON "{main}".{table} (run_id)')
+
+    def _check_and_store(self, conn: psycopg.Connection, spec: BacktestSpec, run_id: str, book: AccountBook) -> None:
+        """The book's final state checked against the views, every account (positions,
+        cash, realized P&L), while the run's views are stored (_store_result); a run
+        whose book and views differ fails and keeps no results."""
+        main = self.settings.schema
         stored = [lambda c, table=table: self._store_result(c, spec, run_id, table) for table in RESULTS]
         _, mismatches, *_ = engine.in_parallel(self.bt_settings, [
             stored[0], lambda c: reconcile(c, self.bt_settings, book, spec.end), *stored[1:]])

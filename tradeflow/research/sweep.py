@@ -73,6 +73,7 @@ class Sweep:
         bt.check_main_schema(bars is None)
         bt._prepare_schema()
         with engine.connect(bt.bt_settings) as conn:
+            bt.ensure_result_tables(conn)
             bt._empty_raw_tables(conn)
             bars = bt._load_bars(conn, spec, bars)
             bt._copy_instruments(conn)
