@@ -457,8 +457,9 @@ SIGNAL_COLUMN_TYPES = {**{c: pa.string() for c in ("signal_id", "strategy_id", "
 @contextmanager
 def _cyclic_gc_paused() -> Iterator[None]:
     """The replay allocates millions of short-lived objects (rows, events, decisions) and no
-    reference cycles: the collector's passes over them found nothing and cost ~10% of it
-    (measured: 30 symbols x 60 days, 42,938 decisions). Resumed, as it was, at the end."""
+    reference cycles (a collection right after a replay finds nothing unreachable): the
+    collector's passes cost ~10% of its CPU for nothing (30 symbols x 60 days, 42,938
+    decisions: 4.8 -> 4.3 s). Resumed, as it was, at the end."""
     enabled = gc.isenabled()
     gc.disable()
     try:
