@@ -70,26 +70,36 @@ def shaped_bar(symbol: str, ts, last_close: float, move: float, spread: float = 
             "volume": 1_000_000.0}
 
 
+class Loop:
+    """A live loop on `frame`'s bars as history: ingested, one account, the gate's and the
+    adapter's first passes done (the history's own signals decided before timing), the heap
+    frozen as the gate daemon does once its book is built. `now` is the loop's clock."""
+
+    def __init__(self, conn, settings, frame: pd.DataFrame, max_open_symbols: int) -> None:
+        for table in ("price_1m_history", "exec_report_history", "accounts", "account_policy", "trade_decisions",
+                      "order_events", "risk_events", "adapter_feed_position"):
+            conn.execute(f"TRUNCATE {table}")
+        self.now = {"t": frame.ts.max().to_pydatetime() + timedelta(minutes=1)}
+        clock = lambda: self.now["t"]  # noqa: E731
+        self.prices = PriceIngester(conn, settings, source="bench", clock=clock)
+        self.prices.ingest([frame.iloc[i:i + 100_000] for i in range(0, len(frame), 100_000)])
+        conn.execute("ANALYZE price_1m_history")
+        accounts.add(conn, "B1", capital="100000000", max_leverage="4")
+        policy.update(conn, "B1", max_open_symbols=max_open_symbols, allow_scale_in=True,
+                      risk_per_trade_pct=Decimal("0.0001"), updated_by="bench")
+        self.gate = DecisionGate(conn, settings, clock=clock)
+        self.gate.run_once(limit=1_000_000)
+        self.adapter = PaperAdapter(conn, settings, clock=clock, consumer="bench")
+        self.adapter.step(timeout=0)
+        freeze_heap()
+        self.last = {s: float(c) for s, c in frame.groupby("symbol").close.last().items()}
+
+
 def run_history(conn, settings, history: int, symbols: int, samples: int) -> dict:
-    for table in ("price_1m_history", "exec_report_history", "accounts", "account_policy", "trade_decisions",
-                  "order_events", "risk_events", "adapter_feed_position"):
-        conn.execute(f"TRUNCATE {table}")
     days = max(1, -(-history // (symbols * 390)))
     frame = pd.concat(list(generate_bars(symbols=symbols, days=days, seed=11)), ignore_index=True).iloc[:history]
-    now = {"t": frame.ts.max().to_pydatetime() + timedelta(minutes=1)}
-    clock = lambda: now["t"]  # noqa: E731
-    prices = PriceIngester(conn, settings, source="bench", clock=clock)
-    prices.ingest([frame.iloc[i:i + 100_000] for i in range(0, len(frame), 100_000)])
-    conn.execute("ANALYZE price_1m_history")
-    accounts.add(conn, "B1", capital="100000000", max_leverage="4")
-    policy.update(conn, "B1", max_open_symbols=1000, allow_scale_in=True, risk_per_trade_pct=Decimal("0.0001"),
-                  updated_by="bench")
-    gate = DecisionGate(conn, settings, clock=clock)
-    gate.run_once(limit=1_000_000)  # the history's own signals: decided before timing
-    adapter = PaperAdapter(conn, settings, clock=clock, consumer="bench")
-    adapter.step(timeout=0)
-    freeze_heap()  # as the gate daemon does once its book is built
-    last = {s: float(c) for s, c in frame.groupby("symbol").close.last().items()}
+    loop = Loop(conn, settings, frame, max_open_symbols=1000)
+    now, prices, gate, adapter, last = loop.now, loop.prices, loop.gate, loop.adapter, loop.last
     ts = now["t"]
     timings = {"bar_to_accepted_ms": [], "bar_to_accepted_cpu_ms": [], "accepted_to_fill_ms": [],
                "fill_to_position_ms": []}
@@ -143,26 +153,11 @@ def run_history(conn, settings, history: int, symbols: int, samples: int) -> dic
 
 
 def run_scaling(conn, settings, symbols: int, fresh_counts: list[int], bars_per_symbol: int, samples: int) -> dict:
-    for table in ("price_1m_history", "exec_report_history", "accounts", "account_policy", "trade_decisions",
-                  "order_events", "risk_events", "adapter_feed_position"):
-        conn.execute(f"TRUNCATE {table}")
     days = -(-bars_per_symbol // 390)
     frame = pd.concat(list(generate_bars(symbols=symbols, days=days, seed=11)), ignore_index=True)
     frame = frame.groupby("symbol", group_keys=False).tail(bars_per_symbol)
-    now = {"t": frame.ts.max().to_pydatetime() + timedelta(minutes=1)}
-    clock = lambda: now["t"]  # noqa: E731
-    prices = PriceIngester(conn, settings, source="bench", clock=clock)
-    prices.ingest([frame.iloc[i:i + 100_000] for i in range(0, len(frame), 100_000)])
-    conn.execute("ANALYZE price_1m_history")
-    accounts.add(conn, "B1", capital="100000000", max_leverage="4")
-    policy.update(conn, "B1", max_open_symbols=100_000, allow_scale_in=True, risk_per_trade_pct=Decimal("0.0001"),
-                  updated_by="bench")
-    gate = DecisionGate(conn, settings, clock=clock)
-    gate.run_once(limit=1_000_000)
-    adapter = PaperAdapter(conn, settings, clock=clock, consumer="bench")
-    adapter.step(timeout=0)
-    freeze_heap()  # as the gate daemon does once its book is built
-    last = {s: float(c) for s, c in frame.groupby("symbol").close.last().items()}
+    loop = Loop(conn, settings, frame, max_open_symbols=100_000)
+    now, prices, gate, adapter, last = loop.now, loop.prices, loop.gate, loop.adapter, loop.last
     names = sorted(last)
     ts = now["t"]
     passes: dict[int, list[float]] = {k: [] for k in fresh_counts}
