@@ -316,7 +316,6 @@ class SequentialReplay:
                 flags_of = (len(self.book.accounts), len(changes))
                 needs_returns, monitoring = returns_needed(self.book), self.keeper.monitoring
             at_close: list[OrderEvent] = []
-            wrote = False
             if self.broker.has_live_orders:
                 # a bar trades only its symbol's orders; the minute's first bar also expires any order
                 # past its session end: the other bars are no-ops for the broker
@@ -329,7 +328,6 @@ class SequentialReplay:
                 # a fill stamped at the close is not in that close's equity (pnl_timeseries): after the marks
                 at_close = [e for e in events if e.event_ts >= self.now]
                 self._record([e for e in events if e.event_ts < self.now])
-                wrote = bool(events)
             last_row[codes[lo:hi]] = row_numbers[lo:hi]
             held = [(symbol, bar_ts, exact(closes[row])) for symbol in self.book.held_symbols()
                     if lo <= (row := last_row[code_of[symbol]]) < hi]
@@ -341,14 +339,12 @@ class SequentialReplay:
                 self.book.risk.set_returns(closes_by_day.returns(self.now, self.risk_window_days), self.now)
             if monitoring:
                 self.rows["risk_events"] += self.keeper.monitor(GATE_ID)
-                wrote = True
             if at_close:
                 self._record(at_close)
             pending = due.pop(self.now, None)
             if pending:
                 self._decide(pending, lambda symbol: self._mark_for(symbol, last_row, code_of, ts, closes, exact))
-                wrote = True
-            if wrote and sum(map(len, self.rows.values())) >= self.sink_rows:
+            if sum(map(len, self.rows.values())) >= self.sink_rows:
                 self._flush()
             if on_progress:
                 on_progress(hi - lo)
