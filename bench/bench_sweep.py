@@ -44,11 +44,6 @@ TARGET_RATIO = 3.0
 GRID = ("sma_crossover.fast=5,10,20", "sma_crossover.slow=21,50,200")
 
 
-def _counted(result, decisions: list[int]):
-    decisions.append(result.decisions)
-    return result
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--symbols", type=int, default=10)
@@ -86,13 +81,11 @@ def main() -> None:
         sweeps = []
         for i in range(args.repeat):
             runner = Sweep(bt, replace(grid, config={**grid.config, "run_id": f"sweep-{i}"}))
-            decisions: list[int] = []
-            inner = runner.bt._finish
-            runner.bt._finish = lambda *a, _inner=inner, _seen=decisions, **k: _counted(_inner(*a, **k), _seen)
             started = time.perf_counter()
             outcome = runner.run(bars)
+            decisions = outcome.ranking.set_index("run_id").decisions
             sweeps.append({"seconds": round(time.perf_counter() - started, 3), "runs": len(outcome.ranking),
-                           "decisions_per_run": decisions, "decisions_total": sum(decisions)})
+                           "decisions_per_run": decisions.to_dict(), "decisions_total": int(decisions.sum())})
         # the (5, 21) point must be the one run, trade for trade
         same = outcome.ranking.set_index(["sma_crossover.fast", "sma_crossover.slow"]).loc[(5, 21), "trades"]
     one_s = min(r["seconds"] for r in singles)

@@ -201,6 +201,36 @@ def test_a_run_whose_book_and_views_disagree_fails(engine_settings, monkeypatch)
         Backtest(engine_settings).run(SPEC, BARS, run_id="deaf")
 
 
+def test_a_sweep_raises_what_its_finishing_process_raised(engine_settings, monkeypatch):
+    """The check against the views runs in the sweep's finishing process: its error reaches the caller."""
+    from tradeflow.research import run_config
+    from tradeflow.research.backtest import BacktestMismatchError
+    from tradeflow.research.sweep import Sweep
+    from tradeflow.trading.book import AccountBook
+
+    # the fills reach the views but not the book (patched on the class: the book is pickled to that process)
+    monkeypatch.setattr(AccountBook, "on_fill", lambda self, fill: True)
+    plan = run_config.plan(run_config.resolve(None, {
+        "from": START.isoformat(), "to": END.isoformat(), "strategies": "sma_crossover", "run_id": "deaf-sweep",
+        "sweep": {"sma_crossover.fast": [5, 10]}}), engine_settings.project_dir)
+    with pytest.raises(BacktestMismatchError, match="positions|cash"):
+        Sweep(Backtest(engine_settings), plan).run(BARS)
+
+
+def test_a_finishing_process_that_ended_is_a_clear_error(engine_settings):
+    from tradeflow.research.backtest import ReplayOutcome, ReplayStats, RunShape
+    from tradeflow.research.finishing import Finisher
+    from tradeflow.trading.book import AccountBook
+
+    with Finisher(Backtest(engine_settings)) as finisher:
+        finisher._process.kill()
+        finisher._process.wait()
+        with pytest.raises(BacktestError, match="finishing: the process ended"):
+            finisher.start(SPEC, RunShape.of(BARS, BARS.head(0)), "gone",
+                           ReplayOutcome(AccountBook(), ReplayStats(), (), ()), {}, "UTC", {})
+            finisher.result()
+
+
 def test_results_kept_from_an_older_version_gain_the_new_columns(backtest_run, engine_settings):
     with engine.connect(engine_settings) as conn:
         conn.execute("ALTER TABLE backtest_order_events DROP COLUMN seq")  # as a run before order_events.seq left it

@@ -244,6 +244,31 @@ class ReplayStats:
             self.rejects[str(decision.code)] = self.rejects.get(str(decision.code), 0) + 1
 
 
+@dataclass(frozen=True)
+class RunShape:
+    """What a run's finishing (store, metrics) needs of its bars and signals: a sweep's
+    finishing process gets this, not the bars (a year of 100 symbols is about 1 GB)."""
+    first_bar: pd.Timestamp  # each account's opening equity sample
+    bars: int
+    symbols: tuple[str, ...]
+    signals: int
+
+    @classmethod
+    def of(cls, bars: pd.DataFrame, signals: pd.DataFrame) -> RunShape:
+        return cls(bars.ts.iloc[0], len(bars), tuple(sorted(bars.symbol.unique())), len(signals))
+
+
+@dataclass(frozen=True)
+class ReplayOutcome:
+    """What a replay leaves for the finishing steps: the book (checked against the views),
+    its counts, the paper accounts it opened and the accounts it blocked. Picklable, unlike
+    the replay itself (its gate and broker read the replay's clock through a closure)."""
+    book: AccountBook
+    stats: ReplayStats
+    opened_paper: tuple[str, ...]
+    blocked: tuple[str, ...]
+
+
 class SequentialReplay:
     """The sequential part of a backtest, in memory: per minute, in the live loop's
     order (tradeflow.trading.session), policy changes due, the paper broker trading
@@ -288,6 +313,10 @@ class SequentialReplay:
     def run(self, bars: pd.DataFrame, signals: pd.DataFrame, on_progress: Callable[[int], None] | None) -> None:
         with _cyclic_gc_paused(), _quick_lock_handoff():
             self._run(bars, signals, on_progress)
+
+    def outcome(self) -> ReplayOutcome:
+        return ReplayOutcome(self.book, self.stats, tuple(dict.fromkeys(self.opened_paper)),
+                             tuple(dict.fromkeys(self.blocked)))
 
     def _run(self, bars: pd.DataFrame, signals: pd.DataFrame, on_progress: Callable[[int], None] | None) -> None:
         due = self._signals_by_time(signals)
@@ -584,7 +613,8 @@ class Backtest:
         with BackgroundCopy(lambda: engine.connect(self.bt_settings), WRITTEN_COLUMNS) as sink:
             replay = self._replay(conn, spec, bars, signals, run_id, sink.put, on_progress)
         seconds["replay"] = time.perf_counter() - lap
-        return self._finish(conn, spec, bars, signals, run_id, replay, seconds, report=report, tz=tz, config=config)
+        return self._finish(conn, spec, RunShape.of(bars, signals), run_id, replay.outcome(), seconds, tz=tz,
+                            config=config, report=report, bars=bars)
 
     def _replay(self, conn: psycopg.Connection, spec: BacktestSpec, bars: pd.DataFrame, signals: pd.DataFrame,
                 run_id: str, sink: Callable[[dict[str, list[tuple]]], None],
@@ -600,10 +630,11 @@ class Backtest:
         replay.run(bars, signals, on_progress)
         return replay
 
-    def _finish(self, conn: psycopg.Connection, spec: BacktestSpec, bars: pd.DataFrame, signals: pd.DataFrame,
-                run_id: str, replay: SequentialReplay, seconds: dict[str, float], *, report: Path | None, tz: str,
-                config: dict[str, object] | None) -> BacktestResult:
-        """After a replay whose rows are written: write, check against the views and store, metrics."""
+    def _finish(self, conn: psycopg.Connection, spec: BacktestSpec, shape: RunShape, run_id: str,
+                replay: ReplayOutcome, seconds: dict[str, float], *, tz: str, config: dict[str, object] | None,
+                report: Path | None = None, bars: pd.DataFrame | None = None) -> BacktestResult:
+        """After a replay whose rows are written: write, check against the views and store, metrics
+        (bars: the run's, for the report's charts)."""
         lap = time.perf_counter()
         self._write(conn, spec, replay)
         seconds["write"] = time.perf_counter() - lap
@@ -611,16 +642,16 @@ class Backtest:
         self._check_and_store(conn, spec, run_id, replay.book)
         seconds["store"] = time.perf_counter() - lap
         lap = time.perf_counter()
-        analysis = self._analyse(conn, spec, run_id, tz, opened_at=bars.ts.iloc[0])
+        analysis = self._analyse(conn, spec, run_id, tz, opened_at=shape.first_bar)
         seconds["metrics"] = time.perf_counter() - lap
         lap = time.perf_counter()
-        self._store_run(conn, spec, run_id, bars, len(signals), replay.stats, seconds, analysis, config)
+        self._store_run(conn, spec, run_id, shape, replay.stats, seconds, analysis, config)
         if report is not None:
             write_report(self._report_data(spec, run_id, bars, analysis, tz, config), report)
         seconds["store"] += time.perf_counter() - lap
         stats = replay.stats
-        return BacktestResult(run_id, len(bars), len(signals), stats.decisions, stats.accepted, dict(stats.rejects),
-                              {k: round(v, 3) for k, v in seconds.items()}, analysis.by_account,
+        return BacktestResult(run_id, shape.bars, shape.signals, stats.decisions, stats.accepted,
+                              dict(stats.rejects), {k: round(v, 3) for k, v in seconds.items()}, analysis.by_account,
                               analysis.by_strategy, analysis.broker_rejects)
 
     def _model_var(self, name: str) -> object:
@@ -775,14 +806,14 @@ class Backtest:
         signals["decide_at"] = decision_times(bars, signals, spec.max_signal_age)
         return signals.dropna(subset=["decide_at"])
 
-    def _write(self, conn: psycopg.Connection, spec: BacktestSpec, replay: SequentialReplay) -> None:
+    def _write(self, conn: psycopg.Connection, spec: BacktestSpec, replay: ReplayOutcome) -> None:
         """What the sequential part changed besides its rows (already copied in bulk):
         paper accounts, policy changes as the operator's, blocks (account versions)."""
-        for account_id in dict.fromkeys(replay.opened_paper):
+        for account_id in replay.opened_paper:
             accounts.add(conn, account_id, capital=PAPER_CAPITAL, max_leverage=PAPER_LEVERAGE)
         for change in sorted(spec.policy_changes, key=lambda c: c.at):
             policy.update(conn, change.account_id, updated_by=change.updated_by, at=change.at, **change.changes)
-        for account_id in dict.fromkeys(replay.blocked):
+        for account_id in replay.blocked:
             accounts.set_status(conn, account_id, "BLOCKED", updated_by=GATE_ID)
         for table in WRITTEN_COLUMNS:
             conn.execute(f"ANALYZE {table}")
@@ -912,7 +943,7 @@ class Backtest:
                 conn.execute(f'ALTER TABLE "{self.settings.schema}".{table} ADD COLUMN "{name}" {kind}')
         return ", ".join(f'"{name}"' for name in source)
 
-    def _store_run(self, conn: psycopg.Connection, spec: BacktestSpec, run_id: str, bars: pd.DataFrame, signals: int,
+    def _store_run(self, conn: psycopg.Connection, spec: BacktestSpec, run_id: str, shape: RunShape,
                    stats: ReplayStats, seconds: dict[str, float], analysis: Analysis,
                    config: dict[str, object] | None) -> None:
         main = self.settings.schema
@@ -936,8 +967,8 @@ class Backtest:
             f'INSERT INTO "{main}".backtest_runs ({columns})'
             ' VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now(), %s, %s) ON CONFLICT (run_id) DO UPDATE SET '
             + ", ".join(f"{c} = excluded.{c}" for c in columns.split(", ")[1:]),
-            (run_id, json.dumps(asdict(spec), default=str), spec.start, spec.end, sorted(bars.symbol.unique()),
-             len(bars), signals, stats.decisions, stats.accepted, json.dumps(stats.rejects),
+            (run_id, json.dumps(asdict(spec), default=str), spec.start, spec.end, list(shape.symbols),
+             shape.bars, shape.signals, stats.decisions, stats.accepted, json.dumps(stats.rejects),
              json.dumps({k: round(v, 3) for k, v in seconds.items()}),
              None if config is None else json.dumps(config), json.dumps(analysis.broker_rejects)))
 

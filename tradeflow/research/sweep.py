@@ -9,8 +9,8 @@ signals from them. Then each point runs the decision-dependent part alone (Backt
 then Backtest._finish: write, check against the views, store, metrics) on its variants'
 signals, renamed to the strategy's own id: a point's stored run is the single run with those
 parameters, row for row. The points are pipelined over the machine's cores: a point's replay
-(Python, in memory) runs while the engine writes, checks, stores and measures the previous
-point; the raw tables are emptied for a point, and its rows written, once that is done.
+(Python, in memory) runs while a process of its own writes, checks, stores and measures the
+previous point; the raw tables are emptied for a point, and its rows written, once that is done.
 
 Walk-forward (TRAIN:TEST trading days): rolling windows; in each, every point runs on the
 TRAIN days, the best by `rank_by` runs on the TEST days that follow (out of sample). The
@@ -23,7 +23,6 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -33,7 +32,8 @@ from adapters.paper import FILL_MODEL_FIELDS, fill_model
 from tradeflow import engine
 from tradeflow.research import performance
 from tradeflow.research.backtest import (WRITTEN_COLUMNS, Backtest, BacktestError, BacktestResult, BacktestSpec,
-                                         SequentialReplay)
+                                         RunShape)
+from tradeflow.research.finishing import Finisher
 from tradeflow.research.report import write_sweep_report
 from tradeflow.research.run_config import RunPlan
 from tradeflow.trading.gate import load_terms
@@ -72,7 +72,7 @@ class Sweep:
         plan, spec, bt = self.plan, self.plan.spec, self.bt
         bt.check_main_schema(bars is None)
         bt._prepare_schema()
-        with engine.connect(bt.bt_settings) as conn:
+        with engine.connect(bt.bt_settings) as conn, Finisher(bt) as finisher:
             bt.ensure_result_tables(conn)
             bt._empty_raw_tables(conn)
             bars = bt._load_bars(conn, spec, bars)
@@ -82,12 +82,12 @@ class Sweep:
             terms = load_terms(conn)
             if plan.walk_forward is None:
                 self.total = len(self.points)
-                results = self._run_points(conn, [(point, spec, bars, signals, f"{sweep_id}-{k}")
-                                                  for k, point in enumerate(self.points, 1)], terms)
+                results = self._run_points(conn, finisher, [(point, spec, bars, signals, f"{sweep_id}-{k}")
+                                                            for k, point in enumerate(self.points, 1)], terms)
                 ranking = self._ranking(results)
                 walk = None
             else:
-                ranking, walk = self._walk_forward(conn, spec, bars, signals, terms, sweep_id)
+                ranking, walk = self._walk_forward(conn, finisher, spec, bars, signals, terms, sweep_id)
         self._store(sweep_id, ranking, walk)
         if plan.report:
             write_sweep_report(plan.report, sweep_id=sweep_id, keys=list(plan.config["sweep"]),
@@ -95,32 +95,32 @@ class Sweep:
         return SweepOutcome(sweep_id, ranking, walk)
 
     # -- the runs ---------------------------------------------------------------------------
-    def _run_points(self, conn, runs: list[tuple[_Point, BacktestSpec, pd.DataFrame, pd.DataFrame, str]],
+    def _run_points(self, conn, finisher: Finisher,
+                    runs: list[tuple[_Point, BacktestSpec, pd.DataFrame, pd.DataFrame, str]],
                     terms: tuple[dict, dict]) -> list[tuple[_Point, BacktestResult]]:
-        """Each run (point, spec, bars, signals, run_id) in order: its replay on this thread, then its
-        write, check, store and metrics (Backtest._finish) on a thread and connection of their own
-        while the next run replays. A run's first rows for the raw tables wait for the previous
-        run's finish: only then are the raw tables emptied and the run's accounts opened."""
+        """Each run (point, spec, bars, signals, run_id) in order: its replay here, then its write,
+        check, store and metrics (Backtest._finish) in the finishing process while the next run
+        replays. A run's first rows for the raw tables wait for the previous run's finish: only
+        then are the raw tables emptied and the run's accounts opened."""
         bt, done = self.bt, []
-        previous: Future | None = None
-        with ThreadPoolExecutor(1, thread_name_prefix="sweep-finish") as finisher, \
-                engine.connect(bt.bt_settings) as finish_conn:
-            for point, spec, bars, signals, run_id in runs:
-                spec, signals, seconds = self._spec_of(point, spec), self._signals_of(point, signals), {"waited": 0.0}
-                started = time.perf_counter()
-                with BackgroundCopy(lambda: engine.connect(bt.bt_settings), WRITTEN_COLUMNS) as copy:
-                    replay = bt._replay(conn, spec, bars, signals, run_id,
-                                        self._sink_after(conn, previous, spec, copy, done, seconds), None,
-                                        self._terms_of(point, terms))
-                seconds["replay"] = time.perf_counter() - started - seconds.pop("waited")
-                previous = finisher.submit(self._finish, finish_conn, point, spec, bars, signals, run_id, replay,
-                                           seconds)
-            if previous is not None:
-                self._collect(previous, done)
+        previous: _Point | None = None  # the run being finished
+        for point, spec, bars, signals, run_id in runs:
+            spec, signals, seconds = self._spec_of(point, spec), self._signals_of(point, signals), {"waited": 0.0}
+            started = time.perf_counter()
+            with BackgroundCopy(lambda: engine.connect(bt.bt_settings), WRITTEN_COLUMNS) as copy:
+                replay = bt._replay(conn, spec, bars, signals, run_id,
+                                    self._sink_after(conn, finisher, previous, spec, copy, done, seconds), None,
+                                    self._terms_of(point, terms))
+            seconds["replay"] = time.perf_counter() - started - seconds.pop("waited")
+            finisher.start(spec, RunShape.of(bars, signals), run_id, replay.outcome(), seconds,
+                           self.plan.config["tz"], self._config_of(point, spec, run_id))
+            previous = point
+        if previous is not None:
+            self._collect(finisher, previous, done)
         return done
 
-    def _sink_after(self, conn, previous: Future | None, spec: BacktestSpec, copy: BackgroundCopy,
-                    done: list[tuple[_Point, BacktestResult]], seconds: dict[str, float]
+    def _sink_after(self, conn, finisher: Finisher, previous: _Point | None, spec: BacktestSpec,
+                    copy: BackgroundCopy, done: list[tuple[_Point, BacktestResult]], seconds: dict[str, float]
                     ) -> Callable[[dict[str, list[tuple]]], None]:
         """A replay's sink whose first rows wait for the previous run to finish (raising what it
         raised), then empty the raw tables and open this run's accounts; rows go to `copy`."""
@@ -131,7 +131,7 @@ class Sweep:
             if not ready:
                 waiting = time.perf_counter()
                 if previous is not None:
-                    self._collect(previous, done)
+                    self._collect(finisher, previous, done)
                 self.bt._empty_raw_tables(conn, keep=SHARED_TABLES)
                 self.bt._open_accounts(conn, spec)
                 seconds["waited"] += time.perf_counter() - waiting
@@ -139,16 +139,11 @@ class Sweep:
             copy.put(rows)
         return sink
 
-    def _collect(self, finished: Future, done: list[tuple[_Point, BacktestResult]]) -> None:
-        done.append(finished.result())
+    def _collect(self, finisher: Finisher, point: _Point, done: list[tuple[_Point, BacktestResult]]) -> None:
+        done.append((point, finisher.result()))
         self.done += 1
         if self.on_run:
             self.on_run(self.done, self.total)
-
-    def _finish(self, conn, point: _Point, spec: BacktestSpec, bars: pd.DataFrame, signals: pd.DataFrame,
-                run_id: str, replay: SequentialReplay, seconds: dict[str, float]) -> tuple[_Point, BacktestResult]:
-        return point, self.bt._finish(conn, spec, bars, signals, run_id, replay, seconds, report=None,
-                                      tz=self.plan.config["tz"], config=self._config_of(point, spec, run_id))
 
     @staticmethod
     def _spec_of(point: _Point, spec: BacktestSpec) -> BacktestSpec:
@@ -190,14 +185,15 @@ class Sweep:
         for point, result in results:
             run = result.metrics_by_account.loc[performance.RUN_LABEL]
             rows.append({"run_id": result.run_id, **point.values, metric: run[metric],
-                         **{m: run[m] for m in RANKING_METRICS if m != metric}})
+                         **{m: run[m] for m in RANKING_METRICS if m != metric}, "decisions": result.decisions})
         frame = pd.DataFrame(rows)
         frame = frame.sort_values(metric, ascending=metric in LOWER_IS_BETTER, kind="stable", na_position="last")
         frame.insert(0, "rank", range(1, len(frame) + 1))
         return frame.reset_index(drop=True)
 
-    def _walk_forward(self, conn, spec: BacktestSpec, bars: pd.DataFrame, signals: pd.DataFrame,
-                      terms: tuple[dict, dict], sweep_id: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    def _walk_forward(self, conn, finisher: Finisher, spec: BacktestSpec, bars: pd.DataFrame,
+                      signals: pd.DataFrame, terms: tuple[dict, dict],
+                      sweep_id: str) -> tuple[pd.DataFrame, pd.DataFrame]:
         train, test = self.plan.walk_forward
         days = pd.DatetimeIndex(bars.ts.dt.floor("D").unique()).sort_values()
         if len(days) < train + test:
@@ -210,12 +206,13 @@ class Sweep:
             edges = [days[first], days[first + train], days[first + train + test - 1] + pd.Timedelta(days=1)]
             in_spec, out_spec = (replace(spec, start=a.to_pydatetime(), end=b.to_pydatetime())
                                  for a, b in ((edges[0], edges[1]), (edges[1], edges[2])))
-            results = self._run_points(conn, [(point, in_spec, *_window(bars, signals, in_spec), f"{sweep_id}-w{w}-{k}")
-                                              for k, point in enumerate(self.points, 1)], terms)
+            results = self._run_points(conn, finisher, [
+                (point, in_spec, *_window(bars, signals, in_spec), f"{sweep_id}-w{w}-{k}")
+                for k, point in enumerate(self.points, 1)], terms)
             ranking = self._ranking(results)
             winner = next(point for point, result in results if result.run_id == ranking.run_id.iloc[0])
-            [(_, oos)] = self._run_points(conn, [(winner, out_spec, *_window(bars, signals, out_spec),
-                                                  f"{sweep_id}-w{w}-oos")], terms)
+            [(_, oos)] = self._run_points(conn, finisher, [(winner, out_spec, *_window(bars, signals, out_spec),
+                                                            f"{sweep_id}-w{w}-oos")], terms)
             out_run = oos.metrics_by_account.loc[performance.RUN_LABEL]
             rankings.append(ranking.assign(window=w))
             windows.append({"window": w, "train": f"{edges[0]:%Y-%m-%d} → {edges[1]:%Y-%m-%d}",

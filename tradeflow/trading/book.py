@@ -309,6 +309,15 @@ class Account:
     def equity(self) -> Decimal:
         return self.cash + self.total_market_value
 
+    # pickled without the read-only views (a sweep hands a finished run's book to another process)
+    def __getstate__(self) -> dict[str, object]:
+        return {k: v for k, v in vars(self).items() if k not in ("market_value_view", "held_view")}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        vars(self).update(state)
+        self.market_value_view = MappingProxyType(self.market_value)
+        self.held_view = MappingProxyType(self.held_by_symbol)
+
 
 def _policy_fields(policy: Mapping[str, object]) -> dict[str, object]:
     """The policy's part of an AccountState, typed."""
