@@ -198,7 +198,7 @@ class PriceIngester(Ingester):
         rejections += conflicts
         report.duplicates = duplicates
         if len(fresh):
-            rows = list(zip(fresh["symbol"].tolist(), fresh["ts"].dt.to_pydatetime().tolist(),
+            rows = list(zip(fresh["symbol"].tolist(), list(fresh["ts"].array.to_pydatetime()),
                             *(fresh[name].tolist() for name in NUMERIC_FIELDS)))
             report.inserted, refused = self._store_bars(rows, newest_bars(self.conn, [row[0] for row in rows]), now)
             rejections += self._refused(refused, raw, fresh["payload_index"].tolist())
@@ -240,7 +240,9 @@ class PriceIngester(Ingester):
         if valid.empty:
             return valid, 0, []
         stored = self._stored_bars(valid)
-        candidates = pd.concat([stored.assign(stored=True), valid.assign(stored=False)], ignore_index=True)
+        # nothing stored yet: the concatenation would take its column types from an empty frame
+        candidates = (pd.concat([stored.assign(stored=True), valid.assign(stored=False)], ignore_index=True)
+                      if len(stored) else valid.assign(stored=False))
         first = candidates.drop_duplicates(["symbol", "ts"], keep="first").set_index(["symbol", "ts"])
         incoming = valid.set_index(["symbol", "ts"])
         reference = first.loc[incoming.index]
