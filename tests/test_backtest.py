@@ -208,7 +208,7 @@ def test_a_sweep_raises_what_its_finishing_process_raised(engine_settings, monke
     from tradeflow.research.sweep import Sweep
     from tradeflow.trading.book import AccountBook
 
-    # the fills reach the views but not the book (patched on the class: the book is pickled to that process)
+    # the fills reach the views but not the book
     monkeypatch.setattr(AccountBook, "on_fill", lambda self, fill: True)
     plan = run_config.plan(run_config.resolve(None, {
         "from": START.isoformat(), "to": END.isoformat(), "strategies": "sma_crossover", "run_id": "deaf-sweep",
@@ -227,7 +227,7 @@ def test_a_finishing_process_that_ended_is_a_clear_error(engine_settings):
         finisher._process.wait()
         with pytest.raises(BacktestError, match="finishing: the process ended"):
             finisher.start(SPEC, RunShape.of(BARS, BARS.head(0)), "gone",
-                           ReplayOutcome(AccountBook(), ReplayStats(), (), ()), {}, "UTC", {})
+                           ReplayOutcome(AccountBook().ledgers(), ReplayStats(), (), ()), {}, "UTC", {})
             finisher.result()
 
 

@@ -59,7 +59,7 @@ from tradeflow.dbt import deploy
 from tradeflow.research import performance
 from tradeflow.research.report import ReportData, write_report
 from tradeflow.trading import accounts, policy
-from tradeflow.trading.book import AccountBook, BookFill
+from tradeflow.trading.book import AccountBook, BookFill, Ledgers
 from tradeflow.trading.book_sync import instrument_steps, load_market, reconcile, returns_needed
 from tradeflow.trading.gate import (DECISION_COLUMNS, PAPER_CAPITAL, PAPER_LEVERAGE, RISK_EVENT_COLUMNS, TIMEFRAMES,
                                     Decision, Gatekeeper, Signal, Sizing, decision_rows, load_terms)
@@ -260,10 +260,11 @@ class RunShape:
 
 @dataclass(frozen=True)
 class ReplayOutcome:
-    """What a replay leaves for the finishing steps: the book (checked against the views),
-    its counts, the paper accounts it opened and the accounts it blocked. Picklable, unlike
-    the replay itself (its gate and broker read the replay's clock through a closure)."""
-    book: AccountBook
+    """What a replay leaves for the finishing steps: the book's final ledgers (checked against
+    the views), its counts, the paper accounts it opened and the accounts it blocked.
+    Picklable and small, unlike the replay (its gate and broker read the replay's clock
+    through a closure; its book holds every fill)."""
+    ledgers: Ledgers
     stats: ReplayStats
     opened_paper: tuple[str, ...]
     blocked: tuple[str, ...]
@@ -315,7 +316,7 @@ class SequentialReplay:
             self._run(bars, signals, on_progress)
 
     def outcome(self) -> ReplayOutcome:
-        return ReplayOutcome(self.book, self.stats, tuple(dict.fromkeys(self.opened_paper)),
+        return ReplayOutcome(self.book.ledgers(), self.stats, tuple(dict.fromkeys(self.opened_paper)),
                              tuple(dict.fromkeys(self.blocked)))
 
     def _run(self, bars: pd.DataFrame, signals: pd.DataFrame, on_progress: Callable[[int], None] | None) -> None:
@@ -662,7 +663,7 @@ class Backtest:
         self._write(conn, spec, replay)
         seconds["write"] = time.perf_counter() - lap
         lap = time.perf_counter()
-        self._check_and_store(conn, spec, run_id, replay.book)
+        self._check_and_store(conn, spec, run_id, replay.ledgers)
         seconds["store"] = time.perf_counter() - lap
         lap = time.perf_counter()
         analysis = self._analyse(conn, spec, run_id, tz, opened_at=shape.first_bar)
@@ -850,8 +851,8 @@ class Backtest:
                          f" SELECT ''::text AS run_id, * FROM \"{self.bt_settings.schema}\".{relation} WITH NO DATA")
             conn.execute(f'CREATE INDEX IF NOT EXISTS {table}_run ON "{main}".{table} (run_id)')
 
-    def _check_and_store(self, conn: psycopg.Connection, spec: BacktestSpec, run_id: str, book: AccountBook) -> None:
-        """The book's final state checked against the views, every account (positions,
+    def _check_and_store(self, conn: psycopg.Connection, spec: BacktestSpec, run_id: str, book: Ledgers) -> None:
+        """The book's final ledgers checked against the views, every account (positions,
         cash, realized P&L), while the run's views are stored (_store_result); a run
         whose book and views differ fails and keeps no results."""
         main = self.settings.schema

@@ -40,6 +40,7 @@ from adapters.orders import OrderStatus
 from tradeflow.trading.risk import NO_LIMITS, MarketRisk, PortfolioLimits
 
 ZERO = Decimal(0)
+PNL_METHODS = ("fifo", "average_cost")  # the views' pnl_method var
 # stg_account_policy's defaults for a field no version has set
 POLICY_DEFAULTS: dict[str, object] = {
     "max_open_symbols": 3, "allow_scale_in": False, "sell_requires_long": True, "max_order_notional": None,
@@ -309,15 +310,6 @@ class Account:
     def equity(self) -> Decimal:
         return self.cash + self.total_market_value
 
-    # pickled without the read-only views (a sweep hands a finished run's book to another process)
-    def __getstate__(self) -> dict[str, object]:
-        return {k: v for k, v in vars(self).items() if k not in ("market_value_view", "held_view")}
-
-    def __setstate__(self, state: dict[str, object]) -> None:
-        vars(self).update(state)
-        self.market_value_view = MappingProxyType(self.market_value)
-        self.held_view = MappingProxyType(self.held_by_symbol)
-
 
 def _policy_fields(policy: Mapping[str, object]) -> dict[str, object]:
     """The policy's part of an AccountState, typed."""
@@ -333,7 +325,7 @@ class AccountBook:
     """Every account's hot state; see the module docstring for the conventions."""
 
     def __init__(self, pnl_method: str = "fifo") -> None:
-        if pnl_method not in ("fifo", "average_cost"):
+        if pnl_method not in PNL_METHODS:
             raise BookError(f"pnl_method: must be fifo or average_cost, got {pnl_method!r}")
         self.pnl_method = pnl_method
         self.risk = MarketRisk()                               # instruments, margin rates, daily returns
@@ -545,5 +537,23 @@ class AccountBook:
             fees += f
         return {"cash": account.cash, "realized_pnl": gross - fees, "positions": dict(account.net)}
 
+    def ledgers(self) -> Ledgers:
+        """Every account's ledger under both P&L methods, as of now."""
+        return Ledgers(self.pnl_method, {account_id: {method: self.ledger(account_id, method) for method in PNL_METHODS}
+                                         for account_id in self.accounts})
 
-__all__ = ["AccountBook", "AccountState", "BookError", "BookFill", "Pending", "POLICY_DEFAULTS", "WorkingOrder"]
+
+@dataclass(frozen=True)
+class Ledgers:
+    """A book's ledgers (AccountBook.ledger) taken at one instant, what reconciliation checks:
+    small and picklable, where the book holds every fill (a sweep hands a run's ledgers to
+    another process)."""
+    pnl_method: str
+    accounts: dict[str, dict[str, dict[str, object]]]  # account -> P&L method -> ledger
+
+    def ledger(self, account_id: str, method: str | None = None) -> dict[str, object]:
+        return self.accounts[account_id][method or self.pnl_method]
+
+
+__all__ = ["AccountBook", "AccountState", "BookError", "BookFill", "Ledgers", "Pending", "POLICY_DEFAULTS",
+           "WorkingOrder"]

@@ -22,7 +22,7 @@ import psycopg
 from adapters.changefeed import ChangeFeed, open_feed
 from tradeflow import engine
 from tradeflow.config import Settings
-from tradeflow.trading.book import POLICY_DEFAULTS, AccountBook, BookFill
+from tradeflow.trading.book import POLICY_DEFAULTS, AccountBook, BookFill, Ledgers
 from tradeflow.trading.risk import INSTRUMENT_COLUMNS
 
 log = logging.getLogger("tradeflow.book")
@@ -193,7 +193,8 @@ class Mismatch:
         return f"{self.field}: book {self.book} vs views {self.views}"
 
 
-def reconcile(conn: psycopg.Connection, settings: Settings, book: AccountBook, as_of: datetime) -> list[Mismatch]:
+def reconcile(conn: psycopg.Connection, settings: Settings, book: AccountBook | Ledgers,
+              as_of: datetime) -> list[Mismatch]:
     """Book against views, per account: cash, realized P&L (under the views' method)
     and net quantity per (strategy, symbol)."""
     with engine.read_scope(conn, settings, as_of=as_of):
