@@ -14,7 +14,7 @@ from ingest.synthetic import generate_bars
 from tradeflow import engine
 from tradeflow.config import Settings
 from tradeflow.research.backtest import symbol_groups
-from tradeflow.writer import BackgroundCopy
+from tradeflow.writer import BackgroundCopy, copy_frames
 
 AS_OF = datetime(2100, 1, 1, tzinfo=timezone.utc)
 
@@ -116,3 +116,22 @@ def test_background_copy_hands_the_writers_error_to_the_producer_without_blockin
         with BackgroundCopy(lambda: engine.connect(embedded_settings), columns, depth=1) as sink:
             for _ in range(20):  # more batches than the queue holds: the failed writer keeps draining
                 sink.put({"no_such_table": [(1,)]})
+
+
+@pytest.mark.parametrize("session_zone", ["UTC", "Asia/Tokyo", "America/Los_Angeles"])
+def test_copied_frames_keep_each_instant_whatever_the_zones(conn, session_zone):
+    """copy_frames writes zoned times as UTC wall clock in a UTC transaction: the instants
+    survive frames in any zone and a session in any other, and the session keeps its zone."""
+    instants = pd.DataFrame({
+        "audit_id": ["z1", "z2", "z3"], "actor": "copy-test", "action": "noop", "target": "t", "details": "{}",
+        "ts": [pd.Timestamp("2024-01-02 09:30", tz="America/New_York"), pd.Timestamp("2024-07-02 23:59:59.123456",
+               tz="UTC"), pd.Timestamp("2024-03-10 02:30", tz="Europe/Oslo")]})
+    conn.execute(f"SET TimeZone TO '{session_zone}'")
+    try:
+        assert copy_frames(conn, "audit_log", list(instants.columns), [instants]) == 3
+        assert conn.execute("SHOW TimeZone").fetchone()[0] == session_zone
+        stored = conn.execute("SELECT ts FROM audit_log WHERE actor = 'copy-test' ORDER BY audit_id").fetchall()
+        assert [ts for (ts,) in stored] == [t.to_pydatetime() for t in instants.ts]
+    finally:
+        conn.execute("DELETE FROM audit_log WHERE actor = 'copy-test'")
+        conn.execute("RESET TimeZone")

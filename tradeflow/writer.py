@@ -79,14 +79,27 @@ def copy_frames(conn: psycopg.Connection, table: str, columns: Sequence[str], fr
     options = pacsv.WriteOptions(include_header=False)
     listed = ", ".join(f'"{c}"' for c in columns)
     rows = 0
-    with conn.cursor() as cur, cur.copy(f'COPY "{table}" ({listed}) FROM STDIN (FORMAT csv)') as copy:
-        for frame in frames:
-            buffer = io.BytesIO()
-            pacsv.write_csv(pa.Table.from_pandas(frame[list(columns)], preserve_index=False), buffer,
-                            write_options=options)
-            copy.write(buffer.getbuffer())
-            rows += len(frame)
+    # times go as UTC wall clock read in a UTC session: Arrow writes a zoned time about 25x
+    # slower than a naive one (0.9 s a million), and a bar has two
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute("SET LOCAL TimeZone TO 'UTC'")
+        with cur.copy(f'COPY "{table}" ({listed}) FROM STDIN (FORMAT csv)') as copy:
+            for frame in frames:
+                buffer = io.BytesIO()
+                pacsv.write_csv(_utc_wall_clock(pa.Table.from_pandas(frame[list(columns)], preserve_index=False)),
+                                buffer, write_options=options)
+                copy.write(buffer.getbuffer())
+                rows += len(frame)
     return rows
+
+
+def _utc_wall_clock(table: pa.Table) -> pa.Table:
+    """Zoned timestamp columns as naive ones holding their UTC wall clock (Arrow keeps zoned
+    times as UTC instants: dropping the zone keeps the values)."""
+    for i, field in enumerate(table.schema):
+        if pa.types.is_timestamp(field.type) and field.type.tz is not None:
+            table = table.set_column(i, field.name, table.column(i).cast(pa.timestamp(field.type.unit)))
+    return table
 
 
 class BackgroundCopy:
