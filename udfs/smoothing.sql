@@ -167,7 +167,19 @@
   {%- set horizons = [] -%}
   {%- for spec in specs %}{% do horizons.append(smoothing_horizon(spec[2], eps) | int) %}{% endfor -%}
   {%- set lags = horizons | max -%}
-  with lag_weights as (
+  {%- set source = 'with_series_columns' if series_columns else relation %}
+  with
+  {%- if series_columns %}
+  with_series_columns as (
+      select
+          {{ relation }}.*
+          {%- for name, expr in series_columns %},
+          {{ expr }} as {{ name }}
+          {%- endfor %}
+      from {{ relation }}
+  ),
+  {%- endif %}
+  lag_weights as (
       select
           timeframe,
           lag
@@ -207,29 +219,18 @@
       group by seeded.symbol, seeded.timeframe, seeded.seq + lag_weights.lag
   )
   select
-      {% for column in keep + (series_columns | map(attribute=0) | list) %}{{ relation }}.{{ column }}{{ ',' if not loop.last }}{% endfor %}
+      {% for column in keep + (series_columns | map(attribute=0) | list) %}{{ source }}.{{ column }}{{ ',' if not loop.last }}{% endfor %}
       {%- for name, expr, alpha, n, skip in specs %},
-      case when {{ relation }}.seq - {{ skip }} >= {{ n }} then fanned_out.{{ name }} end as {{ name }}
+      case when {{ source }}.seq - {{ skip }} >= {{ n }} then fanned_out.{{ name }} end as {{ name }}
       {%- endfor %}
       {%- for name, a, b in differences %},
       fanned_out.{{ name }}
       {%- endfor %}
-  {%- if series_columns %}
-  from (
-      select
-          {{ relation }}.*
-          {%- for name, expr in series_columns %},
-          {{ expr }} as {{ name }}
-          {%- endfor %}
-      from {{ relation }}
-  ) as {{ relation }}
-  {%- else %}
-  from {{ relation }}
-  {%- endif %}
+  from {{ source }}
   inner join fanned_out
-      on fanned_out.symbol = {{ relation }}.symbol
-      and fanned_out.timeframe = {{ relation }}.timeframe
-      and fanned_out.seq = {{ relation }}.seq
+      on fanned_out.symbol = {{ source }}.symbol
+      and fanned_out.timeframe = {{ source }}.timeframe
+      and fanned_out.seq = {{ source }}.seq
 {%- endmacro %}
 
 {% macro create_udfs() %}
