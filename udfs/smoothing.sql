@@ -45,6 +45,11 @@
   input must be non-NULL after them. differences: (name, spec a, spec b),
   a - b as one more column; the lag join sums it term by term, which keeps
   MACD (a small difference of two EMAs near the price) as exact as the EMAs.
+  series_columns: (name, expression) pairs of window functions over the
+  series (PARTITION BY symbol, timeframe ORDER BY utc_day, bar_ts), returned
+  as more columns. full_pass computes them in the carry's window pass (with
+  its frame, the same window clause: no window pass of their own);
+  incremental over the relation, before the join.
 #}
 
 {% macro ema_spec(name, expr, n, leading_nulls=0) %}{{ return((name, expr, 2.0 / (n + 1), n, leading_nulls)) }}{% endmacro %}
@@ -57,10 +62,10 @@
 {% macro risingwave__indicator_form() %}{{ return('incremental') }}{% endmacro %}
 {% macro materialize__indicator_form() %}{{ return('incremental') }}{% endmacro %}
 
-{% macro smooth(relation, specs, keep, differences=[]) %}
+{% macro smooth(relation, specs, keep, differences=[], series_columns=[]) %}
   {%- set form = indicator_form() -%}
-  {%- if form == 'full_pass' -%}{{ return(smooth_blocks(relation, specs, keep, differences)) }}
-  {%- elif form == 'incremental' -%}{{ return(smooth_lag_join(relation, specs, keep, differences)) }}
+  {%- if form == 'full_pass' -%}{{ return(smooth_blocks(relation, specs, keep, differences, series_columns)) }}
+  {%- elif form == 'incremental' -%}{{ return(smooth_lag_join(relation, specs, keep, differences, series_columns)) }}
   {%- else -%}{{ exceptions.raise_compiler_error("indicator_form must be full_pass or incremental, not " ~ form) }}
   {%- endif -%}
 {% endmacro %}
@@ -106,8 +111,9 @@
 
 {% macro decay_column(alpha) %}{{ return('decay_' ~ ((1 - alpha) * 1000000000) | int) }}{% endmacro %}
 
-{% macro smooth_blocks(relation, specs, keep, differences) -%}
-  {%- set keep = keep + ((['utc_day'] + smoothing_block_column_names(specs)) | reject('in', keep) | list) -%}
+{% macro smooth_blocks(relation, specs, keep, differences, series_columns) -%}
+  {%- set keep = keep + ((['utc_day'] + smoothing_block_column_names(specs)) | reject('in', keep) | list)
+      + (series_columns | map(attribute=0) | list) -%}
   with block_sums as (
       select
           {{ relation }}.*
@@ -134,6 +140,9 @@
       from (
           select
               block_sums.*
+              {%- for name, expr in series_columns %},
+              {{ expr }} as {{ name }}
+              {%- endfor %}
               {%- for name, expr, alpha, n, skip in specs %}
               {%- set decay = decay_column(alpha) %},
               {{ target.schema }}.tf_carry(
@@ -153,12 +162,24 @@
   from carried
 {%- endmacro %}
 
-{% macro smooth_lag_join(relation, specs, keep, differences) -%}
+{% macro smooth_lag_join(relation, specs, keep, differences, series_columns) -%}
   {%- set eps = var('smoothing_eps') -%}
   {%- set horizons = [] -%}
   {%- for spec in specs %}{% do horizons.append(smoothing_horizon(spec[2], eps) | int) %}{% endfor -%}
   {%- set lags = horizons | max -%}
-  with lag_weights as (
+  {%- set source = 'with_series_columns' if series_columns else relation %}
+  with
+  {%- if series_columns %}
+  with_series_columns as (
+      select
+          {{ relation }}.*
+          {%- for name, expr in series_columns %},
+          {{ expr }} as {{ name }}
+          {%- endfor %}
+      from {{ relation }}
+  ),
+  {%- endif %}
+  lag_weights as (
       select
           timeframe,
           lag
@@ -198,18 +219,18 @@
       group by seeded.symbol, seeded.timeframe, seeded.seq + lag_weights.lag
   )
   select
-      {% for column in keep %}{{ relation }}.{{ column }}{{ ',' if not loop.last }}{% endfor %}
+      {% for column in keep + (series_columns | map(attribute=0) | list) %}{{ source }}.{{ column }}{{ ',' if not loop.last }}{% endfor %}
       {%- for name, expr, alpha, n, skip in specs %},
-      case when {{ relation }}.seq - {{ skip }} >= {{ n }} then fanned_out.{{ name }} end as {{ name }}
+      case when {{ source }}.seq - {{ skip }} >= {{ n }} then fanned_out.{{ name }} end as {{ name }}
       {%- endfor %}
       {%- for name, a, b in differences %},
       fanned_out.{{ name }}
       {%- endfor %}
-  from {{ relation }}
+  from {{ source }}
   inner join fanned_out
-      on fanned_out.symbol = {{ relation }}.symbol
-      and fanned_out.timeframe = {{ relation }}.timeframe
-      and fanned_out.seq = {{ relation }}.seq
+      on fanned_out.symbol = {{ source }}.symbol
+      and fanned_out.timeframe = {{ source }}.timeframe
+      and fanned_out.seq = {{ source }}.seq
 {%- endmacro %}
 
 {% macro create_udfs() %}

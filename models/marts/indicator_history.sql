@@ -23,6 +23,8 @@
 {% set signal_smoother = ema_spec('macd_signal', 'macd', 9, leading_nulls=25) %}
 {% do bar_columns.extend(smoothing_block_column_names(smoothers + [signal_smoother])) %}
 {% set sma_columns = [] %}{% for n in sma_periods %}{% do sma_columns.append('sma_' ~ n) %}{% endfor %}
+{#- the window sums (or means) of the SMAs and the Bollinger deviation, computed with the smoothers -#}
+{% set moving_windows = moving_window_columns('close', 'close_f', sma_periods, [20], series) %}
 
 with bars as (
     select
@@ -52,11 +54,7 @@ numbered as (
 
 windowed as (
     select
-        {% for column in bar_columns %}{{ column }}, {% endfor %}close_f,
-        {% for n in sma_periods %}
-        case when seq >= {{ n }} then {{ moving_mean('close', n, series) }} end as sma_{{ n }},
-        {% endfor %}
-        case when seq >= 20 then {{ moving_stddev_pop('close_f', 20, series) }} end as stddev_20,
+        {% for column in bar_columns + moving_sum_input_names() %}{{ column }}, {% endfor %}close_f,
         (session_pv3 / nullif(3 * session_volume, 0))::float8 as vwap,
         -- NULL on a series' first bar, so the smoothing seeds skip it as TA-Lib does
         case when prev_close is not null then greatest(close_f - prev_close, 0) end as gain,
@@ -67,12 +65,17 @@ windowed as (
 ),
 
 smoothed as (
-    {{ smooth('windowed', smoothers, keep=bar_columns + sma_columns + ['stddev_20', 'vwap'], differences=[('ema_12_minus_26', 'ema_12', 'ema_26')]) }}
+    {{ smooth('windowed', smoothers, keep=bar_columns + ['vwap'], differences=[('ema_12_minus_26', 'ema_12', 'ema_26')],
+              series_columns=moving_windows) }}
 ),
 
 macd as (
     select
         smoothed.*,
+        {% for n in sma_periods %}
+        case when seq >= {{ n }} then {{ moving_mean(n) }} end as sma_{{ n }},
+        {% endfor %}
+        case when seq >= 20 then {{ moving_stddev_pop(20) }} end as stddev_20,
         -- TA-Lib's MACD only starts once the slow EMA exists
         case when seq >= 26 then ema_12_minus_26 end as macd
     from smoothed
