@@ -101,7 +101,9 @@
       traded.account_id, traded.symbol, closes.bar_ts, closes.close,
       closes.bar_ts + interval '1 minute' <= traded.first_fill_ts as is_opening,
       closes.close_step
-  from {{ first_fills }} as traded
+  {#- keys in order, each key's closes in time order: the reader's sort by (key, time)
+      finds its input nearly sorted (100 x 60, 2.5M events: that sort 2.3 -> 0.95 s) #}
+  from (select * from {{ first_fills }} order by account_id, symbol) as traded
   inner join lateral (
       select
           bars.symbol, bars.bar_ts, bars.close,
