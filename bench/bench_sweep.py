@@ -14,6 +14,9 @@ with its nine variants) happens before the clock starts and is reported on its o
 the sweep and the run's to the run. Each side is timed ``--repeat`` times (default 2), the
 fastest counts (the machine is shared).
 
+``machine_busy_fraction`` per sweep is the share of the machine's cores kept busy while it ran
+(/proc/stat, every process): near 1, the sweep is bound by its work, not by how it overlaps.
+
 ``decisions`` per run shows how much sequential work each point brings: the grid's points differ
 (a fast SMA next to the slow one signals far more often than the default pair).
 
@@ -30,6 +33,7 @@ import json
 import os
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import pandas as pd
 
@@ -41,6 +45,16 @@ from tradeflow.research.backtest import Backtest  # noqa: E402
 from tradeflow.research.sweep import Sweep  # noqa: E402
 
 TARGET_RATIO = 3.0
+
+
+def machine_cpu(since: tuple[float, float] | None = None) -> tuple[float, float]:
+    """The machine's (busy, idle) CPU seconds from /proc/stat, or since an earlier reading: how
+    much of the cores a sweep kept busy (all processes: this one, its finishing process, the
+    engine's backends, and anything else running)."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = (ticks[3] + ticks[4]) / os.sysconf("SC_CLK_TCK")
+    busy = sum(ticks) / os.sysconf("SC_CLK_TCK") - idle
+    return (busy - since[0], idle - since[1]) if since else (busy, idle)
 GRID = ("sma_crossover.fast=5,10,20", "sma_crossover.slow=21,50,200")
 
 
@@ -81,11 +95,13 @@ def main() -> None:
         sweeps = []
         for i in range(args.repeat):
             runner = Sweep(bt, replace(grid, config={**grid.config, "run_id": f"sweep-{i}"}))
-            started = time.perf_counter()
+            started, machine = time.perf_counter(), machine_cpu()
             outcome = runner.run(bars)
+            seconds, (busy, idle) = time.perf_counter() - started, machine_cpu(machine)
             decisions = outcome.ranking.set_index("run_id").decisions
-            sweeps.append({"seconds": round(time.perf_counter() - started, 3), "runs": len(outcome.ranking),
-                           "decisions_per_run": decisions.to_dict(), "decisions_total": int(decisions.sum())})
+            sweeps.append({"seconds": round(seconds, 3), "runs": len(outcome.ranking),
+                           "decisions_per_run": decisions.to_dict(), "decisions_total": int(decisions.sum()),
+                           "machine_busy_fraction": round(busy / max(busy + idle, 1e-9), 3)})
         # the (5, 21) point must be the one run, trade for trade
         same = outcome.ranking.set_index(["sma_crossover.fast", "sma_crossover.slow"]).loc[(5, 21), "trades"]
     one_s = min(r["seconds"] for r in singles)
