@@ -1,3 +1,5 @@
+{{ config(materialized='materialized_view' if target.type != 'postgres' or 'stg_execs' in var('refreshed_models')
+                      else 'view') }}
 -- One row per fill (order_id, fill_id), first-received copy wins, with the
 -- signed quantity. Fills are applied per (account_id, strategy_id, symbol) in
 -- (exec_ts, order_id, fill_id) order, whatever order they arrived in.

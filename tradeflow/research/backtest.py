@@ -588,7 +588,8 @@ class Backtest:
     def __init__(self, settings: Settings, *, model_vars: dict[str, object] | None = None) -> None:
         self.settings = settings
         self.bt_settings = backtest_settings(settings)
-        self.model_vars = {"temporal_filter": False, "bar_indexes": False, **(model_vars or {})}
+        self.model_vars = {"temporal_filter": False, "bar_indexes": False, "refreshed_models": ["stg_execs"],
+                           **(model_vars or {})}
 
     def run(self, spec: BacktestSpec, bars: pd.DataFrame | None = None, *, run_id: str | None = None,
             on_progress: Callable[[int], None] | None = None, report: Path | None = None,
@@ -832,7 +833,8 @@ class Backtest:
 
     def _write(self, conn: psycopg.Connection, spec: BacktestSpec, replay: ReplayOutcome) -> None:
         """What the sequential part changed besides its rows (already copied in bulk):
-        paper accounts, policy changes as the operator's, blocks (account versions)."""
+        paper accounts, policy changes as the operator's, blocks (account versions); then
+        the statistics and the materialized models that the views read from here on."""
         for account_id in replay.opened_paper:
             accounts.add(conn, account_id, capital=PAPER_CAPITAL, max_leverage=PAPER_LEVERAGE)
         for change in sorted(spec.policy_changes, key=lambda c: c.at):
@@ -841,6 +843,10 @@ class Backtest:
             accounts.set_status(conn, account_id, "BLOCKED", updated_by=GATE_ID)
         for table in WRITTEN_COLUMNS:
             conn.execute(f"ANALYZE {table}")
+        # the models deployed here as materialized views (dbt var refreshed_models), now that
+        # their raw tables are written: each of them computed once for every view read after
+        for model in self._model_var("refreshed_models"):
+            conn.execute(f'REFRESH MATERIALIZED VIEW "{model}"')
 
     def ensure_result_tables(self, conn: psycopg.Connection) -> None:
         """The main schema's results tables (RESULTS), once per run or sweep, not per stored run:
