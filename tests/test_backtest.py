@@ -319,3 +319,16 @@ def test_a_never_deployed_schema_is_refused_or_created_before_any_work(engine_se
     result = Backtest(fresh).run(replace(SPEC, outputs="matches-only"), BARS, run_id="fresh")  # results land
     with engine.connect(fresh) as conn:
         assert fetch(conn, 'SELECT accepted FROM "never_deployed".backtest_runs') == [(result.accepted,)]
+
+
+def test_a_backtest_schema_whose_models_change_kind_is_deployed_again(engine_settings):
+    """stg_execs is a view in a schema deployed before refreshed_models and a materialized view
+    after: dropping the view would take the views dbt then replaces with it, so the backtest
+    schema is deployed from empty whenever its models or vars change."""
+    spec = replace(SPEC, policy_changes=())
+    views_only = Backtest(engine_settings, model_vars={"refreshed_models": []}).run(spec, BARS, run_id="kind-before")
+    materialized = Backtest(engine_settings).run(spec, BARS, run_id="kind-after")
+    assert materialized.decisions == views_only.decisions > 0
+    with engine.connect(engine_settings) as conn:
+        assert conn.execute("SELECT matviewname FROM pg_matviews WHERE schemaname = %s",
+                            (f"{engine_settings.schema}_backtest",)).fetchall() == [("stg_execs",)]

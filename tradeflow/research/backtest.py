@@ -778,6 +778,10 @@ class Backtest:
             if engine.relation_exists(conn, self.bt_settings.schema, "backtest_deployment"):
                 if conn.execute(f"SELECT fingerprint FROM {marker}").fetchone() == (fingerprint,):
                     return
+            # deployed from empty: the schema holds nothing a run keeps (its raw tables are emptied
+            # by each run), and a model that changes kind (stg_execs, a view before
+            # refreshed_models) would be dropped with the views that dbt then expects to replace
+            conn.execute(f'DROP SCHEMA IF EXISTS "{self.bt_settings.schema}" CASCADE')
         deploy(self.bt_settings, vars=self.model_vars)
         with engine.connect(self.settings) as conn:
             conn.execute(f"CREATE TABLE IF NOT EXISTS {marker} (fingerprint text)")
