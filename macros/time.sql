@@ -57,7 +57,8 @@
   nullif(current_setting('tradeflow.{{ name }}', true), '')::{{ type }}
 {%- endmacro %}
 
-{# Bars whose minute closed before the reader's as_of (all bars when unset). #}
+{# Bars whose minute closed before the reader's as_of (all bars when unset). For
+   index conditions and small reads; a filter over every bar uses as_of_once(). #}
 {% macro closed_before_as_of(ts) -%}
   {{ ts }} < coalesce({{ embedded_setting('as_of', 'timestamptz') }}, 'infinity')
 {%- endmacro %}

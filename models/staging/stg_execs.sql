@@ -1,5 +1,4 @@
-{{ config(materialized='materialized_view' if target.type != 'postgres' or 'stg_execs' in var('refreshed_models')
-                      else 'view') }}
+{{ config(materialized=refreshable_materialization('stg_execs')) }}
 -- One row per fill (order_id, fill_id), first-received copy wins, with the
 -- signed quantity. Fills are applied per (account_id, strategy_id, symbol) in
 -- (exec_ts, order_id, fill_id) order, whatever order they arrived in.

@@ -520,11 +520,11 @@ def _cyclic_gc_paused() -> Iterator[None]:
 
 @contextmanager
 def _quick_lock_handoff(interval: float = 0.001) -> Iterator[None]:
-    """The replay (pure Python) shares the interpreter with threads that wait on the engine:
-    the background writer, a sweep's previous point being stored. Each of their statements,
-    once answered, waits for the interpreter lock until the replay's switch interval ends
-    (5 ms by default), and a stored sweep point runs about 40 statements. At 1 ms the 3 x 3
-    sweep of bench/bench_sweep.py took 7.5-8.1 s against 8.8-8.9 s."""
+    """The replay (pure Python) shares the interpreter with the background writer's thread,
+    which waits on the engine: each of its statements, once answered, waits for the
+    interpreter lock until the replay's switch interval ends (5 ms by default). Measured when
+    a sweep still stored its previous point on a thread too (about 40 statements a point): at
+    1 ms the 3 x 3 sweep of bench/bench_sweep.py took 7.5-8.1 s against 8.8-8.9 s."""
     before = sys.getswitchinterval()
     sys.setswitchinterval(interval)
     try:
